@@ -1,0 +1,55 @@
+# Two entry points for a fresh machine: `make run` (install, rebuild the pipeline, serve the page) and
+# `make test` (install, run the test suite). Both are idempotent and quick once installed.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(HOME)/.local/bin:$(CURDIR)/.venv/bin:$(PATH)
+
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: help install install-dev install-web install-browser run repro serve test lint format smoke report
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --user --quiet 'uv>=0.5,<1'
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-groups
+	touch $@
+
+install: .venv/.installed ## Python environment from uv.lock
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install-web: node_modules/.installed ## the page's npm dependencies (@tensorflow/tfjs, served locally)
+
+install-browser: ## Debian chromium for the browser tests
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+install-dev: install install-web install-browser
+
+run: install install-web ## rebuild the pipeline on params.yaml, then serve the page
+	dvc repro
+	$(MAKE) --no-print-directory serve
+
+repro: install ## rebuild the pipeline only
+	dvc repro
+
+serve: install install-web ## serve the page and the champion model with gunicorn
+	@echo "serving on http://$(HOST):$(PORT)/"
+	gunicorn --bind $(HOST):$(PORT) --access-logfile - 'services.app:create_app()'
+
+test: install-dev ## run the whole test suite
+	pytest $(PYTEST_ARGS)
+
+lint: install ## ruff lint and format check
+	ruff check . && ruff format --check .
+
+format: install
+	ruff format . && ruff check --fix .

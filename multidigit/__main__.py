@@ -1,0 +1,5 @@
+import sys
+
+from multidigit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""`multidigit` command line: one subcommand per pipeline step, each calling its module's `main()`.
+
+Modules are imported only when their subcommand runs, so `multidigit --help` and `params check` stay fast
+(TensorFlow takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from multidigit.constants import DEFAULT_PARAMS_FILE, STAGES
+from multidigit.params import ParamsError, load_params
+
+EXIT_BAD_PARAMS = 2
+EXIT_FAILED = 1
+
+
+def _params_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params YAML (default: %(default)s)")
+
+
+def _stage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", required=True, choices=STAGES, help="curriculum stage")
+
+
+def _check_params(args: argparse.Namespace) -> None:
+    load_params(args.file)
+    print(f"{args.file}: ok")
+
+
+def _lazy(target: str) -> Callable[[argparse.Namespace], None]:
+    """Call `module:function` with the parsed options as keyword arguments."""
+
+    def run(args: argparse.Namespace) -> None:
+        module, func = target.split(":")
+        kwargs = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "action")}
+        getattr(importlib.import_module(f"multidigit.{module}"), func)(**kwargs)
+
+    return run
+
+
+# (name, target, help, argument adders)
+COMMANDS: list[tuple[str, str, str, tuple[Callable[[argparse.ArgumentParser], None], ...]]] = [
+    (
+        "mnist",
+        "mnist:main",
+        "verify MNIST and write data/mnist/{train,val,test}.npz",
+        (_params_arg,),
+    ),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multidigit",
+        description="Train, gate, export and serve a detector for handwritten digits on a canvas.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    params = sub.add_parser("params", help="validate a params file")
+    params_sub = params.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = params_sub.add_parser("check", help="validate FILE against the schema (exit 2 if bad)")
+    check.add_argument("file", nargs="?", default=str(DEFAULT_PARAMS_FILE))
+    check.set_defaults(handler=_check_params)
+
+    for name, target, help_text, adders in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        for add in adders:
+            add(p)
+        p.set_defaults(handler=_lazy(target))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_PARAMS
+    except (FileNotFoundError, ValueError, ConnectionError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The one schema for params.yaml: a frozen pydantic model per block, validated before any work.
+
+Every stage reads its block through `load_params`. A bad file raises `ParamsError` with one line that
+names the dotted key, the value and what is allowed; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from multidigit.constants import CANVAS_SIZE, DEFAULT_PARAMS_FILE, DIGIT_SIZE, STAGES
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PosFloat = Annotated[float, Field(gt=0.0)]
+
+
+class ParamsError(ValueError):
+    """params.yaml is unreadable or breaks the schema; the message is one line."""
+
+
+class Block(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_range(lo: float, hi: float, name: str) -> None:
+    if lo > hi:
+        raise ValueError(f"{name}: min {lo} > max {hi}, need min <= max")
+
+
+# ---------------------------------------------------------------- mnist
+class MnistParams(Block):
+    dir: str | None = None  # folder of IDX .gz files; None: $MNIST_DIR, ../shared/data/mnist, mirrors
+    mirrors: list[str] = Field(min_length=1)  # base URLs tried in order when no local copy exists
+    timeout_s: PosFloat = 30.0  # per HTTP request
+    retries: NonNegInt = 3  # extra tries per mirror
+    val_size: Annotated[int, Field(ge=1, le=30000)] = 5000  # digits carved from train for validation
+
+
+# ---------------------------------------------------------------- generate
+class AugmentParams(Block):
+    translate: Annotated[float, Field(ge=0.0, le=0.3)] = 0.08  # fraction of the 28 px digit box
+    zoom: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1  # +- fraction (RandomZoom)
+    rotate_deg: Annotated[float, Field(ge=0.0, le=45.0)] = 10.0  # +- degrees (RandomRotation)
+
+
+class SplitCounts(Block):
+    train: PosInt
+    val: PosInt
+    test: PosInt
+
+
+class StageDataParams(Block):
+    digits: tuple[PosInt, PosInt]  # [min, max] digits per canvas
+    scale: tuple[PosFloat, PosFloat] = (1.0, 1.0)  # [min, max] digit size relative to 28 px
+    max_overlap: Fraction = 0.0  # largest fraction of a digit's box another digit may cover
+    canvases: SplitCounts  # canvases per split
+
+    @model_validator(mode="after")
+    def _ranges(self) -> StageDataParams:
+        _check_range(*self.digits, "digits")
+        _check_range(*self.scale, "scale")
+        return self
+
+
+class GenerateParams(Block):
+    canvas_size: Literal[100] = CANVAS_SIZE  # pixels; the model and page are built for 100
+    shard_size: PosInt = 500  # canvases per shard file
+    workers: PosInt = 2  # Prefect task-runner workers
+    task_runner: Literal["threads", "processes", "dask"] = "threads"
+    retries: NonNegInt = 2  # Prefect retries for a shard task
+    max_attempts: PosInt = 50  # placement tries per digit before the canvas is re-sampled
+    augment: AugmentParams = AugmentParams()
+    stages: dict[Literal["stage1", "stage2", "stage3"], StageDataParams]
+
+    @model_validator(mode="after")
+    def _fits(self) -> GenerateParams:
+        for name, stage in self.stages.items():
+            _check_fits(name, stage, self.canvas_size)
+        return self
+
+
+def _check_fits(name: str, stage: StageDataParams, canvas: int) -> None:
+    """Refuse digit counts whose boxes cannot fit on the canvas without forbidden overlap."""
+    side = DIGIT_SIZE * stage.scale[0]
+    if side > canvas:
+        raise ValueError(f"stages.{name}.scale: min {stage.scale[0]} gives {side:.0f} px > canvas")
+    # Boxes may share (1 - max_overlap) of their area at most; keep a 2x margin for random packing.
+    usable = canvas * canvas / (side * side * (1.0 - stage.max_overlap * 0.9))
+    if stage.digits[1] > usable / 2:
+        raise ValueError(
+            f"stages.{name}.digits: max {stage.digits[1]} cannot fit: at scale {stage.scale[0]} "
+            f"and max_overlap {stage.max_overlap} a {canvas} px canvas holds about {int(usable / 2)}"
+        )
+
+
+# ---------------------------------------------------------------- model, loss, training
+class ModelParams(Block):
+    backbone: Literal["mnist_cnn", "mobilenetv2"] = "mnist_cnn"
+    width: Annotated[int, Field(ge=4, le=256)] = 32  # base filter count of mnist_cnn
+    alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.35  # MobileNetV2 width multiplier
+    stride: Literal[2, 4, 5, 10] = 4  # pixels per grid cell: 100 / stride cells a side
+    boxes_per_cell: Annotated[int, Field(ge=1, le=4)] = 1
+
+
+class LossParams(Block):
+    lambda_coord: PosFloat = 5.0  # box regression weight
+    lambda_noobj: PosFloat = 0.5  # objectness weight of empty cells
+    lambda_class: PosFloat = 1.0  # class cross-entropy weight
+
+
+class PretrainParams(Block):
+    source: Literal["mnist", "synthetic", "none"] = "mnist"  # B, A, C of the ablation
+    epochs: NonNegInt = 2
+    batch_size: PosInt = 128
+    lr: PosFloat = 2e-3
+    limit: NonNegInt = 0  # train digits to use; 0 = all
+
+
+class StageTrainParams(Block):
+    epochs: PosInt
+    lr: PosFloat
+    patience: PosInt = 3  # early stopping on val loss
+    init: Literal["pretrained", "previous", "scratch"] = "previous"
+
+
+class TrainParams(Block):
+    batch_size: PosInt = 32
+    prefetch: PosInt = 4  # batches the generator runs ahead
+    stages: dict[Literal["stage1", "stage2", "stage3"], StageTrainParams]
+
+
+class NmsParams(Block):
+    score_threshold: Fraction = 0.5  # default operating point; evaluation calibrates on val
+    iou_threshold: Fraction = 0.45
+    max_detections: PosInt = 20
+
+
+# ---------------------------------------------------------------- evaluation, export, tracking
+class GateParams(Block):
+    map50: Fraction = 0.0
+    map50_95: Fraction = 0.0
+
+
+class EvaluateParams(Block):
+    batch_size: PosInt = 256
+    gallery_size: PosInt = 16
+    gates: dict[Literal["stage1", "stage2", "stage3"], GateParams] = {}
+
+
+class ExportParams(Block):
+    quantization: Literal["none", "float16", "uint8"] = "uint8"
+    parity_canvases: PosInt = 50
+    float_tolerance: PosFloat = 1e-3
+    quantized_tolerance: PosFloat = 0.05
+
+
+class MlflowParams(Block):
+    tracking_uri: str = "sqlite:///mlflow.db"  # $MLFLOW_TRACKING_URI wins when set
+    experiment: str = "multidigit"
+    registered_model: str = "multidigit-detector"
+
+
+class Params(Block):
+    seed: NonNegInt = 1234
+    mnist: MnistParams
+    generate: GenerateParams
+    model: ModelParams = ModelParams()
+    loss: LossParams = LossParams()
+    pretrain: PretrainParams = PretrainParams()
+    train: TrainParams
+    nms: NmsParams = NmsParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+    mlflow: MlflowParams = MlflowParams()
+
+    @model_validator(mode="after")
+    def _stages_complete(self) -> Params:
+        for block, stages in (("generate", self.generate.stages), ("train", self.train.stages)):
+            missing = [s for s in STAGES if s not in stages]
+            if missing:
+                raise ValueError(
+                    f"{block}.stages: lacks {', '.join(missing)}, need all of {', '.join(STAGES)}"
+                )
+        return self
+
+
+# ---------------------------------------------------------------- loading
+def _fields_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """Names allowed at `path` inside `model`, for 'did you mean' hints."""
+    for key in path:
+        field = model.model_fields.get(str(key))
+        if field is None:
+            return list(model.model_fields)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def _format_error(err: dict[str, Any], data: Any) -> str:
+    loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+    dotted = ".".join(str(p) for p in loc) or "<top>"
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        allowed = _fields_at(Params, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{dotted}: unknown key (allowed: {', '.join(allowed)}){hint}"
+    value = err.get("input")
+    shown = "" if kind == "missing" or isinstance(value, dict) else f" = {value!r}"
+    msg = msg.removeprefix("Value error, ")
+    # Cross-field validators name their key relative to where they sit: "digits: min 5 > max 3".
+    relkey, sep, rest = msg.partition(": ")
+    if kind == "value_error" and sep and " " not in relkey:
+        dotted = f"{dotted}.{relkey}" if loc else relkey
+        return f"{dotted}: {rest}"
+    return f"{dotted}{shown}: {msg}"
+
+
+def validate_params(data: Any) -> Params:
+    """Validate a parsed params mapping.
+
+    Args:
+        data: the mapping read from params.yaml.
+    Returns:
+        The frozen `Params`.
+    Raises:
+        ParamsError: one line naming the first bad dotted key and what is allowed.
+    """
+    if not isinstance(data, dict):
+        raise ParamsError(f"params: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _format_error(errors[0], data)
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ParamsError(f"params: {first}{more}") from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
+    """Read and validate a params YAML file.
+
+    Args:
+        path: the YAML file, params.yaml by default.
+    Returns:
+        The frozen `Params`.
+    Raises:
+        ParamsError: the file is missing, is not YAML, or breaks the schema.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ParamsError(f"params: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"params: {path}{where} is not valid YAML") from None
+    return validate_params(data)
