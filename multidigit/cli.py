@@ -42,14 +42,44 @@ def _lazy(target: str) -> Callable[[argparse.Namespace], None]:
     return run
 
 
-# (name, target, help, argument adders)
+def _export_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", required=True, choices=("yolo", "coco"), help="output layout")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def _registry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("list", "promote", "rollback"))
+    p.add_argument("--version", help="model version, for promote")
+
+
+# (name, "module:function", help, argument adders). Each function takes the options as keywords.
 COMMANDS: list[tuple[str, str, str, tuple[Callable[[argparse.ArgumentParser], None], ...]]] = [
+    ("mnist", "mnist:main", "verify MNIST and write data/mnist/{train,val,test}.npz", (_params_arg,)),
+    ("generate", "canvas:main", "generate one stage's canvas shards in-process", (_params_arg, _stage_arg)),
+    ("preview", "preview:main", "draw a stage's preview grid and histograms", (_params_arg, _stage_arg)),
     (
-        "mnist",
-        "mnist:main",
-        "verify MNIST and write data/mnist/{train,val,test}.npz",
-        (_params_arg,),
+        "export-dataset",
+        "dataset_export:main",
+        "write a stage's canvases as YOLO txt + PNG or COCO JSON",
+        (_params_arg, _stage_arg, _export_dataset_args),
     ),
+    ("pretrain", "pretrain:main", "pretrain the backbone as an MNIST classifier", (_params_arg,)),
+    ("train", "train:main", "train one curriculum stage of the detector", (_params_arg, _stage_arg)),
+    (
+        "evaluate",
+        "evaluate:main",
+        "evaluate a stage on its test split, apply its gate",
+        (_params_arg, _stage_arg),
+    ),
+    ("export", "export:main", "convert the stage-3 detector to a quantized TF.js model", (_params_arg,)),
+    (
+        "registry",
+        "registry:main",
+        "list, promote or roll back registered models",
+        (_params_arg, _registry_args),
+    ),
+    ("report", "report:main", "regenerate reports/summary.md and the README results", (_params_arg,)),
 ]
 
 
