@@ -30,7 +30,7 @@ node_modules/.installed: package.json package-lock.json
 install-web: node_modules/.installed ## the page's npm dependencies (@tensorflow/tfjs, served locally)
 
 install-browser: ## Debian chromium for the browser tests
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@command -v chromium >/dev/null || (apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null)
 
 install-dev: install install-web install-browser
 
