@@ -48,6 +48,9 @@ serve: install install-web ## serve the page and the champion model with gunicor
 test: install-dev ## run the whole test suite
 	pytest $(PYTEST_ARGS)
 
+smoke: install ## the whole pipeline on params.smoke.yaml in .smoke/ (minutes)
+	python scripts/smoke.py
+
 lint: install ## ruff lint and format check
 	ruff check . && ruff format --check .
 

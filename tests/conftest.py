@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from scripts.smoke import make_workspace, workspace_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist")).resolve()
@@ -30,26 +31,9 @@ def params_dict() -> dict:
     return copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
-def tracked_files() -> list[str]:
-    """Files git tracks plus untracked files it does not ignore: what a fresh clone would hold."""
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [line for line in out.splitlines() if (ROOT / line).is_file()]
-
-
 def copy_repo(dest: Path) -> Path:
     """Copy the working tree (as a clone would have it) into `dest` and make it a git repo."""
-    for rel in tracked_files():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, target)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
+    return make_workspace(dest, smoke=False)
 
 
 def pipeline_env(mnist_dir: Path) -> dict[str, str]:
@@ -64,3 +48,14 @@ def pipeline_env(mnist_dir: Path) -> dict[str, str]:
 @pytest.fixture()
 def repo_copy(tmp_path: Path) -> Path:
     return copy_repo(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def smoke_workspace(tmp_path_factory, mnist_dir) -> Path:
+    """The whole pipeline run once on params.smoke.yaml (minutes); tests read its outputs, never write."""
+    dest = make_workspace(tmp_path_factory.mktemp("smoke") / "repo")
+    env = workspace_env() | pipeline_env(mnist_dir)
+    run = subprocess.run(["dvc", "repro"], cwd=dest, env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"smoke pipeline failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
+    return dest

@@ -105,3 +105,14 @@ def test_cli_check_rejects_broken_yaml(tmp_path):
     )
     assert result.returncode == 2
     assert "is not valid YAML" in result.stderr
+
+
+def test_smoke_overrides_name_real_keys_and_validate():
+    from scripts.smoke import merge
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    overrides = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    merged = validate_params(merge(base, overrides))
+    assert merged.generate.stages["stage3"].canvases.train < 1000
+    with pytest.raises(KeyError, match="trian"):
+        merge(base, {"trian": {}})
