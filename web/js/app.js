@@ -1,0 +1,181 @@
+// The drawing page: wires the pad, the champion detector (web/js/detector.js) and the controls.
+import { loadDetector } from "./detector.js";
+import { DrawingPad } from "./drawing.js";
+import { decodePixels, reduceDrawing, toModelInput } from "./preprocess.js";
+
+const DEBOUNCE_MS = 150;
+const SCALE = 4; // buffer pixels per model pixel (400 / 100)
+const COLOURS = ["#ff595e", "#ffca3a", "#8ac926", "#1982c4", "#6a4c93", "#f15bb5", "#00bbf9", "#00f5d4", "#fee440", "#ff924c"];
+const BACKENDS = ["wasm", "webgl", "cpu"]; // wasm first: fastest for a small CNN, deterministic
+
+const $ = (id) => document.getElementById(id);
+const state = { detector: null, manifest: null, canvas: null, detections: [], examples: null, exampleIndex: 0, runs: 0 };
+
+function showBanner(text) {
+  $("banner").textContent = text;
+  $("banner").hidden = false;
+}
+
+async function fetchJson(url) {
+  const res = await fetch(url);
+  if (res.status === 404) return null;
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return res.json();
+}
+
+async function pickBackend() {
+  const tf = globalThis.tf;
+  const wanted = new URLSearchParams(location.search).get("backend");
+  if (tf.wasm) tf.wasm.setWasmPaths("/vendor/tfjs-backend-wasm/");
+  for (const name of wanted ? [wanted] : BACKENDS) {
+    try {
+      if (await tf.setBackend(name)) {
+        await tf.ready();
+        return tf.getBackend();
+      }
+    } catch {
+      // try the next backend
+    }
+  }
+  throw new Error("no tfjs backend could start");
+}
+
+function drawBoxes(detections) {
+  const ctx = $("overlay").getContext("2d");
+  ctx.clearRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+  ctx.font = "bold 18px system-ui, sans-serif";
+  ctx.textBaseline = "bottom";
+  for (const d of detections) {
+    const colour = COLOURS[d.label % COLOURS.length];
+    const [x, y, w, h] = [d.x * SCALE, d.y * SCALE, d.w * SCALE, d.h * SCALE];
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = colour;
+    ctx.strokeRect(x, y, w, h);
+    const tag = `${d.label}  ${(d.score * 100).toFixed(0)}%`;
+    const tw = ctx.measureText(tag).width + 10;
+    const ty = y >= 22 ? y : y + h + 22; // label above the box, or below when at the top edge
+    ctx.fillStyle = colour;
+    ctx.fillRect(x - 1.5, ty - 22, tw, 22);
+    ctx.fillStyle = "#0b1020";
+    ctx.fillText(tag, x + 4, ty - 2);
+  }
+}
+
+function listResults(detections) {
+  const list = $("results");
+  list.replaceChildren(
+    ...[...detections]
+      .sort((a, b) => a.x - b.x)
+      .map((d) => {
+        const li = document.createElement("li");
+        li.dataset.label = d.label;
+        li.dataset.score = d.score.toFixed(4);
+        const chip = document.createElement("span");
+        chip.className = "digit";
+        chip.style.setProperty("--c", COLOURS[d.label % COLOURS.length]);
+        chip.textContent = d.label;
+        li.append(chip, ` ${(d.score * 100).toFixed(1)}% at (${d.x.toFixed(0)}, ${d.y.toFixed(0)})`);
+        return li;
+      }),
+  );
+  $("empty-hint").hidden = detections.length > 0;
+}
+
+async function detectNow(pad) {
+  state.canvas = reduceDrawing(pad.ctx);
+  if (!state.detector) return;
+  const threshold = Number($("threshold").value);
+  const t0 = performance.now();
+  const detections = pad.isEmpty ? [] : await state.detector.detect(toModelInput(state.canvas), { scoreThreshold: threshold });
+  const ms = performance.now() - t0;
+  state.detections = detections;
+  state.runs += 1;
+  $("timing").textContent = `${ms.toFixed(1)} ms`;
+  drawBoxes(detections);
+  listResults(detections);
+  document.body.dataset.runs = String(state.runs); // lets tests wait for a finished detection
+}
+
+function debounce(fn, ms) {
+  let timer = null;
+  return () => {
+    clearTimeout(timer);
+    timer = setTimeout(fn, ms);
+  };
+}
+
+async function loadExample(pad) {
+  state.examples ??= await fetchJson("/api/examples");
+  const list = state.examples?.examples ?? [];
+  if (!list.length) {
+    showBanner("No example canvases on this server yet (run the pipeline's mnist or generate stage).");
+    return;
+  }
+  const ex = list[state.exampleIndex++ % list.length];
+  pad.loadPixels(decodePixels(ex.pixels_b64), state.examples.size);
+}
+
+function wireControls(pad, schedule) {
+  const brush = $("brush");
+  brush.addEventListener("input", () => {
+    pad.brushWidth = Number(brush.value);
+    $("brush-value").textContent = brush.value;
+  });
+  const threshold = $("threshold");
+  threshold.addEventListener("input", () => {
+    $("threshold-value").textContent = Number(threshold.value).toFixed(2);
+    schedule();
+  });
+  $("undo").addEventListener("click", () => pad.undo());
+  $("clear").addEventListener("click", () => pad.clear());
+  $("example").addEventListener("click", () => loadExample(pad));
+  document.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === "z") {
+      e.preventDefault();
+      pad.undo();
+    } else if (e.key === "Escape") pad.clear();
+  });
+}
+
+function setThreshold(value) {
+  $("threshold").value = String(value);
+  $("threshold-value").textContent = Number(value).toFixed(2);
+}
+
+async function loadModel() {
+  const manifest = await fetchJson("/api/model");
+  if (!manifest) {
+    $("model-version").textContent = "none";
+    showBanner("No model has been exported yet, so nothing can be detected. Run `make run` (or `dvc repro export`), then reload.");
+    return;
+  }
+  state.manifest = manifest;
+  $("model-version").textContent = manifest.version;
+  const calibrated = manifest.thresholds?.score_threshold;
+  if (typeof calibrated === "number") setThreshold(calibrated);
+  $("backend").textContent = await pickBackend();
+  state.detector = await loadDetector(`/models/${manifest.version}/`);
+}
+
+async function main() {
+  let pad = null;
+  const schedule = debounce(() => detectNow(pad).catch(report), DEBOUNCE_MS);
+  pad = new DrawingPad($("draw"), { brushWidth: Number($("brush").value), onChange: schedule });
+  wireControls(pad, schedule);
+  await loadModel();
+  document.body.dataset.ready = state.detector ? "model" : "no-model";
+  if (state.detector) schedule();
+}
+
+function report(err) {
+  showBanner(`Something went wrong: ${err.message}`);
+  console.error(err);
+}
+
+// Read-only handle for tests and the curious: the last reduced canvas and detections.
+globalThis.multidigit = {
+  state,
+  canvasBytes: () => Array.from(state.canvas ?? []),
+};
+
+main().catch(report);
