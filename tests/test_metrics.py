@@ -1,0 +1,139 @@
+"""Matching, P/R/F1, the max-F1 operating point, confusion matrix, counts and buckets on hand-built cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from multidigit import metrics
+from tests.test_coco import A, B, C, dets, ground_truth
+
+D = (70.0, 5.0, 20.0, 20.0)  # far from A, B and C
+A_NEAR = (11.0, 10.0, 20.0, 20.0)  # IoU with A = 380 / 420 = 0.905
+A_OFF = (20.0, 10.0, 20.0, 20.0)  # IoU with A = 200 / 600 = 0.333: not a match
+
+
+def test_match_canvas_takes_best_iou_in_score_order():
+    gt_b = np.array([A, B], np.float32)
+    gt_l = np.array([3, 7])
+    det = dets((3, A_NEAR, 0.6), (3, A, 0.9), (7, A_OFF, 0.8), (7, B, 0.5))
+    gt_index, iou = metrics.match_canvas(gt_b, gt_l, det)
+    # 0.9 takes A first, so the 0.6 duplicate finds it taken; A_OFF overlaps A too little.
+    assert gt_index.tolist() == [-1, 0, -1, 1]
+    assert iou[[1, 3]] == pytest.approx([1.0, 1.0])
+    # Class-agnostic: the wrong-class A_OFF still does not reach IoU 0.5, the 0.6 box still loses A.
+    assert metrics.match_canvas(gt_b, gt_l, det, class_aware=False)[0].tolist() == [-1, 0, -1, 1]
+    wrong = dets((5, A_NEAR, 0.9))
+    assert metrics.match_canvas(gt_b, gt_l, wrong)[0].tolist() == [-1]
+    assert metrics.match_canvas(gt_b, gt_l, wrong, class_aware=False)[0].tolist() == [0]
+
+
+def hand_case():
+    """Three canvases: 5 digits; detections scored so the F1 sweep has a known best point."""
+    boxes, labels = ground_truth([[(3, A), (7, B)], [(2, C)], [(3, B), (1, D)]])
+    detections = [
+        dets((3, A, 0.9), (1, B, 0.7), (5, D, 0.65)),  # hit, wrong class at B, false positive
+        dets((2, C, 0.8)),  # hit
+        dets((3, B, 0.6), (9, A, 0.3)),  # hit; digit 1 at D missed; low false positive
+    ]
+    return boxes, labels, detections
+
+
+def test_confusion_matrix_counts_hand_case():
+    boxes, labels, detections = hand_case()
+    cm = metrics.confusion_matrix(boxes, labels, detections, threshold=0.5)
+    expected = np.zeros((11, 11), int)
+    expected[3, 3] = 2  # two 3s read as 3
+    expected[2, 2] = 1
+    expected[7, 1] = 1  # the 7 at B read as 1
+    expected[10, 5] = 1  # false positive "5" on background
+    expected[1, 10] = 1  # the 1 at D missed
+    np.testing.assert_array_equal(cm, expected)
+    # At threshold 0.2 the 0.3 "9" counts too: a second false positive.
+    assert metrics.confusion_matrix(boxes, labels, detections, threshold=0.2)[10, 9] == 1
+
+
+def test_per_class_precision_recall_f1_hand_case():
+    boxes, labels, detections = hand_case()
+    m = metrics.match_split(boxes, labels, detections)
+    prf = metrics.class_prf(m, threshold=0.5)
+    # Class 3: 2 detections, both right, 2 digits. Class 1: 1 detection (wrong), 1 digit missed.
+    assert (prf["precision/3"], prf["recall/3"], prf["f1/3"]) == (1.0, 1.0, 1.0)
+    assert (prf["precision/1"], prf["recall/1"], prf["f1/1"]) == (0.0, 0.0, 0.0)
+    # Class 7: no detection, one digit. Class 5: one false positive, no digit.
+    assert (prf["precision/7"], prf["recall/7"], prf["f1/7"]) == (0.0, 0.0, 0.0)
+    assert (prf["precision/5"], prf["recall/5"]) == (0.0, 0.0)
+    # Overall at 0.5: 5 detections kept, 3 right, 5 digits -> P = R = F1 = 0.6.
+    assert (prf["precision/all"], prf["recall/all"], prf["f1/all"]) == pytest.approx((0.6, 0.6, 0.6))
+
+
+def test_f1_curve_and_best_threshold():
+    boxes, labels, detections = hand_case()
+    m = metrics.match_split(boxes, labels, detections)
+    curve = metrics.f1_curve(m)
+    # Scores descending 0.9 T, 0.8 T, 0.7 F, 0.65 F, 0.6 T, 0.3 F with 5 digits: F1 = 2 tp / (n + 5).
+    np.testing.assert_allclose(curve["threshold"], [0.9, 0.8, 0.7, 0.65, 0.6, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(curve["f1"], [2 / 6, 4 / 7, 4 / 8, 4 / 9, 6 / 10, 6 / 11])
+    np.testing.assert_allclose(curve["precision"], [1, 1, 2 / 3, 2 / 4, 3 / 5, 3 / 6])
+    threshold, f1 = metrics.best_f1_threshold(m)
+    assert threshold == pytest.approx(0.6) and f1 == pytest.approx(0.6)
+    per_class = metrics.f1_curve(m, class_id=3)
+    np.testing.assert_allclose(per_class["recall"], [0.5, 1.0])
+
+
+def test_f1_curve_keeps_ties_together():
+    boxes, labels = ground_truth([[(3, A)], [(3, B)]])
+    m = metrics.match_split(boxes, labels, [dets((3, A, 0.5)), dets((3, C, 0.5))])
+    curve = metrics.f1_curve(m)
+    assert curve["threshold"].tolist() == [0.5]  # one threshold keeps both tied detections
+    assert curve["precision"].tolist() == [0.5]
+
+
+def test_best_threshold_without_detections():
+    boxes, labels = ground_truth([[(3, A)]])
+    assert metrics.best_f1_threshold(metrics.match_split(boxes, labels, [dets()])) == (1.0, 0.0)
+
+
+def test_counts_canvas_accuracy_iou_and_worst():
+    boxes, labels, detections = hand_case()
+    m = metrics.match_split(boxes, labels, detections)
+    counts = metrics.canvas_counts(m, 0.5)
+    assert counts.n_gt.tolist() == [2, 1, 2]
+    assert counts.n_det.tolist() == [3, 1, 1]
+    assert counts.n_tp.tolist() == [1, 1, 1]
+    acc = metrics.canvas_accuracies(counts)
+    assert acc == {"count/accuracy": pytest.approx(1 / 3), "canvas/accuracy": pytest.approx(1 / 3)}
+    assert metrics.canvas_accuracies(counts, np.array([1])) == {"count/accuracy": 1.0, "canvas/accuracy": 1.0}
+    # Errors: canvas 0 has 1 miss + 2 false positives, canvas 2 one miss, canvas 1 none.
+    assert metrics.worst_canvases(counts, 5).tolist() == [0, 2]
+    assert metrics.matched_iou_stats(m, 0.5)["iou/mean"] == pytest.approx(1.0)
+
+
+def test_matched_iou_of_a_shifted_box():
+    boxes, labels = ground_truth([[(4, A)], [(4, B)]])
+    m = metrics.match_split(boxes, labels, [dets((4, A_NEAR, 0.9)), dets((4, B, 0.9))])
+    stats = metrics.matched_iou_stats(m, 0.5)
+    assert stats["iou/mean"] == pytest.approx((380 / 420 + 1.0) / 2, rel=1e-6)
+
+
+def test_buckets_by_digit_count_and_overlap():
+    overlapping = (25.0, 25.0, 20.0, 20.0)  # intersects A
+    seven_apart = [(i, (i * 9.0, 80.0, 9.0, 8.0)) for i in range(7)]  # edges touch: no overlap
+    canvases = [[(1, A)], [(1, A), (2, B), (3, C)], [(1, A), (2, overlapping)], seven_apart]
+    boxes, labels = ground_truth(canvases)
+    assert {k: v.tolist() for k, v in metrics.count_buckets(labels).items()} == {
+        "1": [0],
+        "2-5": [1, 2],
+        "6-10": [3],
+    }
+    assert {k: v.tolist() for k, v in metrics.overlap_buckets(boxes, labels).items()} == {
+        "overlap": [2],
+        "no-overlap": [0, 1, 3],
+    }
+    assert list(metrics.count_buckets(labels[:1])) == ["1"]  # empty buckets are left out
+
+
+def test_match_split_rejects_wrong_length():
+    boxes, labels = ground_truth([[(1, A)], [(2, B)]])
+    with pytest.raises(ValueError, match="detections: 1 canvases, ground truth has 2"):
+        metrics.match_split(boxes, labels, [dets()])
