@@ -1,7 +1,9 @@
 """`python -m flows run NAME [--stage S] [--params F]`: the one entry every Prefect-backed DVC stage calls.
 
-Runs the named flow in-process (ephemeral Prefect). Issue 9 extends this: when PREFECT_API_URL is set it
-triggers the matching deployment and waits for it instead.
+With $PREFECT_API_URL set, it triggers the flow's deployment on that server (prefect.yaml, applied by
+`make workers`), streams the run's state changes, and exits 0 only when the run ends Completed
+(flows/runner.py). Without it, it runs the same flow in-process on an ephemeral Prefect. Either way the
+flow writes the same outputs in the same working directory, which DVC checks.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from flows import runner
 from multidigit.constants import DEFAULT_PARAMS_FILE, STAGES
 
 # flow name -> "module:function"; each function takes keyword arguments params (path) and, where it
@@ -35,11 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module, func = FLOWS[args.name].split(":")
-    flow_fn = getattr(importlib.import_module(module), func)
     kwargs = {"params": args.params}
     if args.stage:
         kwargs["stage"] = args.stage
+    if runner.is_deployment_mode():
+        try:
+            return runner.run_via_deployment(args.name, FLOWS[args.name], kwargs)
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    module, func = FLOWS[args.name].split(":")
+    flow_fn = getattr(importlib.import_module(module), func)
     flow_fn(**kwargs)
     return 0
 

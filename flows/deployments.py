@@ -1,0 +1,287 @@
+"""The local Prefect stack behind `make workers`: a server on loopback, the deployments, N process workers.
+
+`python -m flows.deployments up --workers N` starts `prefect server start` on 127.0.0.1, waits for its
+health check, creates the process work pool, applies prefect.yaml with `prefect deploy`, adds the
+automation that marks a flow run Crashed when its heartbeats stop (a killed worker), and starts N
+`prefect worker start` processes in the repo folder. `down` stops them. Every process is a process-group
+leader with its pid and log under `.stack/` (gitignored), and Prefect's state lives in `.stack/home`, so
+nothing touches ~/.prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+from flows.runner import WORK_POOL
+
+STATE_DIR = Path(".stack")
+DEFAULT_PORT = 4200
+HEARTBEAT_S = 30  # flow-run heartbeat period (Prefect's minimum)
+ZOMBIE_AFTER_S = 90  # no heartbeat for this long -> the automation marks the run Crashed
+STOP_GRACE_S = 10.0
+
+ZOMBIE_AUTOMATION = {
+    "name": "multidigit: crash flow runs whose heartbeats stopped",
+    "description": "A worker (or its machine) died mid-run: fail the run so `dvc repro` fails cleanly.",
+    "trigger": {
+        "type": "event",
+        "posture": "Proactive",
+        "after": ["prefect.flow-run.heartbeat"],
+        "expect": [
+            "prefect.flow-run.heartbeat",
+            "prefect.flow-run.Completed",
+            "prefect.flow-run.Failed",
+            "prefect.flow-run.Cancelled",
+            "prefect.flow-run.Crashed",
+        ],
+        "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
+        "for_each": ["prefect.resource.id"],
+        "threshold": 1,
+        "within": ZOMBIE_AFTER_S,
+    },
+    "actions": [
+        {"type": "change-flow-run-state", "state": "CRASHED", "message": "no heartbeat: its worker died"}
+    ],
+}
+
+
+def api_url(port: int) -> str:
+    """The loopback API URL of a server on `port`."""
+    return f"http://127.0.0.1:{port}/api"
+
+
+def stack_env(home: Path, url: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for every Prefect process of the stack: its own PREFECT_HOME, quick polling, heartbeats.
+
+    Args:
+        home: PREFECT_HOME (the server's sqlite database lives there).
+        url: the API URL clients and workers talk to; None for the server itself.
+        base: the environment to extend (os.environ by default).
+    Returns:
+        The environment mapping.
+    """
+    env = dict(os.environ if base is None else base)
+    env.update(
+        PREFECT_HOME=str(home.resolve()),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_WORKER_QUERY_SECONDS="2",  # pick new runs up within 2 s, not 10 s
+        PREFECT_WORKER_PREFETCH_SECONDS="2",
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(HEARTBEAT_S),
+        PREFECT_RUNNER_AUTO_INSTALL_DEPENDENCIES="false",
+        PREFECT_CLI_PROMPT="false",
+    )
+    if url:
+        env["PREFECT_API_URL"] = url
+    else:
+        env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def spawn(name: str, argv: Sequence[str], state: Path, env: Mapping[str, str], cwd: Path) -> int:
+    """Start `argv` as a process-group leader logging to state/<name>.log; write state/<name>.pid.
+
+    Returns:
+        The pid.
+    """
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            list(argv), cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    (state / f"{name}.pid").write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def wait_healthy(url: str, timeout_s: float = 180.0, pid: int | None = None) -> None:
+    """Poll `url`/health until it answers 200.
+
+    Raises:
+        TimeoutError: not healthy within `timeout_s`.
+        RuntimeError: the server process `pid` exited first.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pid is not None and not is_alive(pid):
+            raise RuntimeError(f"prefect server (pid {pid}) exited before it was healthy; see its log")
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(f"{url}/health", timeout=5) as resp,
+        ):
+            if resp.status == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"prefect server at {url} not healthy after {timeout_s:.0f} s")
+
+
+def deployable(repo: Path) -> list[str]:
+    """Names of prefect.yaml deployments whose entrypoint file exists in `repo`."""
+    spec = yaml.safe_load((repo / "prefect.yaml").read_text())
+    return [d["name"] for d in spec["deployments"] if (repo / d["entrypoint"].split(":")[0]).is_file()]
+
+
+def prefect_cli(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> None:
+    """Run one `prefect` CLI command; raise RuntimeError with its output's tail when it fails."""
+    argv = [sys.executable, "-m", "prefect", *args]
+    done = subprocess.run(argv, cwd=cwd, env=dict(env), capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
+        raise RuntimeError(f"`prefect {' '.join(args)}` failed:\n" + "\n".join(tail))
+
+
+def apply_deployments(repo: Path, env: Mapping[str, str], names: Sequence[str] | None = None) -> list[str]:
+    """Create the work pool, apply prefect.yaml's deployments and the zombie-run automation.
+
+    Args:
+        repo: the repo folder (holds prefect.yaml; becomes the runs' working directory).
+        env: a stack environment with PREFECT_API_URL.
+        names: deployments to apply; default every one whose flow module exists.
+    Returns:
+        The names applied.
+    """
+    names = list(names or deployable(repo))
+    prefect_cli(["work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], env, repo)
+    deploy_env = {**env, "PWD": str(repo.resolve())}
+    prefect_cli(["--no-prompt", "deploy", *(f"--name={n}" for n in names)], deploy_env, repo)
+    replace_automation(env["PREFECT_API_URL"], ZOMBIE_AUTOMATION)
+    return names
+
+
+def replace_automation(url: str, spec: Mapping[str, object]) -> None:
+    """Create the automation `spec` on the server at `url`, replacing any with the same name."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.events.schemas.automations import AutomationCore
+
+    automation = AutomationCore.model_validate(spec)
+    with SyncPrefectClient(url) as client:
+        for old in client.read_automations_by_name(automation.name):
+            client.delete_automation(old.id)
+        client.create_automation(automation)
+
+
+def worker_argv(index: int, limit: int) -> list[str]:
+    """`prefect worker start` for worker `index` of the pool, running at most `limit` flow runs."""
+    return [
+        sys.executable, "-m", "prefect", "worker", "start",
+        "--pool", WORK_POOL, "--type", "process", "--name", f"worker-{index}", "--limit", str(limit),
+    ]  # fmt: skip
+
+
+def start_workers(count: int, state: Path, env: Mapping[str, str], repo: Path, limit: int = 2) -> list[int]:
+    """Start `count` workers in `repo` (their flow runs' default working directory). Returns their pids."""
+    return [spawn(f"worker-{i}", worker_argv(i, limit), state, env, repo) for i in range(1, count + 1)]
+
+
+def is_alive(pid: int) -> bool:
+    """True if process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (flow runs start in their own sessions, outside its group)."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    return []
+
+
+def kill_tree(pid: int, sig: int = signal.SIGTERM) -> None:
+    """Send `sig` to `pid`'s process group and to every descendant's group."""
+    for target in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(target, sig) if os.getpgid(target) == target else os.kill(target, sig)
+
+
+def stop_process(pid: int, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM `pid`'s tree, then SIGKILL whatever is left after `grace_s` seconds."""
+    tree = [pid, *descendants(pid)]
+    kill_tree(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(is_alive(p) for p in tree):
+        time.sleep(0.2)
+    for p in tree:
+        if is_alive(p):
+            kill_tree(p, signal.SIGKILL)
+
+
+def down(state: Path = STATE_DIR) -> list[str]:
+    """Stop every process with a pid file in `state` (workers first). Returns the names stopped."""
+    pidfiles = sorted(state.glob("*.pid"), key=lambda p: p.stem == "server")
+    stopped = []
+    for pidfile in pidfiles:
+        pid = int(pidfile.read_text())
+        if is_alive(pid):
+            stop_process(pid)
+            stopped.append(pidfile.stem)
+        pidfile.unlink()
+    return stopped
+
+
+def up(repo: Path, workers: int, port: int, state: Path = STATE_DIR, limit: int = 2) -> str:
+    """Start the server, apply the deployments, start the workers. Returns the API URL."""
+    url = api_url(port)
+    home = state / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    server = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    pid = spawn("server", [sys.executable, "-m", *server], state, stack_env(home), repo)
+    wait_healthy(url, pid=pid)
+    env = stack_env(home, url)
+    apply_deployments(repo, env)
+    start_workers(workers, state, env, repo, limit)
+    return url
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.deployments", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("up", help="start server, deployments and workers")
+    start.add_argument("--workers", type=int, default=2, help="process workers (default: %(default)s)")
+    start.add_argument("--limit", type=int, default=2, help="flow runs per worker (default: %(default)s)")
+    start.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port (default: %(default)s)")
+    more = sub.add_parser("workers", help="start more workers against a running server")
+    more.add_argument("--workers", type=int, default=1)
+    more.add_argument("--limit", type=int, default=2)
+    more.add_argument("--port", type=int, default=DEFAULT_PORT)
+    sub.add_parser("down", help="stop every process started by `up`")
+    for p in (start, more):
+        p.add_argument("--state", type=Path, default=STATE_DIR, help="pid/log folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    repo = Path.cwd()
+    if args.command == "down":
+        print("stopped:", ", ".join(down()) or "nothing")
+        return 0
+    try:
+        if args.command == "up":
+            url = up(repo, args.workers, args.port, args.state, args.limit)
+        else:
+            url = api_url(args.port)
+            first = len(list(args.state.glob("worker-*.pid"))) + 1
+            env = stack_env(args.state / "home", url)
+            for i in range(first, first + args.workers):
+                spawn(f"worker-{i}", worker_argv(i, args.limit), args.state, env, repo)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Prefect API on {url}; logs and pids in {args.state}/. Run the pipeline with:")
+    print(f"  PREFECT_API_URL={url} dvc repro")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Fan canvas generation out across Prefect workers: shard batches as `generate-shards` deployment runs.
+
+A hook for flows/generate.py. When the generate flow itself runs as a deployment under a server (the
+`make workers` stack), `run_shard_batches` splits the stage's shards into batches, triggers one
+`generate-shards` flow run per batch (any idle worker takes it), waits for all of them and returns the
+per-shard results `multidigit.canvas.write_manifest` needs. Otherwise it returns None and the caller
+generates in-process as before. Every shard's bytes depend only on its identity, so both ways write the
+same files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+
+SHARDS_DEPLOYMENT = "generate-shards"
+BATCHES_PER_WORKER = 2  # a little over-splitting evens out uneven batch times
+
+
+def is_deployed_run() -> bool:
+    """True inside a flow run that a worker started from a deployment on a real server."""
+    ctx = FlowRunContext.get()
+    return bool(os.environ.get("PREFECT_API_URL") and ctx and ctx.flow_run and ctx.flow_run.deployment_id)
+
+
+def batch_count(shards: int, workers: int) -> int:
+    """How many batches to cut `shards` into for `workers` online workers (at least 1, at most shards)."""
+    return max(1, min(shards, BATCHES_PER_WORKER * max(workers, 1)))
+
+
+def split_batches(items: list[Any], count: int) -> list[list[Any]]:
+    """Cut `items` into `count` contiguous, nearly equal batches (none empty)."""
+    size = math.ceil(len(items) / count)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def online_workers(pool: str) -> int:
+    """Workers of `pool` the server currently reports ONLINE."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return sum(1 for w in client.read_workers_for_work_pool(pool) if str(w.status).endswith("ONLINE"))
+
+
+@flow(name="generate-shards", persist_result=True, log_prints=True)
+def shard_batch_flow(params: str, stage: str, shards: list[tuple[str, int]]) -> list[dict]:
+    """Generate one batch of a stage's shards (each written atomically); returns their results.
+
+    Args:
+        params: the params YAML, relative to the working directory.
+        stage: stage1..stage3.
+        shards: (split, index) of every shard in the batch.
+    Returns:
+        `generate_shard`'s result dict for each shard, in order.
+    """
+    from multidigit.canvas import generate_shard, plan_shards
+    from multidigit.constants import CANVAS_OUT
+    from multidigit.params import load_params
+
+    cfg = load_params(params)
+    wanted = {(split, int(index)) for split, index in shards}
+    specs = [s for s in plan_shards(cfg.generate, stage) if (s.split, s.index) in wanted]
+    return [generate_shard(cfg, spec, CANVAS_OUT / stage) for spec in specs]
+
+
+def run_shard_batches(params: str, stage: str, shards: list[tuple[str, int]]) -> list[dict] | None:
+    """Run `shards` as `generate-shards` deployment runs spread over the pool's workers.
+
+    Args:
+        params: the params YAML the flow got.
+        stage: stage1..stage3.
+        shards: (split, index) of every shard to make.
+    Returns:
+        The per-shard results in `shards` order, or None when not running as a deployment (the caller
+        then generates in-process).
+    Raises:
+        RuntimeError: a batch run did not complete.
+    """
+    from prefect.deployments import run_deployment
+
+    from flows.runner import WORK_POOL
+
+    if not is_deployed_run():
+        return None
+    batches = split_batches(list(shards), batch_count(len(shards), online_workers(WORK_POOL)))
+    get_run_logger().info("%s: %d shards in %d batches over the workers", stage, len(shards), len(batches))
+    name = f"{SHARDS_DEPLOYMENT}/{SHARDS_DEPLOYMENT}"
+    runs = [
+        run_deployment(name, parameters={"params": params, "stage": stage, "shards": b}, timeout=0)
+        for b in batches
+    ]
+    return collect(runs)
+
+
+def collect(runs: list[Any]) -> list[dict]:
+    """Wait for every flow run to finish and concatenate their results in order."""
+    import time
+
+    from prefect import get_client
+
+    results: list[dict] = []
+    with get_client(sync_client=True) as client:
+        for run in runs:
+            while not (run := client.read_flow_run(run.id)).state.is_final():
+                time.sleep(1.0)
+            if not run.state.is_completed():
+                raise RuntimeError(f"shard batch {run.name!r} ended {run.state.name}: {run.state.message}")
+            results.extend(run.state.result())
+    return results
