@@ -45,9 +45,9 @@ def _score_threshold(nms: Any) -> float:
 
 
 def manifest_score_threshold(manifest: dict[str, Any] | None) -> float | None:
-    """The calibrated score threshold recorded in the export manifest (`thresholds.score_threshold`)."""
+    """The calibrated score threshold recorded in the export manifest (`thresholds.score`)."""
     thresholds = (manifest or {}).get("thresholds")
-    value = thresholds.get("score_threshold") if isinstance(thresholds, dict) else None
+    value = thresholds.get("score") if isinstance(thresholds, dict) else None
     return float(value) if isinstance(value, int | float) and 0 <= value <= 1 else None
 
 
@@ -56,7 +56,7 @@ def detect() -> Response | tuple[Response, int]:
     """Detect digits in a PNG drawing or a JSON 100 x 100 pixel array (see services/drawing.py)."""
     try:
         canvas = canvas_from_body(request.get_data(cache=False), request.mimetype)
-        nms = nms_params(current_app.config.get("PARAMS_FILE"))
+        nms = nms_params(current_app.config.get("PARAMS_FILE"), champion_manifest())
         threshold = _score_threshold(nms)
         model = get_detector(current_app.config["DETECTOR_PATH"])
     except InputError as exc:

@@ -151,7 +151,7 @@ async function loadModel() {
   }
   state.manifest = manifest;
   $("model-version").textContent = manifest.version;
-  const calibrated = manifest.thresholds?.score_threshold;
+  const calibrated = manifest.thresholds?.score; // calibrated on val by the evaluate stage
   if (typeof calibrated === "number") setThreshold(calibrated);
   $("backend").textContent = await pickBackend();
   state.detector = await loadDetector(`/models/${manifest.version}/`);
