@@ -18,7 +18,7 @@ VENDOR = {
     "tfjs": "@tensorflow/tfjs/dist",
     "tfjs-backend-wasm": "@tensorflow/tfjs-backend-wasm/dist",
 }
-STATIC_RE = re.compile(r"^(css|js|img)/[A-Za-z0-9_.-]+\.(css|js|svg|png|ico|json)$|^favicon\.(ico|svg)$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+\.(css|js|svg|png|ico|json)$")
 MIMETYPES = {".js": "text/javascript", ".wasm": "application/wasm", ".map": "application/json"}
 
 
@@ -36,12 +36,17 @@ def index() -> Response:
     return _send(Path(current_app.config["WEB_DIR"]), "index.html")
 
 
-@bp.get("/<path:filename>")
-def static_file(filename: str) -> Response:
-    """A file of web/ (css/, js/, img/, favicon): an allow-listed pattern, so nothing else leaks."""
-    if not STATIC_RE.match(filename):
-        abort(404, description=f"no file /{filename}")
-    return _send(Path(current_app.config["WEB_DIR"]), filename)
+@bp.get("/favicon.svg")
+def favicon() -> Response:
+    return _send(Path(current_app.config["WEB_DIR"]), "favicon.svg")
+
+
+@bp.get("/<any(css, js, img):folder>/<name>")
+def static_file(folder: str, name: str) -> Response:
+    """A file of web/css, web/js or web/img with an allow-listed name, so nothing else leaks."""
+    if not NAME_RE.match(name):
+        abort(404, description=f"no file /{folder}/{name}")
+    return _send(Path(current_app.config["WEB_DIR"]) / folder, name)
 
 
 @bp.get("/vendor/<package>/<path:filename>")
