@@ -1,0 +1,391 @@
+"""Canvases: MNIST digits augmented, scaled and placed on a 100 x 100 canvas, with tight boxes.
+
+Owns the shard contract: `data/canvases/<stage>/<split>/shard-NNNNN.npz` holding `images` uint8
+(N, 100, 100), `boxes` float32 (N, K, 4) pixel xywh, `labels` int16 (N, K) padded with -1 (K = the stage's
+max digit count), plus `data/canvases/<stage>/manifest.json`. Every shard's randomness comes from
+`SeedSequence([seed, stage, split, shard])`, so its bytes do not depend on workers or order.
+The DVC stage runs flows/generate.py; `multidigit generate` runs the same shards in-process.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from multidigit import augment
+from multidigit.atomic import atomic_path, save_json
+from multidigit.constants import CANVAS_OUT, MNIST_OUT, NUM_CLASSES, SPLITS, STAGES
+from multidigit.mnist import read_split
+from multidigit.params import GenerateParams, Params, StageDataParams, load_params
+
+MAX_ROUNDS = 100  # re-sampling rounds before a shard gives up (validation makes this unreachable)
+SHARD_NAME = "shard-{:05d}.npz"
+# Zip entries carry a timestamp; a fixed one keeps shard bytes (and their sha256) reproducible.
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+# ---------------------------------------------------------------- seeds and placement
+def shard_seed(seed: int, stage: str, split: str, index: int) -> np.random.SeedSequence:
+    """The seed sequence of one shard, derived only from its identity."""
+    return np.random.SeedSequence([seed, STAGES.index(stage), SPLITS.index(split), index])
+
+
+def _rect_sums(sat: np.ndarray, x: np.ndarray, y: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Sums of an (S, S) mask over rectangles at (x, y) of size (w, h), from its summed-area table."""
+    return sat[y + h, x + w] - sat[y, x + w] - sat[y + h, x] + sat[y, x]
+
+
+def _sat(mask: np.ndarray) -> np.ndarray:
+    """Summed-area table, zero-padded: (S, S) -> (S + 1, S + 1)."""
+    out = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)
+    out[1:, 1:] = mask.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
+    return out
+
+
+def _first_fit(xs, ys, w, h, ok, boxes, free, covered, limits) -> int | None:
+    """Index of the first candidate (among `ok`) that keeps every placed box within its limit."""
+    for c in np.flatnonzero(ok):
+        x, y = xs[c], ys[c]
+        hit = (boxes[:, 0] < x + w) & (x < boxes[:, 0] + boxes[:, 2])
+        hit &= (boxes[:, 1] < y + h) & (y < boxes[:, 1] + boxes[:, 3])
+        if all(covered[j] + free[j][y : y + h, x : x + w].sum() <= limits[j] for j in np.flatnonzero(hit)):
+            return int(c)
+    return None
+
+
+def place_boxes(
+    sizes: np.ndarray, canvas: int, max_overlap: float, attempts: int, rng: np.random.Generator
+) -> np.ndarray | None:
+    """Find top-left corners for boxes of `sizes` so that no box is covered beyond `max_overlap`.
+
+    Boxes go in largest first. Each gets `attempts` random candidate corners; its own coverage is
+    checked for all of them at once with a summed-area table, the coverage it adds to placed boxes
+    only for the survivors, in order, until one fits.
+
+    Args:
+        sizes: (k, 2) int (w, h) of each box, all <= canvas.
+        canvas: canvas side in pixels.
+        max_overlap: largest fraction of a box's area that the union of the other boxes may cover.
+        attempts: candidate corners per box.
+        rng: the shard's generator.
+    Returns:
+        (k, 2) int (x, y) corners in the order of `sizes`, or None when a box found no valid candidate.
+    """
+    union = np.zeros((canvas, canvas), bool)  # pixels under any placed box
+    free: list[np.ndarray] = []  # per placed box: a full-canvas mask of its pixels no other box covers
+    covered: list[int] = []  # per placed box: its pixels that other boxes cover
+    limits: list[float] = []
+    placed = np.zeros((0, 4), np.int64)  # x, y, w, h of placed boxes
+    corners = np.zeros((len(sizes), 2), np.int64)
+    for i in np.argsort(-sizes[:, 0] * sizes[:, 1], kind="stable"):
+        w, h = sizes[i]
+        limit = max_overlap * w * h + 1e-9
+        xs = rng.integers(0, canvas - w + 1, attempts)
+        ys = rng.integers(0, canvas - h + 1, attempts)
+        new_cover = _rect_sums(_sat(union), xs, ys, w, h)  # (attempts,)
+        c = _first_fit(xs, ys, w, h, new_cover <= limit, placed, free, covered, limits)
+        if c is None:
+            return None
+        x, y = xs[c], ys[c]
+        box = np.zeros((canvas, canvas), bool)
+        box[y : y + h, x : x + w] = True
+        for j in range(len(free)):
+            covered[j] += int(free[j][y : y + h, x : x + w].sum())
+            free[j][y : y + h, x : x + w] = False
+        free.append(box & ~union)
+        covered.append(int(new_cover[c]))
+        limits.append(limit)
+        union |= box
+        placed = np.vstack([placed, [[x, y, w, h]]])
+        corners[i] = x, y
+    return corners
+
+
+def compose_canvas(crops: list[np.ndarray], corners: np.ndarray, canvas: int) -> np.ndarray:
+    """Paste tight digit crops at their corners; overlapping pixels combine by max. Returns (S, S) uint8."""
+    image = np.zeros((canvas, canvas), np.uint8)
+    for crop, (x, y) in zip(crops, corners, strict=True):
+        h, w = crop.shape
+        np.maximum(image[y : y + h, x : x + w], crop, out=image[y : y + h, x : x + w])
+    return image
+
+
+# ---------------------------------------------------------------- one shard
+@dataclass
+class Shard:
+    """One shard's arrays and its re-sample count."""
+
+    images: np.ndarray  # (N, S, S) uint8
+    boxes: np.ndarray  # (N, K, 4) float32 pixel xywh, 0-padded
+    labels: np.ndarray  # (N, K) int16, -1-padded
+    resampled: int = 0  # canvases drawn again because placement failed
+
+
+@dataclass
+class _Draw:
+    counts: np.ndarray  # (n,) digits per canvas
+    digit_ids: np.ndarray  # (D,) rows of the MNIST split
+    crops: list[np.ndarray] = field(default_factory=list)  # D tight uint8 crops
+
+
+def _draw_canvases(n, digits, stage: StageDataParams, augmenter, rng) -> _Draw:
+    """Draw digit counts, digits (uniform over the split), scales; augment and crop them as one batch."""
+    lo, hi = stage.digits
+    counts = rng.integers(lo, hi + 1, n)
+    total = int(counts.sum())
+    digit_ids = rng.integers(0, len(digits), total)
+    scales = rng.uniform(*stage.scale, total)
+    augmented = augment.augment_digits(augmenter, digits[digit_ids])
+    return _Draw(counts, digit_ids, augment.scaled_crops(augmented, scales))
+
+
+def _layout(crops, gen: GenerateParams, stage: StageDataParams, rng) -> np.ndarray | None:
+    """Corners for one canvas's crops, or None when they cannot be placed (or a digit came out empty)."""
+    sizes = np.array([(c.shape[1], c.shape[0]) for c in crops], np.int64).reshape(-1, 2)
+    if (sizes == 0).any() or (sizes > gen.canvas_size).any():
+        return None
+    return place_boxes(sizes, gen.canvas_size, stage.max_overlap, gen.max_attempts, rng)
+
+
+def make_shard(
+    digits: np.ndarray,
+    labels: np.ndarray,
+    n: int,
+    gen: GenerateParams,
+    stage: StageDataParams,
+    seed: np.random.SeedSequence,
+) -> Shard:
+    """Generate `n` canvases from one MNIST split.
+
+    Args:
+        digits: (M, 28, 28) uint8 digits of the split; labels: (M,) their classes.
+        n: canvases to make.
+        gen: the generate block (canvas size, attempts, augmentation).
+        stage: the curriculum stage's data params.
+        seed: this shard's seed sequence (`shard_seed`).
+    Returns:
+        The shard; canvases whose placement failed are drawn again (counted in `resampled`).
+    """
+    rng_seed, keras_seed = seed.spawn(2)
+    rng = np.random.default_rng(rng_seed)
+    augmenter = augment.build_augmenter(gen.augment, tuple(int(s) for s in keras_seed.generate_state(3)))
+    k = stage.digits[1]
+    out = Shard(
+        images=np.zeros((n, gen.canvas_size, gen.canvas_size), np.uint8),
+        boxes=np.zeros((n, k, 4), np.float32),
+        labels=np.full((n, k), -1, np.int16),
+    )
+    todo = np.arange(n)
+    for _ in range(MAX_ROUNDS):
+        draw = _draw_canvases(len(todo), digits, stage, augmenter, rng)
+        starts = np.concatenate([[0], np.cumsum(draw.counts)])
+        failed = []
+        for j, slot in enumerate(todo):
+            crops = draw.crops[starts[j] : starts[j + 1]]
+            corners = _layout(crops, gen, stage, rng)
+            if corners is None:
+                failed.append(slot)
+                continue
+            out.images[slot] = compose_canvas(crops, corners, gen.canvas_size)
+            sizes = [(c.shape[1], c.shape[0]) for c in crops]
+            out.boxes[slot, : len(crops)] = np.concatenate([corners, sizes], axis=1)
+            out.labels[slot, : len(crops)] = labels[draw.digit_ids[starts[j] : starts[j + 1]]]
+        out.resampled += len(failed)
+        todo = np.array(failed, np.int64)
+        if len(todo) == 0:
+            return out
+    raise RuntimeError(f"{len(todo)} canvases failed placement {MAX_ROUNDS} times; loosen the stage params")
+
+
+# ---------------------------------------------------------------- shards on disk
+@dataclass(frozen=True)
+class ShardSpec:
+    """Which canvases one shard file holds."""
+
+    stage: str
+    split: str
+    index: int
+    canvases: int
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.split}/{SHARD_NAME.format(self.index)}"
+
+
+def plan_shards(gen: GenerateParams, stage: str) -> list[ShardSpec]:
+    """Every shard of a stage, split by split, each holding `shard_size` canvases (the last fewer)."""
+    specs = []
+    for split in SPLITS:
+        total = getattr(gen.stages[stage].canvases, split)
+        for index, start in enumerate(range(0, total, gen.shard_size)):
+            specs.append(ShardSpec(stage, split, index, min(gen.shard_size, total - start)))
+    return specs
+
+
+def save_shard(path: str | Path, shard: Shard) -> str:
+    """Write a shard as a compressed npz with fixed zip timestamps; returns the file's sha256.
+
+    np.savez_compressed stamps entries with the current time, which would make equal shards differ.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in ("images", "boxes", "labels"):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, getattr(shard, name), allow_pickle=False)
+    data = buf.getvalue()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+@functools.lru_cache(maxsize=6)
+def _split_digits(split: str, mnist_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    return read_split(split, mnist_dir)
+
+
+def shard_stats(shard: Shard) -> dict:
+    """Canvas count, digit total, class and digit-count histograms, re-sample count of a shard."""
+    valid = shard.labels >= 0
+    per_canvas = valid.sum(axis=1)
+    return {
+        "canvases": len(shard.images),
+        "digits": int(valid.sum()),
+        "classes": np.bincount(shard.labels[valid], minlength=NUM_CLASSES).tolist(),
+        "digit_counts": np.bincount(per_canvas, minlength=shard.labels.shape[1] + 1).tolist(),
+        "resampled": shard.resampled,
+    }
+
+
+def generate_shard(
+    cfg: Params, spec: ShardSpec, out_dir: str | Path, mnist_dir: str | Path = MNIST_OUT
+) -> dict:
+    """Make and write one shard (`out_dir/<split>/shard-NNNNN.npz`).
+
+    Args:
+        cfg: validated params.
+        spec: the shard to make (from `plan_shards`).
+        out_dir: the stage's folder, e.g. data/canvases/stage1.
+        mnist_dir: folder of the MNIST split npz files.
+    Returns:
+        The shard's stats plus `file` (relative to out_dir), `index`, `split` and `sha256`.
+    """
+    digits, labels = _split_digits(spec.split, str(mnist_dir))
+    seed = shard_seed(cfg.seed, spec.stage, spec.split, spec.index)
+    shard = make_shard(digits, labels, spec.canvases, cfg.generate, cfg.generate.stages[spec.stage], seed)
+    sha = save_shard(Path(out_dir) / spec.relpath, shard)
+    return {
+        "split": spec.split,
+        "index": spec.index,
+        "file": spec.relpath,
+        "sha256": sha,
+        **shard_stats(shard),
+    }
+
+
+def _sum_lists(rows: list[list[int]]) -> list[int]:
+    width = max(len(r) for r in rows)
+    return np.sum([r + [0] * (width - len(r)) for r in rows], axis=0).tolist()
+
+
+def merge_manifest(cfg: Params, stage: str, results: list[dict]) -> dict:
+    """One manifest for a stage from its shard results: per split totals, histograms and shard list."""
+    splits = {}
+    for split in SPLITS:
+        rows = sorted((r for r in results if r["split"] == split), key=lambda r: r["index"])
+        if not rows:
+            continue
+        splits[split] = {
+            "canvases": sum(r["canvases"] for r in rows),
+            "digits": sum(r["digits"] for r in rows),
+            "resampled": sum(r["resampled"] for r in rows),
+            "classes": _sum_lists([r["classes"] for r in rows]),
+            "digit_counts": _sum_lists([r["digit_counts"] for r in rows]),
+            "shards": [{k: r[k] for k in ("file", "canvases", "resampled", "sha256")} for r in rows],
+        }
+    return {
+        "stage": stage,
+        "seed": cfg.seed,
+        "canvas_size": cfg.generate.canvas_size,
+        "max_digits": cfg.generate.stages[stage].digits[1],
+        "box_format": "xywh",
+        "splits": splits,
+    }
+
+
+def write_manifest(cfg: Params, stage: str, results: list[dict], out_dir: str | Path) -> dict:
+    """Write `out_dir/manifest.json` and delete shard files no longer planned; returns the manifest."""
+    out_dir = Path(out_dir)
+    manifest = merge_manifest(cfg, stage, results)
+    keep = {r["file"] for r in results}
+    for stale in out_dir.glob("*/shard-*.npz"):
+        if stale.relative_to(out_dir).as_posix() not in keep:
+            stale.unlink()
+    save_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------- reading
+@dataclass
+class Canvases:
+    """A split's canvases, concatenated in shard order."""
+
+    images: np.ndarray  # (N, S, S) uint8
+    boxes: np.ndarray  # (N, K, 4) float32 pixel xywh, 0-padded
+    labels: np.ndarray  # (N, K) int16, -1-padded
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def read_canvases(stage: str, split: str, root: str | Path = CANVAS_OUT) -> Canvases:
+    """Load every shard of one stage and split.
+
+    Args:
+        stage: stage1..stage3.
+        split: train, val or test.
+        root: the canvases folder (data/canvases).
+    Returns:
+        The concatenated `Canvases`.
+    Raises:
+        ValueError: unknown stage or split. FileNotFoundError: no shards there.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage: {stage!r} is not one of {', '.join(STAGES)}")
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    files = sorted((Path(root) / stage / split).glob("shard-*.npz"))
+    if not files:
+        raise FileNotFoundError(f"{Path(root) / stage / split}: no shards; run `dvc repro generate@{stage}`")
+    parts = {"images": [], "boxes": [], "labels": []}
+    for path in files:
+        with np.load(path) as f:
+            for key, items in parts.items():
+                items.append(f[key])
+    return Canvases(**{key: np.concatenate(items) for key, items in parts.items()})
+
+
+# ---------------------------------------------------------------- stage entry
+def main(params: str | Path, stage: str, out_root: str | Path = CANVAS_OUT) -> dict:
+    """`multidigit generate --stage S`: every shard in this process (same bytes as the Prefect flow).
+
+    Returns:
+        The stage manifest.
+    """
+    cfg = load_params(params)
+    out_dir = Path(out_root) / stage
+    results = [
+        generate_shard(cfg, spec, out_dir) for spec in tqdm(plan_shards(cfg.generate, stage), desc=stage)
+    ]
+    manifest = write_manifest(cfg, stage, results, out_dir)
+    counts = ", ".join(f"{k}={v['canvases']}" for k, v in manifest["splits"].items())
+    print(f"generate: wrote {out_dir} ({counts})")
+    return manifest

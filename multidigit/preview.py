@@ -1,0 +1,121 @@
+"""Previews of a stage's canvases for a person to look at: a 4 x 4 grid with boxes and labels, and the
+class and digit-count histograms (CSV files DVC plots, plus a PNG).
+
+Outputs: plots/canvases/<stage>/{preview.png, histograms.png, classes.csv, digit_counts.csv}.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from multidigit.atomic import atomic_path
+from multidigit.canvas import read_canvases
+from multidigit.constants import CANVAS_OUT, MNIST_OUT, NUM_CLASSES, PLOTS_DIR, SPLITS
+from multidigit.mnist import read_split
+
+GRID = 4  # canvases per side of the preview grid
+PREVIEW_SPLIT = "train"
+
+
+def preview_dir(stage: str, plots_root: str | Path = PLOTS_DIR) -> Path:
+    """Folder of one stage's preview files."""
+    return Path(plots_root) / "canvases" / stage
+
+
+def draw_grid(images: np.ndarray, boxes: np.ndarray, labels: np.ndarray, path: str | Path) -> None:
+    """Save up to 16 canvases in a 4 x 4 grid, each box outlined and labelled with its class.
+
+    Args:
+        images: (n, S, S) uint8; boxes: (n, K, 4) pixel xywh; labels: (n, K) int, -1 = padding.
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, axes = plt.subplots(GRID, GRID, figsize=(10, 10))
+    for ax, image, canvas_boxes, canvas_labels in zip(axes.flat, images, boxes, labels, strict=False):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        for (x, y, w, h), label in zip(canvas_boxes, canvas_labels, strict=True):
+            if label < 0:
+                continue
+            # pixel (x, y) spans [x - 0.5, x + 0.5] in imshow coordinates
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="lime", linewidth=1))
+            ax.text(x - 0.5, y - 1.5, str(label), color="yellow", fontsize=8, va="bottom")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def _csv(path: Path, header: str, rows: list[tuple]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(header + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+
+
+def write_histograms(manifest: dict, mnist_dir: str | Path, out: Path) -> None:
+    """CSV histograms (train split) for DVC plots and a PNG with every split against MNIST."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = manifest["splits"]
+    train = splits[PREVIEW_SPLIT]
+    _csv(out / "classes.csv", "class,count", list(enumerate(train["classes"])))
+    _csv(out / "digit_counts.csv", "digits,count", list(enumerate(train["digit_counts"])))
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / (len(splits) + 1)
+    for i, split in enumerate(s for s in SPLITS if s in splits):
+        classes = np.asarray(splits[split]["classes"], float)
+        left.bar(np.arange(NUM_CLASSES) + i * width, classes / classes.sum(), width, label=split)
+        counts = np.asarray(splits[split]["digit_counts"], float)
+        right.bar(np.arange(len(counts)) + i * width, counts / counts.sum(), width, label=split)
+    mnist = np.bincount(read_split(PREVIEW_SPLIT, mnist_dir)[1], minlength=NUM_CLASSES)
+    left.bar(np.arange(NUM_CLASSES) + len(splits) * width, mnist / mnist.sum(), width, label="MNIST train")
+    left.set(title="class share", xlabel="class", xticks=range(NUM_CLASSES))
+    right.set(title="canvas share", xlabel="digits per canvas")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out / "histograms.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def write_previews(
+    stage: str,
+    canvas_root: str | Path = CANVAS_OUT,
+    plots_root: str | Path = PLOTS_DIR,
+    mnist_dir: str | Path = MNIST_OUT,
+) -> Path:
+    """Write a stage's preview grid and histograms.
+
+    Returns:
+        The folder written (plots/canvases/<stage>).
+    """
+    out = preview_dir(stage, plots_root)
+    out.mkdir(parents=True, exist_ok=True)
+    data = read_canvases(stage, PREVIEW_SPLIT, canvas_root)
+    n = GRID * GRID
+    draw_grid(data.images[:n], data.boxes[:n], data.labels[:n], out / "preview.png")
+    manifest = json.loads((Path(canvas_root) / stage / "manifest.json").read_text())
+    write_histograms(manifest, mnist_dir, out)
+    return out
+
+
+def main(params: str | Path, stage: str) -> None:
+    """`multidigit preview --stage S`: draw the grid and histograms of generated canvases."""
+    from multidigit.params import load_params
+
+    load_params(params)  # refuse a bad params file before drawing anything
+    out = write_previews(stage)
+    print(f"preview: wrote {out}")
