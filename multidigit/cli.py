@@ -36,7 +36,8 @@ def _lazy(target: str) -> Callable[[argparse.Namespace], None]:
 
     def run(args: argparse.Namespace) -> None:
         module, func = target.split(":")
-        kwargs = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "action")}
+        # `action` is kept: `registry list|promote|rollback` passes it to registry:main.
+        kwargs = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
         getattr(importlib.import_module(f"multidigit.{module}"), func)(**kwargs)
 
     return run
