@@ -1,73 +1,153 @@
-// The page's own inference code (contract: docs in the common brief, section 4).
-// MINIMAL VERSION written by the service engineer so the page and its browser tests run before the
-// export engineer's detector.js lands; that one replaces this file.
+// The page's own inference code: load an exported TF.js version, check its files, run it, decode it.
 //
-// loadDetector(baseUrl) -> {detect(pixels, {scoreThreshold}), raw(pixels)}
-//   pixels: Float32Array(100 * 100) in [0, 1], row-major, white digits on black.
-//   raw -> Float32Array(N * 15): per box slot [x, y, w, h (pixels, top-left), objectness, 10 class probs].
-//   detect -> [{x, y, w, h, label, score}], score = objectness * max class prob, class-aware NMS.
-// Uses the global `tf` (the page loads tfjs's UMD bundle, which an ES module cannot import without
-// an inline import map, and the CSP forbids inline scripts).
+// Contract (common brief, section 4; the browser parity test runs exactly this file):
+//   loadDetector(baseUrl, {backend, vendorUrl, verify}) -> {manifest, backend, detect, raw, dispose}
+//     baseUrl   the version folder, e.g. "/models/20250101-120000-ab12cd34/"
+//     backend   TF.js backend to use ("wasm", "webgl", "cpu"); default: keep the page's, else the first
+//               of BACKENDS that starts
+//   raw(pixels)    pixels: Float32Array(100 * 100) in [0, 1], row-major, white digits on black.
+//                  -> Float32Array(N * 15), per box slot [x, y, w, h (pixels, top-left), objectness,
+//                  10 class probabilities] (manifest.output.channels).
+//   detect(pixels, {scoreThreshold}) -> [{x, y, w, h, label, score}] best first:
+//                  score = objectness * max class prob, label = argmax class, keep score >= threshold,
+//                  class-aware NMS, at most max_detections. Same rule as multidigit.boxes.postprocess.
+// Every decoding constant (thresholds, NMS IoU, max detections, class offset, grid, input size) is
+// read from the version's manifest.json: the export stage writes it, nothing is repeated here.
+//
+// TF.js comes from the page's global `tf` (its UMD bundles via <script>) or, when absent, the same
+// bundles added here as classic scripts from /vendor/ (the CSP allows same-origin scripts only).
 
-const SIZE = 100;
-const ROW = 15;
+export const BACKENDS = ["wasm", "webgl", "cpu"];
+const DEFAULT_VENDOR = "/vendor";
 
-function iou(a, b) {
-  const ix = Math.max(0, Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x));
-  const iy = Math.max(0, Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y));
-  const inter = ix * iy;
-  const union = a.w * a.h + b.w * b.h - inter;
-  return union > 0 ? inter / union : 0;
+/** Add a classic <script> (UMD bundles need `this` = window; as modules they would need eval). */
+function loadScript(url) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = url;
+    script.onload = resolve;
+    script.onerror = () => reject(new Error(`cannot load ${url}`));
+    document.head.append(script);
+  });
 }
 
-/** Score, label and class-aware greedy NMS over the raw (N, 15) output. */
-export function postprocess(raw, { scoreThreshold = 0.5, iouThreshold = 0.45, maxDetections = 20 } = {}) {
-  const candidates = [];
-  for (let i = 0; i + ROW <= raw.length; i += ROW) {
-    let label = 0;
-    for (let c = 1; c < 10; c++) if (raw[i + 5 + c] > raw[i + 5 + label]) label = c;
-    const score = raw[i + 4] * raw[i + 5 + label];
-    if (score >= scoreThreshold) {
-      candidates.push({ x: raw[i], y: raw[i + 1], w: raw[i + 2], h: raw[i + 3], label, score });
+async function loadTf(vendorUrl) {
+  if (!globalThis.tf?.loadGraphModel) await loadScript(`${vendorUrl}/tfjs/tf.es2017.min.js`);
+  if (!globalThis.tf.wasm) await loadScript(`${vendorUrl}/tfjs-backend-wasm/tf-backend-wasm.es2017.min.js`);
+  return globalThis.tf;
+}
+
+async function useBackend(tf, wanted, vendorUrl) {
+  // setWasmPaths must run before the wasm backend first initialises.
+  if (tf.wasm && !globalThis.__multidigitWasmPaths) {
+    tf.wasm.setWasmPaths(`${vendorUrl}/tfjs-backend-wasm/`);
+    globalThis.__multidigitWasmPaths = true;
+  }
+  const names = wanted ? [wanted] : BACKENDS;
+  for (const name of names) {
+    try {
+      if (await tf.setBackend(name)) {
+        await tf.ready();
+        return tf.getBackend();
+      }
+    } catch {
+      // this backend cannot start here (no WebGL, no wasm): try the next one
     }
   }
-  candidates.sort((a, b) => b.score - a.score);
-  const kept = [];
-  for (const c of candidates) {
-    if (kept.length >= maxDetections) break;
-    if (kept.every((k) => k.label !== c.label || iou(k, c) <= iouThreshold)) kept.push(c);
+  throw new Error(`no TF.js backend could start (tried ${names.join(", ")})`);
+}
+
+function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Fetch one file of the version; refuse it when its sha256 differs from the manifest's. */
+async function fetchChecked(base, name, manifest, verify) {
+  const response = await fetch(`${base}${name}`);
+  if (!response.ok) throw new Error(`${base}${name}: HTTP ${response.status}`);
+  const data = await response.arrayBuffer();
+  const expected = manifest.files?.[name]?.sha256;
+  if (verify && !expected) throw new Error(`${name} is not listed in ${base}manifest.json`);
+  // crypto.subtle exists in secure contexts only (https, localhost); elsewhere the check is skipped.
+  if (verify && globalThis.crypto?.subtle) {
+    const actual = hex(await crypto.subtle.digest("SHA-256", data));
+    if (actual !== expected) throw new Error(`sha256 mismatch: ${name} expected ${expected} got ${actual}`);
   }
-  return kept;
+  return data;
 }
 
-async function loadModel(tf, url) {
-  const spec = await (await fetch(url)).json();
-  return spec.format === "graph-model" ? tf.loadGraphModel(url) : tf.loadLayersModel(url);
+async function loadGraph(tf, base, manifest, verify) {
+  const modelJson = JSON.parse(new TextDecoder().decode(await fetchChecked(base, manifest.model, manifest, verify)));
+  const artifacts = await tf.io.getModelArtifactsForJSON(modelJson, async (groups) => {
+    const specs = groups.flatMap((group) => group.weights);
+    const shards = [];
+    for (const group of groups) {
+      for (const path of group.paths) shards.push(await fetchChecked(base, path, manifest, verify));
+    }
+    return [specs, shards]; // shards concatenate in manifest order (a tf.io WeightData list)
+  });
+  return tf.loadGraphModel(tf.io.fromMemory(artifacts));
 }
 
-export async function loadDetector(baseUrl) {
-  const tf = globalThis.tf;
+/**
+ * Load an exported version and return its detector.
+ * @param {string} baseUrl the version folder (with or without a trailing slash)
+ * @param {{backend?: string, vendorUrl?: string, verify?: boolean}} options
+ */
+export async function loadDetector(baseUrl, { backend, vendorUrl = DEFAULT_VENDOR, verify = true } = {}) {
+  const tf = await loadTf(vendorUrl);
   const base = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
-  const model = await loadModel(tf, `${base}model.json`);
-  const manifest = await (await fetch(`${base}manifest.json`)).json().catch(() => ({}));
-  const nms = manifest.nms ?? {};
+  const response = await fetch(`${base}manifest.json`);
+  if (!response.ok) throw new Error(`${base}manifest.json: HTTP ${response.status}`);
+  const manifest = await response.json();
+  const chosen = tf.engine().backendName; // set when the page already picked a backend
+  const usedBackend = backend || !chosen ? await useBackend(tf, backend, vendorUrl) : chosen;
+  const model = await loadGraph(tf, base, manifest, verify);
+  const [, height, width, channels] = manifest.input.shape;
+  const [slots, row] = manifest.output.shape;
+  const { score, iou, max_detections: maxDetections, nms_class_offset: classOffset } = manifest.thresholds;
+  const numClasses = manifest.classes.length;
 
   async function raw(pixels) {
-    if (pixels.length !== SIZE * SIZE) throw new Error(`pixels has ${pixels.length} values, need ${SIZE * SIZE}`);
-    const input = tf.tensor4d(pixels, [1, SIZE, SIZE, 1], "float32");
-    const output = model.predict(input);
+    if (pixels.length !== height * width * channels) {
+      throw new Error(`pixels has ${pixels.length} values, need ${height * width * channels}`);
+    }
+    const output = tf.tidy(() => model.execute(tf.tensor4d(pixels, [1, height, width, channels], "float32")));
     const data = await output.data();
-    tf.dispose([input, output]);
+    output.dispose();
     return data;
   }
 
-  async function detect(pixels, { scoreThreshold = 0.5 } = {}) {
-    return postprocess(await raw(pixels), {
-      scoreThreshold,
-      iouThreshold: nms.iou_threshold ?? 0.45,
-      maxDetections: nms.max_detections ?? 20,
+  async function detect(pixels, { scoreThreshold = score } = {}) {
+    const out = await raw(pixels);
+    // Candidates: score >= threshold (tf's NMS filter is strict '>', so filter here as Python does).
+    const index = [];
+    const labels = [];
+    const scores = [];
+    for (let i = 0; i < slots; i++) {
+      let label = 0;
+      for (let c = 1; c < numClasses; c++) if (out[i * row + 5 + c] > out[i * row + 5 + label]) label = c;
+      const s = out[i * row + 4] * out[i * row + 5 + label];
+      if (s >= scoreThreshold) index.push(i), labels.push(label), scores.push(s);
+    }
+    if (index.length === 0) return [];
+    // Class-aware NMS in one pass: each class moves to its own far-away region of the plane.
+    const corners = new Float32Array(index.length * 4); // [y1, x1, y2, x2] as tf.image wants
+    index.forEach((i, k) => {
+      const shift = labels[k] * classOffset;
+      const [x, y, w, h] = [out[i * row], out[i * row + 1], out[i * row + 2], out[i * row + 3]];
+      corners.set([y + shift, x + shift, y + h + shift, x + w + shift], k * 4);
+    });
+    const boxes = tf.tensor2d(corners, [index.length, 4]);
+    const scoreTensor = tf.tensor1d(scores);
+    const keep = await tf.image.nonMaxSuppressionAsync(boxes, scoreTensor, maxDetections, iou);
+    const kept = await keep.data();
+    tf.dispose([boxes, scoreTensor, keep]);
+    return Array.from(kept, (k) => {
+      const i = index[k];
+      return { x: out[i * row], y: out[i * row + 1], w: out[i * row + 2], h: out[i * row + 3], label: labels[k], score: scores[k] };
     });
   }
 
-  return { raw, detect, backend: tf.getBackend() };
+  return { manifest, backend: usedBackend, raw, detect, dispose: () => model.dispose() };
 }

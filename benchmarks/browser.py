@@ -1,0 +1,284 @@
+"""Browser benchmark of the exported detector, and the headless-Chromium harness the parity test shares.
+
+    python benchmarks/browser.py [--detector models/stage3/detector.keras] [--runs 100]
+
+For each quantization (none, float16, uint8) it converts the detector, records the model size, runs the
+converted graph in Python over the stage-3 test split for its mAP cost, and times `detect()` of
+web/js/detector.js in headless Debian Chromium on every TF.js backend that starts there (wasm, webgl,
+cpu): p50/p95 over `--runs` calls on one canvas, after a warm-up. Python TF (Keras, batch 1) is timed
+beside it. Results: benchmarks/results/browser.json.
+
+The harness serves the real Flask app (services.app) on a free loopback port, so the browser fetches
+detector.js, the vendored tfjs bundles and the model files from the same URLs as the deployed page,
+under the same Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "browser.json"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+BACKENDS = ("wasm", "webgl", "cpu")
+QUANTIZATIONS = ("none", "float16", "uint8")
+WARMUP = 10
+
+# Runs in the page: import the page's own modules, load one version on one backend.
+LOAD_JS = """async ({url, backend}) => {
+  const {loadDetector} = await import('/js/detector.js');
+  window.preprocess = await import('/js/preprocess.js');
+  window.detector = await loadDetector(url, {backend});
+  return {backend: window.detector.backend, version: window.detector.manifest.version};
+}"""
+# Runs in the page: uint8 canvases (base64) -> raw outputs (base64 float32) and detect() results.
+RUN_JS = """async ({images, count, scoreThreshold}) => {
+  const bytes = Uint8Array.from(atob(images), (c) => c.charCodeAt(0));
+  const size = bytes.length / count;
+  const raws = [], detections = [];
+  for (let i = 0; i < count; i++) {
+    const pixels = window.preprocess.toModelInput(bytes.subarray(i * size, (i + 1) * size));
+    raws.push(await window.detector.raw(pixels));
+    detections.push(await window.detector.detect(pixels, scoreThreshold == null ? {} : {scoreThreshold}));
+  }
+  const flat = new Float32Array(raws.reduce((n, r) => n + r.length, 0));
+  raws.reduce((offset, r) => (flat.set(r, offset), offset + r.length), 0);
+  let text = '';
+  const view = new Uint8Array(flat.buffer);
+  for (let i = 0; i < view.length; i += 0x8000) text += String.fromCharCode(...view.subarray(i, i + 0x8000));
+  return {raw: btoa(text), detections};
+}"""
+# Runs in the page: detect() latency in ms over `runs` calls on one canvas, after a warm-up.
+TIME_JS = """async ({image, runs, warmup}) => {
+  const pixels = window.preprocess.toModelInput(Uint8Array.from(atob(image), (c) => c.charCodeAt(0)));
+  for (let i = 0; i < warmup; i++) await window.detector.detect(pixels);
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    await window.detector.detect(pixels);
+    times.push(performance.now() - start);
+  }
+  return times;
+}"""
+
+
+# ---------------------------------------------------------------- harness
+@contextlib.contextmanager
+def serve_models(models_dir: Path) -> Iterator[str]:
+    """Serve the Flask app with `models_dir` as its model folder on a free loopback port; yields its URL."""
+    from werkzeug.serving import make_server
+
+    from services.app import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "MODELS_DIR": str(models_dir),
+            "WEB_DIR": ROOT / "web",
+            "NODE_MODULES": ROOT / "node_modules",
+        }
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="parity-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def chromium_page(base_url: str) -> Iterator[Any]:
+    """A headless Debian Chromium page on the app's origin (playwright; no downloaded browsers)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise FileNotFoundError(f"chromium: {CHROMIUM} not found; `apt-get install -y chromium`")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{base_url}/healthz")  # any same-origin document; 503 before a champion is fine
+            page.errors = errors
+            yield page
+        finally:
+            browser.close()
+
+
+def load_in_page(page: Any, version: str, backend: str | None) -> dict[str, str]:
+    """Load models/<version> with detector.js on `backend`; returns {"backend", "version"} as used."""
+    return page.evaluate(LOAD_JS, {"url": f"/models/{version}/", "backend": backend})
+
+
+def run_in_page(
+    page: Any, images: np.ndarray, score_threshold: float | None = None
+) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """Run detector.js raw() and detect() on uint8 (B, 100, 100) canvases in the page.
+
+    Returns:
+        (raw float32 (B, N, 15), one Detections-like dict per canvas: boxes (M, 4), scores, labels).
+    """
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    out = page.evaluate(
+        RUN_JS,
+        {
+            "images": base64.b64encode(images.tobytes()).decode(),
+            "count": len(images),
+            "scoreThreshold": score_threshold,
+        },
+    )
+    raw = np.frombuffer(base64.b64decode(out["raw"]), dtype="<f4").reshape(len(images), -1, 15)
+    detections = [
+        {
+            "boxes": np.array([[d["x"], d["y"], d["w"], d["h"]] for d in dets], np.float32).reshape(-1, 4),
+            "scores": np.array([d["score"] for d in dets], np.float32),
+            "labels": np.array([d["label"] for d in dets], np.int32),
+        }
+        for dets in out["detections"]
+    ]
+    return raw, detections
+
+
+def time_in_page(page: Any, image: np.ndarray, runs: int) -> list[float]:
+    """detect() latencies in ms for one uint8 (100, 100) canvas."""
+    image = base64.b64encode(np.ascontiguousarray(image, dtype=np.uint8).tobytes()).decode()
+    return page.evaluate(TIME_JS, {"image": image, "runs": runs, "warmup": WARMUP})
+
+
+# ---------------------------------------------------------------- benchmark
+def percentiles(times_ms: list[float]) -> dict[str, float]:
+    """p50 / p95 / mean of a list of milliseconds, rounded to 0.01 ms."""
+    q = np.percentile(np.asarray(times_ms), [50, 95])
+    return {
+        "p50_ms": round(float(q[0]), 2),
+        "p95_ms": round(float(q[1]), 2),
+        "mean_ms": round(statistics.fmean(times_ms), 2),
+    }
+
+
+def python_latency(model: Any, image: np.ndarray, runs: int) -> dict[str, float]:
+    """Keras inference at batch 1 through a tf.function (what /api/detect does), in ms."""
+    import tensorflow as tf
+
+    from multidigit.preprocess import to_model_input
+
+    x = tf.constant(to_model_input(image[None]))
+    fn = tf.function(lambda t: model(t, training=False))
+    for _ in range(WARMUP):
+        fn(x).numpy()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(x).numpy()
+        times.append((time.perf_counter() - start) * 1000)
+    return percentiles(times)
+
+
+def benchmark_version(models_dir: Path, version: str, image: np.ndarray, runs: int) -> dict[str, Any]:
+    """Latency of one version per backend in Chromium; a backend that cannot start is recorded as such."""
+    out: dict[str, Any] = {}
+    with serve_models(models_dir) as url:
+        for backend in BACKENDS:
+            with chromium_page(url) as page:
+                try:
+                    used = load_in_page(page, version, backend)["backend"]
+                except Exception as exc:  # the page reports a backend that cannot start here
+                    out[backend] = {"error": str(exc).splitlines()[0][:200]}
+                    continue
+                out[backend] = {"backend": used, **percentiles(time_in_page(page, image, runs))}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--detector", default=str(ROOT / "models" / "stage3" / "detector.keras"))
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+
+    from multidigit import export
+    from multidigit.atomic import save_json
+    from multidigit.canvas import read_canvases
+    from multidigit.model import inference_model
+    from multidigit.params import load_params
+    from multidigit.preprocess import to_model_input
+
+    cfg = load_params(args.params)
+    test = read_canvases("stage3", "test", root=ROOT / "data" / "canvases")
+    detector = export.load_detector(Path(args.detector))
+    model = inference_model(detector)
+    inputs = to_model_input(test.images)
+    keras_out = model.predict(inputs, batch_size=export.BATCH, verbose=0)
+    keras_map = export.map50_95(keras_out, test.boxes, test.labels, cfg.nms)
+    results: dict[str, Any] = {
+        "detector": str(args.detector),
+        "test_canvases": len(test),
+        "runs": args.runs,
+        "map50_95_keras": keras_map,
+        "python_tf_batch1": python_latency(model, test.images[0], args.runs),
+        "quantizations": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="tfjs-bench-") as tmp:
+        for quant in QUANTIZATIONS:
+            folder = Path(tmp) / f"bench-{quant}"
+            folder.mkdir()
+            export.convert_model(model, folder, quant)
+            converted = export.load_tfjs_graph(folder)(inputs)
+            tfjs_map = export.map50_95(converted, test.boxes, test.labels, cfg.nms)
+            _write_bench_manifest(folder, detector, cfg, quant)
+            results["quantizations"][quant] = {
+                "size_bytes": sum(p.stat().st_size for p in folder.iterdir() if p.name != "manifest.json"),
+                "max_abs_diff": float(np.abs(converted - keras_out).max()),
+                "map50_95": tfjs_map,
+                "map50_95_cost": round(keras_map - tfjs_map, 4),
+                "browser": benchmark_version(Path(tmp), folder.name, test.images[0], args.runs),
+            }
+            print(json.dumps({quant: results["quantizations"][quant]}, indent=1))
+    save_json(args.out, results)
+    print(f"wrote {args.out}")
+    return results
+
+
+def _write_bench_manifest(folder: Path, detector: Any, cfg: Any, quant: str) -> None:
+    """A manifest for a benchmark folder (no metrics), so detector.js can load and verify it."""
+    from multidigit import export
+    from multidigit.atomic import save_json
+    from multidigit.manifest import build_manifest
+
+    manifest = build_manifest(
+        folder,
+        version=folder.name,
+        grid=export.grid_info(detector),
+        thresholds=export.operating_thresholds({}, cfg.nms),
+        metrics={},
+        quantization={"dtype": quant},
+        source={"benchmark": True},
+    )
+    save_json(folder / "manifest.json", manifest)
+
+
+if __name__ == "__main__":
+    main()
