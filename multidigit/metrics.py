@@ -302,3 +302,18 @@ def worst_canvases(counts: CanvasCounts, k: int) -> np.ndarray:
     errors = counts.errors
     order = np.argsort(-errors, kind="stable")
     return order[errors[order] > 0][:k]
+
+
+def curve_at(curve: dict[str, np.ndarray], thresholds: np.ndarray) -> dict[str, np.ndarray]:
+    """Sample an `f1_curve` at given thresholds: each point keeps every detection scoring >= it.
+
+    Returns:
+        {"threshold", "precision", "recall", "f1"} at `thresholds`; zeros above the highest score.
+    """
+    thresholds = np.asarray(thresholds, np.float64)
+    idx = np.searchsorted(-curve["threshold"], -thresholds, side="right") - 1  # last score >= t
+    out = {"threshold": thresholds}
+    for key in ("precision", "recall", "f1"):
+        values = np.r_[curve[key], 0.0]  # index -1 (no detection kept) reads the appended 0
+        out[key] = values[np.where(idx >= 0, idx, len(values) - 1)]
+    return out

@@ -137,3 +137,11 @@ def test_match_split_rejects_wrong_length():
     boxes, labels = ground_truth([[(1, A)], [(2, B)]])
     with pytest.raises(ValueError, match="detections: 1 canvases, ground truth has 2"):
         metrics.match_split(boxes, labels, [dets()])
+
+
+def test_curve_at_samples_the_last_point_at_or_above_each_threshold():
+    boxes, labels, detections = hand_case()
+    curve = metrics.f1_curve(metrics.match_split(boxes, labels, detections))
+    sampled = metrics.curve_at(curve, np.array([0.0, 0.6, 0.61, 0.95]))
+    np.testing.assert_allclose(sampled["f1"], [6 / 11, 6 / 10, 4 / 9, 0.0])
+    np.testing.assert_allclose(sampled["recall"], [0.6, 0.6, 0.4, 0.0])

@@ -1,0 +1,129 @@
+"""Stage evaluate: metrics from detections, the gate line, the figures; the real model path and a real
+`dvc repro` whose gate fails are the slow tests at the end."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from multidigit import evaluate
+from multidigit import metrics as mt
+from multidigit.params import GateParams
+from tests.test_coco import A, B, C, dets, ground_truth
+
+D = (70.0, 5.0, 20.0, 20.0)
+
+
+def split():
+    """Four canvases holding 1, 2, 3 and 6 digits; canvas 2 has two overlapping boxes."""
+    six = [(i, (i * 15.0, 75.0, 14.0, 20.0)) for i in range(6)]
+    return ground_truth([[(3, A)], [(7, B), (2, C)], [(1, A), (4, (20.0, 20.0, 20.0, 20.0)), (5, D)], six])
+
+
+def perfect(boxes, labels, score=0.9):
+    out = []
+    for b, lab in zip(boxes, labels, strict=True):
+        keep = lab >= 0
+        out.append({"boxes": b[keep], "scores": np.full(keep.sum(), score, np.float32), "labels": lab[keep]})
+    return out
+
+
+def test_perfect_detections_score_one_everywhere():
+    boxes, labels = split()
+    ev = evaluate.evaluate_detections(
+        boxes, labels, perfect(boxes, labels), mt.match_split(boxes, labels, perfect(boxes, labels))
+    )
+    m = ev.metrics
+    for key in (
+        "metrics/mAP50",
+        "metrics/mAP50-95",
+        "metrics/AR100",
+        "bucket/6-10/mAP50",
+        "bucket/overlap/mAP50",
+    ):
+        assert m[key] == pytest.approx(1.0, abs=1e-9), key
+    for key in ("f1/all", "precision/3", "recall/3", "count/accuracy", "canvas/accuracy", "iou/mean"):
+        assert m[key] == 1.0, key
+    assert m["operating/score_threshold"] == pytest.approx(0.9)
+    assert (m["bucket/1/canvases"], m["bucket/2-5/canvases"], m["bucket/6-10/canvases"]) == (1.0, 2.0, 1.0)
+    assert (m["bucket/overlap/canvases"], m["bucket/no-overlap/canvases"]) == (1.0, 3.0)
+    assert m["confusion/missed"] == m["confusion/false_positives"] == m["confusion/misread"] == 0.0
+    assert (m["data/test_canvases"], m["data/test_digits"]) == (4.0, 12.0)
+    assert "ap/8" not in m  # no digit 8 in the split: COCO leaves the class out
+
+
+def test_threshold_comes_from_val_and_shapes_test_metrics():
+    boxes, labels = split()
+    # Val: a 0.4 false positive on top of perfect 0.9 hits: max F1 keeps only the hits -> threshold 0.9.
+    val = perfect(boxes, labels)
+    val[0] = dets((3, A, 0.9), (8, D, 0.4))
+    val_matches = mt.match_split(boxes, labels, val)
+    # Test: the same false positive at 0.5 is dropped by the val threshold, a true 0.6 digit too.
+    test = perfect(boxes, labels)
+    test[0] = dets((3, A, 0.6), (8, D, 0.5))
+    m = evaluate.evaluate_detections(boxes, labels, test, val_matches).metrics
+    assert m["operating/score_threshold"] == pytest.approx(0.9)
+    assert m["recall/3"] == 0.5 and m["recall/all"] == pytest.approx(11 / 12)  # one of two 3s lost
+    assert m["confusion/missed"] == 1.0 and m["confusion/false_positives"] == 0.0
+    assert m["canvas/accuracy"] == 0.75 and m["bucket/1/canvas_accuracy"] == 0.0
+    # COCO mAP ignores the threshold: class 8 has no ground truth, class 3's only digit is found.
+    assert m["metrics/mAP50"] == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("values", "gate", "expected"),
+    [
+        ((0.953, 0.9), GateParams(map50=0.97, map50_95=0.85), "gate failed: stage3 map50 0.953 < 0.970"),
+        ((0.99, 0.8), GateParams(map50=0.97, map50_95=0.85), "gate failed: stage3 map50_95 0.800 < 0.850"),
+        (
+            (0.5, 0.2),
+            GateParams(map50=0.97, map50_95=0.85),
+            "gate failed: stage3 map50 0.500 < 0.970, map50_95 0.200 < 0.850",
+        ),
+        ((0.9695, 0.9), GateParams(map50=0.97, map50_95=0.85), "gate failed: stage3 map50 0.9695 < 0.9700"),
+        ((0.97, 0.85), GateParams(map50=0.97, map50_95=0.85), None),
+        ((0.1, 0.1), None, None),
+    ],
+)
+def test_gate_message(values, gate, expected):
+    metrics = {"metrics/mAP50": values[0], "metrics/mAP50-95": values[1]}
+    assert evaluate.gate_failure("stage3", metrics, gate) == expected
+
+
+def test_figures_and_curve_csvs(tmp_path):
+    boxes, labels = split()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (len(labels), 100, 100), dtype=np.uint8)
+    test = perfect(boxes, labels)
+    test[1] = dets((7, B, 0.8), (9, D, 0.7))  # misses the 2 at C, one false positive
+    ev = evaluate.evaluate_detections(boxes, labels, test, mt.match_split(boxes, labels, test))
+    out = tmp_path / "plots" / "stage2"
+    canvases = SimpleNamespace(images=images, boxes=boxes, labels=labels)
+    evaluate.write_figures(ev, canvases, test, out, "stage2", gallery_size=3)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "confusion.png", "f1_confidence.csv", "f1_confidence.png", "gallery.png", "pr_curve.csv",
+        "pr_curves.png", "worst.png",
+    ]  # fmt: skip
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, png.name
+    rows = (out / "f1_confidence.csv").read_text().splitlines()
+    assert rows[0] == "threshold,precision,recall,f1" and len(rows) == 102
+    threshold = ev.metrics["operating/score_threshold"]
+    assert threshold == pytest.approx(0.8)  # 0.7 adds only the false positive
+    at_80 = rows[1 + 80].split(",")
+    assert float(at_80[3]) == pytest.approx(ev.metrics["f1/all"], abs=1e-5)
+    assert (out / "pr_curve.csv").read_text().splitlines()[0] == "recall,precision"
+
+
+def test_metrics_are_written_rounded_and_json_clean(tmp_path):
+    boxes, labels = split()
+    ev = evaluate.evaluate_detections(
+        boxes, labels, perfect(boxes, labels), mt.match_split(boxes, labels, perfect(boxes, labels))
+    )
+    rounded = {k: round(float(v), evaluate.DECIMALS) for k, v in ev.metrics.items()}
+    text = json.dumps(rounded, allow_nan=False)  # no NaN may reach DVC
+    assert all(isinstance(v, float) for v in json.loads(text).values())
