@@ -59,3 +59,16 @@ def smoke_workspace(tmp_path_factory, mnist_dir) -> Path:
     if run.returncode != 0:
         raise RuntimeError(f"smoke pipeline failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
     return dest
+
+
+@pytest.fixture(scope="session")
+def mnist_splits(tmp_path_factory, mnist_dir) -> Path:
+    """data/mnist-style split files (train/val/test npz) written from the real IDX files, once."""
+    from multidigit import mnist
+    from multidigit.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    arrays = mnist.load_mnist_arrays(params.mnist.model_copy(update={"dir": str(mnist_dir)}))
+    out = tmp_path_factory.mktemp("mnist") / "mnist"
+    mnist.write_splits(arrays, out, params.mnist.val_size, params.seed)
+    return out
