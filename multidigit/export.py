@@ -28,7 +28,7 @@ from multidigit import boxes
 from multidigit.atomic import atomic_path, save_json
 from multidigit.constants import DEFAULT_PARAMS_FILE, METRICS_DIR, MODELS_DIR
 from multidigit.manifest import MANIFEST_NAME, MODEL_JSON, build_manifest, file_sha256
-from multidigit.params import ExportParams, GateParams, NmsParams, load_params
+from multidigit.params import ExportParams, NmsParams, load_params
 
 TFJS_DIR = MODELS_DIR / "tfjs"
 DETECTOR_PATH = MODELS_DIR / "stage3" / "detector.keras"
@@ -39,8 +39,7 @@ QUANTIZE: dict[str, dict[str, bool] | None] = {
     "float16": {"float16": True},
     "uint8": {"uint8": True},
 }
-# mAP is measured on every slot above this score, as COCO evaluation does (not at the operating point).
-MAP_SCORE_THRESHOLD = 0.001
+GATE_KEYS = ("metrics/mAP50", "metrics/mAP50-95")
 MATCH_IOU = 0.95  # a TF.js detection matches its Keras twin: same label and IoU above this
 BATCH = 256
 
@@ -127,18 +126,6 @@ def load_tfjs_graph(model_dir: Path) -> Predict:
 
 
 # ---------------------------------------------------------------- checks
-def gate_result(metrics: dict[str, float], gate: GateParams) -> tuple[bool, str]:
-    """(passed, one-line reason) of the stage-3 gate on the evaluation metrics."""
-    checks = (("map50", "metrics/mAP50", gate.map50), ("map50_95", "metrics/mAP50-95", gate.map50_95))
-    for name, key, minimum in checks:
-        value = metrics.get(key)
-        if value is None:
-            return False, f"gate: {key} missing from {METRICS_PATH}"
-        if value < minimum:
-            return False, f"gate failed: stage3 {name} {value:.3f} < {minimum:.3f}"
-    return True, "gate passed"
-
-
 def operating_thresholds(metrics: dict[str, float], nms: NmsParams) -> dict[str, Any]:
     """Decoding thresholds for the manifest: evaluation's calibrated score threshold when it has one."""
     calibrated = metrics.get("operating/score_threshold")
@@ -172,8 +159,9 @@ def detections_match(a: boxes.Detections, b: boxes.Detections, min_iou: float = 
 def map50_95(decoded: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray, nms: NmsParams) -> float:
     """COCO mAP@.5:.95 of decoded outputs (B, N, 15) against padded ground truth (B, K, 4) / (B, K)."""
     from multidigit.coco import coco_detections, coco_ground_truth, coco_metrics
+    from multidigit.evaluate import SCORE_FLOOR  # the same protocol as evaluate@stage3's mAP
 
-    dets = boxes.postprocess(decoded, MAP_SCORE_THRESHOLD, nms.iou_threshold, nms.max_detections)
+    dets = boxes.postprocess(decoded, SCORE_FLOOR, nms.iou_threshold, nms.max_detections)
     result = coco_metrics(coco_ground_truth(gt_boxes, gt_labels), coco_detections(dets))
     return round(result.stats["metrics/mAP50-95"], 4)
 
@@ -290,10 +278,14 @@ def export_version(
 
 
 def read_metrics(path: Path = METRICS_PATH) -> dict[str, float]:
-    """The evaluation metrics JSON; FileNotFoundError naming the stage to run when missing."""
+    """The evaluation metrics JSON; one-line errors when it is missing or lacks the gate's keys."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"export: {path} not found; run `dvc repro evaluate@stage3` first")
-    return json.loads(Path(path).read_text())
+    metrics = json.loads(Path(path).read_text())
+    missing = [key for key in GATE_KEYS if key not in metrics]
+    if missing:
+        raise ValueError(f"export: {path} lacks {', '.join(missing)}; rerun evaluate@stage3")
+    return metrics
 
 
 def main(params: str | Path = DEFAULT_PARAMS_FILE) -> Path:
@@ -306,17 +298,20 @@ def main(params: str | Path = DEFAULT_PARAMS_FILE) -> Path:
     """
     from multidigit import registry
     from multidigit.canvas import read_canvases
+    from multidigit.evaluate import gate_failure
 
     cfg = load_params(params)
     metrics = read_metrics()
-    passed, reason = gate_result(metrics, cfg.evaluate.gates.get("stage3", GateParams()))
-    if not passed:
-        raise ValueError(f"export: {reason}; nothing exported")
+    # evaluate@stage3 already refused to finish below its gate; a stale or hand-edited metrics file
+    # must not sneak a model past it, so the gate is applied again here.
+    failure = gate_failure("stage3", metrics, cfg.evaluate.gates.get("stage3"))
+    if failure:
+        raise ValueError(f"export: {failure}; nothing exported")
     test = read_canvases("stage3", "test")
     folder = export_version(
         DETECTOR_PATH, TFJS_DIR, cfg=cfg.export, nms=cfg.nms, metrics=metrics,
         test=(test.images, test.boxes, test.labels),
     )  # fmt: skip
-    registry.register_export(cfg, folder, DETECTOR_PATH, gate_passed=passed)
+    registry.register_export(cfg, folder, DETECTOR_PATH, gate_passed=True)
     print(f"exported {folder}")
     return folder
