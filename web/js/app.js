@@ -9,7 +9,16 @@ const COLOURS = ["#ff595e", "#ffca3a", "#8ac926", "#1982c4", "#6a4c93", "#f15bb5
 const BACKENDS = ["wasm", "webgl", "cpu"]; // wasm first: fastest for a small CNN, deterministic
 
 const $ = (id) => document.getElementById(id);
-const state = { detector: null, manifest: null, canvas: null, detections: [], examples: null, exampleIndex: 0, runs: 0 };
+const state = {
+  detector: null,
+  manifest: null,
+  canvas: null, // last reduced uint8 100 x 100 canvas
+  detections: [],
+  examples: null,
+  exampleIndex: 0,
+  requested: 0, // detections scheduled so far; `done` catches up when the last one has finished
+  done: 0,
+};
 
 function showBanner(text) {
   $("banner").textContent = text;
@@ -82,6 +91,15 @@ function listResults(detections) {
 }
 
 async function detectNow(pad) {
+  const seq = state.requested;
+  try {
+    await runDetection(pad);
+  } finally {
+    state.done = Math.max(state.done, seq);
+  }
+}
+
+async function runDetection(pad) {
   state.canvas = reduceDrawing(pad.ctx);
   if (!state.detector) return;
   const threshold = Number($("threshold").value);
@@ -89,16 +107,15 @@ async function detectNow(pad) {
   const detections = pad.isEmpty ? [] : await state.detector.detect(toModelInput(state.canvas), { scoreThreshold: threshold });
   const ms = performance.now() - t0;
   state.detections = detections;
-  state.runs += 1;
   $("timing").textContent = `${ms.toFixed(1)} ms`;
   drawBoxes(detections);
   listResults(detections);
-  document.body.dataset.runs = String(state.runs); // lets tests wait for a finished detection
 }
 
 function debounce(fn, ms) {
   let timer = null;
   return () => {
+    state.requested += 1;
     clearTimeout(timer);
     timer = setTimeout(fn, ms);
   };
