@@ -374,7 +374,9 @@ def read_canvases(stage: str, split: str, root: str | Path = CANVAS_OUT) -> Canv
 
 
 # ---------------------------------------------------------------- stage entry
-def main(params: str | Path, stage: str, out_root: str | Path = CANVAS_OUT) -> dict:
+def main(
+    params: str | Path, stage: str, out_root: str | Path = CANVAS_OUT, mnist_dir: str | Path = MNIST_OUT
+) -> dict:
     """`multidigit generate --stage S`: every shard in this process (same bytes as the Prefect flow).
 
     Returns:
@@ -382,9 +384,8 @@ def main(params: str | Path, stage: str, out_root: str | Path = CANVAS_OUT) -> d
     """
     cfg = load_params(params)
     out_dir = Path(out_root) / stage
-    results = [
-        generate_shard(cfg, spec, out_dir) for spec in tqdm(plan_shards(cfg.generate, stage), desc=stage)
-    ]
+    specs = plan_shards(cfg.generate, stage)
+    results = [generate_shard(cfg, spec, out_dir, mnist_dir) for spec in tqdm(specs, desc=stage)]
     manifest = write_manifest(cfg, stage, results, out_dir)
     counts = ", ".join(f"{k}={v['canvases']}" for k, v in manifest["splits"].items())
     print(f"generate: wrote {out_dir} ({counts})")

@@ -1,0 +1,249 @@
+"""multidigit/canvas.py and multidigit/augment.py: determinism, tight boxes, overlap limits, counts,
+class balance, split sources, re-sampling, shard files, manifest and reader."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from multidigit import augment, canvas
+from multidigit.mnist import read_split
+from multidigit.params import ParamsError, validate_params
+from tests.conftest import ROOT
+
+# Class shares of generated digits must match the MNIST split's within this many share points
+# (absolute); with ~4000 digits one standard deviation is about 0.005.
+CLASS_SHARE_TOLERANCE = 0.025
+
+
+def small_params(params_dict: dict, per_split: int = 40, shard_size: int = 20):
+    """The repo params with every stage cut to `per_split` canvases per split."""
+    params_dict["generate"]["shard_size"] = shard_size
+    for stage in params_dict["generate"]["stages"].values():
+        stage["canvases"] = {"train": per_split, "val": per_split // 2, "test": per_split // 2}
+    return validate_params(params_dict)
+
+
+@pytest.fixture(scope="module")
+def train_digits(mnist_splits):
+    return read_split("train", mnist_splits)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
+def make(cfg, digits, stage: str, n: int, index: int = 0) -> canvas.Shard:
+    seed = canvas.shard_seed(cfg.seed, stage, "train", index)
+    return canvas.make_shard(*digits, n, cfg.generate, cfg.generate.stages[stage], seed)
+
+
+def boxes_of(shard: canvas.Shard, i: int) -> np.ndarray:
+    return shard.boxes[i][shard.labels[i] >= 0].astype(int)
+
+
+def intersection(a: np.ndarray, b: np.ndarray) -> int:
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(w, 0) * max(h, 0)
+
+
+def box_mask(box: np.ndarray, size: int = 100) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    x, y, w, h = box
+    mask[y : y + h, x : x + w] = True
+    return mask
+
+
+# ---------------------------------------------------------------- determinism
+def test_same_seed_same_bytes_and_other_shards_differ(cfg, train_digits):
+    a, b = make(cfg, train_digits, "stage3", 30), make(cfg, train_digits, "stage3", 30)
+    c = make(cfg, train_digits, "stage3", 30, index=1)
+    for key in ("images", "boxes", "labels"):
+        assert getattr(a, key).tobytes() == getattr(b, key).tobytes()
+    assert not np.array_equal(a.images, c.images)
+
+
+def test_keras_augmentation_is_seeded(train_digits, cfg):
+    digits = train_digits[0][:64]
+    first = augment.augment_digits(augment.build_augmenter(cfg.generate.augment, (1, 2, 3)), digits)
+    again = augment.augment_digits(augment.build_augmenter(cfg.generate.augment, (1, 2, 3)), digits)
+    other = augment.augment_digits(augment.build_augmenter(cfg.generate.augment, (4, 5, 6)), digits)
+    assert first.tobytes() == again.tobytes()
+    assert not np.array_equal(first, other)
+    assert not np.array_equal(first, digits.astype(np.float32))  # it did transform the digits
+
+
+def test_one_worker_and_two_workers_write_identical_shards(params_dict, mnist_splits, tmp_path):
+    cfg = small_params(params_dict, per_split=40, shard_size=20)
+    specs = canvas.plan_shards(cfg.generate, "stage2")
+    serial = [canvas.generate_shard(cfg, s, tmp_path / "one", mnist_splits) for s in specs]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # reversed order, two at once
+        parallel = list(
+            pool.map(lambda s: canvas.generate_shard(cfg, s, tmp_path / "two", mnist_splits), specs[::-1])
+        )
+    assert len(specs) == 4  # 2 train + 1 val + 1 test shards
+    for spec in specs:
+        one = (tmp_path / "one" / spec.relpath).read_bytes()
+        assert one == (tmp_path / "two" / spec.relpath).read_bytes(), spec
+    assert sorted(r["sha256"] for r in serial) == sorted(r["sha256"] for r in parallel)
+
+
+# ---------------------------------------------------------------- geometry
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
+def test_every_box_is_tight_and_counts_within_range(cfg, train_digits, stage):
+    shard = make(cfg, train_digits, stage, 60)
+    lo, hi = cfg.generate.stages[stage].digits
+    counts = (shard.labels >= 0).sum(axis=1)
+    assert counts.min() >= lo and counts.max() <= hi
+    assert np.all(shard.boxes[shard.labels < 0] == 0)
+    covered = np.zeros_like(shard.images, dtype=bool)
+    for i, image in enumerate(shard.images):
+        for x, y, w, h in boxes_of(shard, i):
+            assert x >= 0 and y >= 0 and x + w <= 100 and y + h <= 100
+            patch = image[y : y + h, x : x + w] > 0
+            # each edge row/column of the box holds a non-zero pixel
+            assert patch[0].any() and patch[-1].any() and patch[:, 0].any() and patch[:, -1].any()
+            covered[i] |= box_mask((x, y, w, h))
+    assert not np.any(shard.images[~covered])  # no ink outside every box
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_boxes_never_intersect_without_overlap(cfg, train_digits, stage):
+    shard = make(cfg, train_digits, stage, 80)
+    for i in range(len(shard.images)):
+        boxes = boxes_of(shard, i)
+        for a in range(len(boxes)):
+            for b in range(a + 1, len(boxes)):
+                assert intersection(boxes[a], boxes[b]) == 0
+        # no overlap: each box's ink is exactly its own digit, so its box is the tight box of that ink
+        for x, y, w, h in boxes:
+            bounds = augment.tight_bounds(shard.images[i][None, y : y + h, x : x + w])[0]
+            assert tuple(bounds) == (0, 0, w, h)
+
+
+def test_stage3_overlap_within_limit_and_scales_vary(cfg, train_digits):
+    shard = make(cfg, train_digits, "stage3", 150)
+    limit = cfg.generate.stages["stage3"].max_overlap
+    worst = 0.0
+    for i in range(len(shard.images)):
+        masks = [box_mask(b) for b in boxes_of(shard, i)]
+        for j, mask in enumerate(masks):
+            others = np.logical_or.reduce([m for k, m in enumerate(masks) if k != j] or [np.zeros_like(mask)])
+            worst = max(worst, (mask & others).sum() / mask.sum())
+    assert 0.0 < worst <= limit  # overlap happens, and never beyond the limit
+    heights = shard.boxes[..., 3][shard.labels >= 0]
+    assert heights.min() < 16 and heights.max() > 35  # scale 0.6-1.8 of a ~20 px digit
+
+
+def test_failed_placements_are_resampled_never_short(cfg, train_digits):
+    shard = make(cfg, train_digits, "stage3", 200)
+    assert shard.resampled > 0  # ten large digits do not always fit
+    assert ((shard.labels >= 0).sum(axis=1) >= 1).all()
+    assert shard.images.reshape(len(shard.images), -1).max(axis=1).min() > 0
+
+
+def test_scaled_crops_are_tight_at_every_scale(train_digits):
+    digits = train_digits[0][:50].astype(np.float32)
+    scales = np.linspace(0.6, 1.8, 50)
+    crops = augment.scaled_crops(digits, scales)
+    heights = [c.shape[0] for c in crops]
+    assert heights[-1] > 1.8 * heights[0] * 0.8  # the big ones really are bigger
+    for crop in crops:
+        assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()
+
+
+# ---------------------------------------------------------------- sampling
+def test_class_balance_matches_mnist(cfg, train_digits):
+    shard = make(cfg, train_digits, "stage2", 1000)
+    labels = shard.labels[shard.labels >= 0]
+    assert len(labels) > 3500
+    generated = np.bincount(labels, minlength=10) / len(labels)
+    source = np.bincount(train_digits[1], minlength=10) / len(train_digits[1])
+    assert np.abs(generated - source).max() <= CLASS_SHARE_TOLERANCE
+
+
+def test_each_split_draws_only_from_its_own_mnist_split(params_dict, mnist_splits, tmp_path):
+    # a fake MNIST folder whose splits hold one class each: 1 (train), 2 (val), 3 (test)
+    fake = tmp_path / "mnist"
+    fake.mkdir()
+    for split, cls in (("train", 1), ("val", 2), ("test", 3)):
+        images, labels = read_split(split, mnist_splits)
+        keep = labels == cls
+        np.savez(fake / f"{split}.npz", images=images[keep], labels=labels[keep], index=np.flatnonzero(keep))
+    cfg = small_params(params_dict, per_split=20, shard_size=20)
+    for spec in canvas.plan_shards(cfg.generate, "stage2"):
+        result = canvas.generate_shard(cfg, spec, tmp_path / "out", fake)
+        expected = {"train": 1, "val": 2, "test": 3}[spec.split]
+        assert result["classes"][expected] == result["digits"] > 0
+
+
+# ---------------------------------------------------------------- files
+def test_main_writes_shards_manifest_and_reader_concatenates(params_dict, mnist_splits, tmp_path):
+    cfg = small_params(params_dict, per_split=50, shard_size=20)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    manifest = canvas.main(params_file, "stage3", out_root=tmp_path / "canvases", mnist_dir=mnist_splits)
+    stage_dir = tmp_path / "canvases" / "stage3"
+    assert json.loads((stage_dir / "manifest.json").read_text()) == manifest
+    train = manifest["splits"]["train"]
+    assert [s["canvases"] for s in train["shards"]] == [20, 20, 10]
+    for split in ("train", "val", "test"):
+        for shard in manifest["splits"][split]["shards"]:
+            assert hashlib.sha256((stage_dir / shard["file"]).read_bytes()).hexdigest() == shard["sha256"]
+    data = canvas.read_canvases("stage3", "train", tmp_path / "canvases")
+    assert len(data) == 50 and data.images.dtype == np.uint8 and data.images.shape == (50, 100, 100)
+    assert data.boxes.dtype == np.float32 and data.boxes.shape == (50, 10, 4)
+    assert data.labels.dtype == np.int16 and data.labels.shape == (50, 10)
+    assert int((data.labels >= 0).sum()) == train["digits"] == sum(train["classes"])
+    assert sum(train["digit_counts"]) == 50
+    assert np.bincount((data.labels >= 0).sum(1), minlength=11).tolist() == train["digit_counts"]
+
+
+def test_reader_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="stage: 'stage9'"):
+        canvas.read_canvases("stage9", "train", tmp_path)
+    with pytest.raises(ValueError, match="split: 'dev'"):
+        canvas.read_canvases("stage1", "dev", tmp_path)
+    with pytest.raises(FileNotFoundError, match="generate@stage2"):
+        canvas.read_canvases("stage2", "train", tmp_path)
+
+
+# ---------------------------------------------------------------- params
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda g: g["stages"]["stage2"].update(digits=[5, 3]),
+            "generate.stages.stage2.digits: min 5 > max 3",
+        ),
+        (
+            lambda g: g["stages"]["stage3"].update(digits=[1, 40]),
+            "generate.stages.stage3.digits: max 40 cannot fit",
+        ),
+        (lambda g: g["stages"]["stage1"].update(scale=[4.0, 4.0]), "generate.stages.stage1.scale"),
+        (lambda g: g["stages"]["stage3"].update(max_overlap=1.5), "generate.stages.stage3.max_overlap"),
+        (lambda g: g.update(canvas_size=64), "generate.canvas_size"),
+        (lambda g: g["augment"].update(rotate_deg=90), "generate.augment.rotate_deg"),
+        (lambda g: g.update(task_runner="ray"), "generate.task_runner"),
+    ],
+)
+def test_bad_generator_params_are_refused(params_dict, edit, message):
+    edit(params_dict["generate"])
+    with pytest.raises(ParamsError) as info:
+        validate_params(params_dict)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_shard_paths_follow_the_contract(cfg):
+    specs = canvas.plan_shards(cfg.generate, "stage1")
+    assert specs[0].relpath == "train/shard-00000.npz"
+    assert sum(s.canvases for s in specs if s.split == "train") == 8000
+    assert Path(specs[-1].relpath).parent.name == "test"
