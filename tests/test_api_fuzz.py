@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.liveserver import ROOT, live_server
+from services.liveserver import ROOT, live_server
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from services.drawing import png_to_canvas
-from tests.liveserver import ROOT, live_server
+from services.liveserver import ROOT, live_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

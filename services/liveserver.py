@@ -1,4 +1,4 @@
-"""A real gunicorn server on a free loopback port, for the browser, fuzz and load checks."""
+"""A real gunicorn server on a free loopback port: browser tests, fuzz run, benchmarks/load.py."""
 
 from __future__ import annotations
 
