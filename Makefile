@@ -7,6 +7,9 @@ export PATH := $(HOME)/.local/bin:$(CURDIR)/.venv/bin:$(PATH)
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# gunicorn processes x threads; each process loads the Keras model on its first POST /api/detect
+WORKERS ?= 2
+THREADS ?= 8
 PYTEST_ARGS ?=
 
 .PHONY: help install install-dev install-web install-browser run repro serve test lint format smoke report
@@ -41,9 +44,10 @@ run: install install-web ## rebuild the pipeline on params.yaml, then serve the 
 repro: install ## rebuild the pipeline only
 	dvc repro
 
-serve: install install-web ## serve the page and the champion model with gunicorn
+serve: install install-web ## serve the page and the champion model with gunicorn (HOST, PORT, WORKERS, THREADS)
 	@echo "serving on http://$(HOST):$(PORT)/"
-	gunicorn --bind $(HOST):$(PORT) --access-logfile - 'services.app:create_app()'
+	gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) \
+		--access-logfile - 'services.app:create_app()'
 
 test: install-dev ## run the whole test suite
 	pytest $(PYTEST_ARGS)
