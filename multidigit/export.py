@@ -15,6 +15,7 @@ evaluate@stage3 passed its gate; it then registers the version in MLflow (multid
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -67,6 +68,12 @@ def grid_info(detector) -> dict[str, int]:
     return {"stride": stride, "size": size, "boxes_per_cell": per_cell, "slots": size * size * per_cell}
 
 
+def _quiet_tfdf() -> None:
+    # tensorflowjs imports tensorflow_decision_forests, whose welcome banner imports IPython (not
+    # installed) whenever stdout is not a terminal: under pytest, DVC or Prefect. Ask for no banner.
+    os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+
+
 def convert_model(model, out_dir: Path, quantization: str) -> None:
     """Write `model` as a TF.js graph model (model.json + weight shards) into `out_dir`.
 
@@ -77,6 +84,7 @@ def convert_model(model, out_dir: Path, quantization: str) -> None:
     """
     if quantization not in QUANTIZE:
         raise ValueError(f"export.quantization: {quantization!r}, allowed: {', '.join(QUANTIZE)}")
+    _quiet_tfdf()
     from tensorflowjs.converters.tf_saved_model_conversion_v2 import convert_tf_saved_model
 
     with tempfile.TemporaryDirectory(prefix="savedmodel-") as tmp:
@@ -98,6 +106,7 @@ def load_tfjs_graph(model_dir: Path) -> Predict:
     Returns:
         A function float32 (B, 100, 100, 1) -> float32 (B, N, 15).
     """
+    _quiet_tfdf()
     import tensorflow as tf
     from google.protobuf import json_format
     from tensorflowjs.read_weights import read_weights
