@@ -18,6 +18,7 @@ from multidigit.mnist import read_split
 
 GRID = 4  # canvases per side of the preview grid
 PREVIEW_SPLIT = "train"
+LABEL_ROOM = 8  # pixels above a box needed to print its label there
 
 
 def preview_dir(stage: str, plots_root: str | Path = PLOTS_DIR) -> Path:
@@ -46,7 +47,10 @@ def draw_grid(images: np.ndarray, boxes: np.ndarray, labels: np.ndarray, path: s
                 continue
             # pixel (x, y) spans [x - 0.5, x + 0.5] in imshow coordinates
             ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="lime", linewidth=1))
-            ax.text(x - 0.5, y - 1.5, str(label), color="yellow", fontsize=8, va="bottom")
+            # label above the box, or below it when the box touches the top edge
+            above = y >= LABEL_ROOM
+            ty, va = (y - 1.5, "bottom") if above else (y + h + 0.5, "top")
+            ax.text(x - 0.5, ty, str(label), color="yellow", fontsize=8, va=va)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
