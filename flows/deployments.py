@@ -258,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     more.add_argument("--workers", type=int, default=1)
     more.add_argument("--limit", type=int, default=2)
     more.add_argument("--port", type=int, default=DEFAULT_PORT)
+    sub.add_parser("apply", help="apply the pool, deployments and automation to $PREFECT_API_URL")
     sub.add_parser("down", help="stop every process started by `up`")
     for p in (start, more):
         p.add_argument("--state", type=Path, default=STATE_DIR, help="pid/log folder (default: %(default)s)")
@@ -265,6 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo = Path.cwd()
     if args.command == "down":
         print("stopped:", ", ".join(down()) or "nothing")
+        return 0
+    if args.command == "apply":
+        if not os.environ.get("PREFECT_API_URL"):
+            print("error: PREFECT_API_URL: not set; `apply` needs the server to apply to", file=sys.stderr)
+            return 1
+        print("applied:", ", ".join(apply_deployments(repo, dict(os.environ))))
         return 0
     try:
         if args.command == "up":

@@ -1,8 +1,8 @@
-"""Fan canvas generation out across Prefect workers: shard batches as `generate-shards` deployment runs.
+"""Fan canvas generation out across Prefect workers: shard batches as `generate-batch` deployment runs.
 
 A hook for flows/generate.py. When the generate flow itself runs as a deployment under a server (the
 `make workers` stack), `run_shard_batches` splits the stage's shards into batches, triggers one
-`generate-shards` flow run per batch (any idle worker takes it), waits for all of them and returns the
+`generate-batch` flow run per batch (any idle worker takes it), waits for all of them and returns the
 per-shard results `multidigit.canvas.write_manifest` needs. Otherwise it returns None and the caller
 generates in-process as before. Every shard's bytes depend only on its identity, so both ways write the
 same files.
@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
-SHARDS_DEPLOYMENT = "generate-shards"
+BATCH_DEPLOYMENT = "generate-batch"
 BATCHES_PER_WORKER = 2  # a little over-splitting evens out uneven batch times
 
 
@@ -46,52 +46,59 @@ def online_workers(pool: str) -> int:
         return sum(1 for w in client.read_workers_for_work_pool(pool) if str(w.status).endswith("ONLINE"))
 
 
-@flow(name="generate-shards", persist_result=True, log_prints=True)
-def shard_batch_flow(params: str, stage: str, shards: list[tuple[str, int]]) -> list[dict]:
+@flow(name=BATCH_DEPLOYMENT, persist_result=True)
+def shard_batch_flow(params: str, stage: str, out_dir: str, shards: list[tuple[str, int]]) -> list[dict]:
     """Generate one batch of a stage's shards (each written atomically); returns their results.
 
     Args:
         params: the params YAML, relative to the working directory.
         stage: stage1..stage3.
+        out_dir: the stage's canvases folder, e.g. data/canvases/stage1.
         shards: (split, index) of every shard in the batch.
     Returns:
-        `generate_shard`'s result dict for each shard, in order.
+        `multidigit.canvas.generate_shard`'s result dict for each shard, in order.
     """
     from multidigit.canvas import generate_shard, plan_shards
-    from multidigit.constants import CANVAS_OUT
     from multidigit.params import load_params
 
     cfg = load_params(params)
     wanted = {(split, int(index)) for split, index in shards}
     specs = [s for s in plan_shards(cfg.generate, stage) if (s.split, s.index) in wanted]
-    return [generate_shard(cfg, spec, CANVAS_OUT / stage) for spec in specs]
+    return [generate_shard(cfg, spec, out_dir) for spec in specs]
 
 
-def run_shard_batches(params: str, stage: str, shards: list[tuple[str, int]]) -> list[dict] | None:
-    """Run `shards` as `generate-shards` deployment runs spread over the pool's workers.
+def run_shard_batches(params: str, stage: str, out_dir: str) -> list[dict] | None:
+    """Generate every shard of `stage` as `generate-batch` deployment runs spread over the workers.
 
     Args:
-        params: the params YAML the flow got.
+        params: the params YAML the generate flow got.
         stage: stage1..stage3.
-        shards: (split, index) of every shard to make.
+        out_dir: the stage's canvases folder.
     Returns:
-        The per-shard results in `shards` order, or None when not running as a deployment (the caller
-        then generates in-process).
+        The per-shard results in plan order, or None when this is not a deployed run (the caller then
+        generates in-process).
     Raises:
         RuntimeError: a batch run did not complete.
     """
     from prefect.deployments import run_deployment
 
     from flows.runner import WORK_POOL
+    from multidigit.canvas import plan_shards
+    from multidigit.params import load_params
 
     if not is_deployed_run():
         return None
-    batches = split_batches(list(shards), batch_count(len(shards), online_workers(WORK_POOL)))
+    shards = [(s.split, s.index) for s in plan_shards(load_params(params).generate, stage)]
+    batches = split_batches(shards, batch_count(len(shards), online_workers(WORK_POOL)))
     get_run_logger().info("%s: %d shards in %d batches over the workers", stage, len(shards), len(batches))
-    name = f"{SHARDS_DEPLOYMENT}/{SHARDS_DEPLOYMENT}"
+    name = f"{BATCH_DEPLOYMENT}/{BATCH_DEPLOYMENT}"
     runs = [
-        run_deployment(name, parameters={"params": params, "stage": stage, "shards": b}, timeout=0)
-        for b in batches
+        run_deployment(
+            name,
+            parameters={"params": params, "stage": stage, "out_dir": str(out_dir), "shards": batch},
+            timeout=0,
+        )
+        for batch in batches
     ]
     return collect(runs)
 
