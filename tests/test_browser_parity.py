@@ -1,0 +1,103 @@
+"""Parity in a real browser: web/js/detector.js in headless Debian Chromium against Keras and Python TF.
+
+The exported versions are served by the real Flask app (services.app) with its CSP; the page imports
+the page's own detector.js and preprocess.js. A tiny untrained detector stands in for the trained one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.browser import CHROMIUM, chromium_page, load_in_page, run_in_page, serve_models
+from multidigit import boxes, export
+from multidigit.params import ExportParams, NmsParams
+from tests.test_export import METRICS, save_tiny_detector, stroke_canvases
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: make install-browser"),
+]
+PARITY_CANVASES = 50
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory) -> dict:
+    """A float and a uint8 export of one tiny detector, its Keras outputs on 50 canvases, the folder."""
+    from multidigit.model import inference_model
+
+    root = tmp_path_factory.mktemp("models")
+    detector = save_tiny_detector(tmp_path_factory.mktemp("keras") / "detector.keras")
+    test = stroke_canvases(PARITY_CANVASES, seed=1)
+    out = {"root": root, "images": test[0]}
+    for quant in ("none", "uint8"):
+        cfg = ExportParams(quantization=quant, parity_canvases=8, quantized_tolerance=10.0)
+        folder = export.export_version(detector, root, cfg=cfg, nms=NmsParams(), metrics=METRICS, test=test)
+        out[quant] = folder.name
+    model = inference_model(export.load_detector(detector))
+    out["keras"] = model.predict(test[0][..., None] / np.float32(255), verbose=0)
+    out["uint8_python"] = export.load_tfjs_graph(root / out["uint8"])(test[0][..., None] / np.float32(255))
+    return out
+
+
+def _busy_threshold(decoded: np.ndarray) -> float:
+    """A score threshold that leaves a few candidates per canvas, so NMS and the labels are exercised."""
+    scores = decoded[..., 4] * decoded[..., 5:].max(-1)
+    return float(np.quantile(scores, 0.99))
+
+
+def test_float_model_loads_in_chromium_and_matches_keras(versions):
+    keras_out = versions["keras"]
+    threshold = _busy_threshold(keras_out)
+    with serve_models(versions["root"]) as url, chromium_page(url) as page:
+        info = load_in_page(page, versions["none"], "wasm")
+        raw, detections = run_in_page(page, versions["images"], threshold)
+        assert page.errors == []
+    assert info == {"backend": "wasm", "version": versions["none"]}
+    assert raw.shape == keras_out.shape == (PARITY_CANVASES, 625, 15)
+    assert np.abs(raw - keras_out).max() <= ExportParams().float_tolerance
+    expected = boxes.postprocess(keras_out, threshold, NmsParams().iou_threshold, NmsParams().max_detections)
+    assert sum(len(d["labels"]) for d in expected) >= PARITY_CANVASES  # the comparison is not vacuous
+    mismatched = [
+        i
+        for i, (a, b) in enumerate(zip(expected, detections, strict=True))
+        if not export.detections_match(a, b)
+    ]
+    assert mismatched == []
+    for a, b in zip(expected, detections, strict=True):  # same order, best first
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
+def test_uint8_model_in_chromium_matches_the_dequantized_graph_in_python(versions):
+    """The browser runs the quantized artifact exactly as the Python check that measures its mAP cost."""
+    with serve_models(versions["root"]) as url, chromium_page(url) as page:
+        load_in_page(page, versions["uint8"], "wasm")
+        raw, _ = run_in_page(page, versions["images"])
+    assert np.abs(raw - versions["uint8_python"]).max() <= ExportParams().float_tolerance
+    assert np.abs(raw - versions["keras"]).max() > ExportParams().float_tolerance  # the weights are 8-bit
+
+
+def test_cpu_backend_gives_the_same_detections(versions):
+    threshold = _busy_threshold(versions["keras"])
+    with serve_models(versions["root"]) as url, chromium_page(url) as page:
+        assert load_in_page(page, versions["none"], "cpu")["backend"] == "cpu"
+        raw, _ = run_in_page(page, versions["images"][:5], threshold)
+    assert np.abs(raw - versions["keras"][:5]).max() <= ExportParams().float_tolerance
+
+
+def test_browser_refuses_a_tampered_weight_file(versions, tmp_path):
+    folder = shutil.copytree(versions["root"] / versions["none"], tmp_path / "tampered")
+    shard = folder / "group1-shard1of1.bin"
+    data = bytearray(shard.read_bytes())
+    data[7] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with (
+        serve_models(tmp_path) as url,
+        chromium_page(url) as page,
+        pytest.raises(Exception, match=r"sha256 mismatch: group1-shard1of1\.bin expected [0-9a-f]{64} got"),
+    ):
+        load_in_page(page, "tampered", "wasm")
