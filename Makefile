@@ -11,8 +11,10 @@ PORT ?= 8000
 WORKERS ?= 2
 THREADS ?= 8
 PYTEST_ARGS ?=
+PREFECT_WORKERS ?= 2
+PREFECT_PORT ?= 4200
 
-.PHONY: help install install-dev install-web install-browser run repro serve test lint format smoke report
+.PHONY: help install install-dev install-web install-browser install-compose run repro serve test lint format smoke report workers workers-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -35,7 +37,10 @@ install-web: node_modules/.installed ## the page's npm dependencies (@tensorflow
 install-browser: ## Debian chromium for the browser tests
 	@command -v chromium >/dev/null || (apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null)
 
-install-dev: install install-web install-browser
+install-compose: ## Debian docker-compose: the compose-file test parses docker/compose.yaml (no engine needed)
+	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || (apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq docker-compose >/dev/null)
+
+install-dev: install install-web install-browser install-compose
 
 run: install install-web ## rebuild the pipeline on params.yaml, then serve the page
 	dvc repro
@@ -51,6 +56,12 @@ serve: install install-web ## serve the page and the champion model with gunicor
 
 test: install-dev ## run the whole test suite
 	pytest $(PYTEST_ARGS)
+
+workers: install ## local Prefect server (PREFECT_PORT, 4200), deployments, PREFECT_WORKERS (2) workers; .stack/
+	python -m flows.deployments up --workers $(PREFECT_WORKERS) --port $(PREFECT_PORT)
+
+workers-stop: ## stop the server and workers that `make workers` started
+	python -m flows.deployments down
 
 smoke: install ## the whole pipeline on params.smoke.yaml in .smoke/ (minutes)
 	python scripts/smoke.py
