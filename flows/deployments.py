@@ -140,13 +140,19 @@ def prefect_cli(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> None:
         raise RuntimeError(f"`prefect {' '.join(args)}` failed:\n" + "\n".join(tail))
 
 
-def apply_deployments(repo: Path, env: Mapping[str, str], names: Sequence[str] | None = None) -> list[str]:
+def apply_deployments(
+    repo: Path,
+    env: Mapping[str, str],
+    names: Sequence[str] | None = None,
+    zombie_after_s: int = ZOMBIE_AFTER_S,
+) -> list[str]:
     """Create the work pool, apply prefect.yaml's deployments and the zombie-run automation.
 
     Args:
         repo: the repo folder (holds prefect.yaml; becomes the runs' working directory).
         env: a stack environment with PREFECT_API_URL.
         names: deployments to apply; default every one whose flow module exists.
+        zombie_after_s: heartbeat silence after which a running flow run is marked Crashed (> HEARTBEAT_S).
     Returns:
         The names applied.
     """
@@ -154,7 +160,8 @@ def apply_deployments(repo: Path, env: Mapping[str, str], names: Sequence[str] |
     prefect_cli(["work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], env, repo)
     deploy_env = {**env, "PWD": str(repo.resolve())}
     prefect_cli(["--no-prompt", "deploy", *(f"--name={n}" for n in names)], deploy_env, repo)
-    replace_automation(env["PREFECT_API_URL"], ZOMBIE_AUTOMATION)
+    zombie = {**ZOMBIE_AUTOMATION, "trigger": {**ZOMBIE_AUTOMATION["trigger"], "within": zombie_after_s}}
+    replace_automation(env["PREFECT_API_URL"], zombie)
     return names
 
 
@@ -233,18 +240,34 @@ def down(state: Path = STATE_DIR) -> list[str]:
     return stopped
 
 
-def up(repo: Path, workers: int, port: int, state: Path = STATE_DIR, limit: int = 2) -> str:
-    """Start the server, apply the deployments, start the workers. Returns the API URL."""
-    url = api_url(port)
+def start_server(
+    state: Path, port: int, cwd: Path, base: Mapping[str, str] | None = None, timeout_s: float = 300.0
+) -> dict[str, str]:
+    """Start `prefect server start` on 127.0.0.1:`port` (home: state/home) and wait until it is healthy.
+
+    Args:
+        state: the pid/log folder.
+        port: the loopback port.
+        cwd: the folder the server runs in.
+        base: the environment to extend (os.environ by default).
+        timeout_s: how long to wait for the health check.
+    Returns:
+        The stack environment for clients and workers of this server (PREFECT_API_URL set).
+    """
     home = state / "home"
     home.mkdir(parents=True, exist_ok=True)
-    server = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    pid = spawn("server", [sys.executable, "-m", *server], state, stack_env(home), repo)
-    wait_healthy(url, pid=pid)
-    env = stack_env(home, url)
+    argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    pid = spawn("server", argv, state, stack_env(home, None, base), cwd)
+    wait_healthy(api_url(port), timeout_s, pid=pid)
+    return stack_env(home, api_url(port), base)
+
+
+def up(repo: Path, workers: int, port: int, state: Path = STATE_DIR, limit: int = 2) -> str:
+    """Start the server, apply the deployments, start the workers. Returns the API URL."""
+    env = start_server(state, port, repo)
     apply_deployments(repo, env)
     start_workers(workers, state, env, repo, limit)
-    return url
+    return env["PREFECT_API_URL"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,255 @@
+"""The pipeline through a real Prefect stack: server, worker, deployments, `dvc repro`, MLflow server.
+
+One module-scoped stack on free loopback ports (PREFECT_HOME in tmp, so ~/.prefect is never touched):
+`prefect server start`, a real `mlflow server` (sqlite in tmp), prefect.yaml applied with the same code
+as `make workers`, and one `prefect worker start`. Then `dvc repro` runs on smoke params in a copy of
+the repo with PREFECT_API_URL set, so every Prefect-backed stage goes through its deployment. The stages
+are whatever dvc.yaml holds whose flow module exists and whose inputs some stage produces. Every process
+is a process-group leader and is stopped (with its flow-run children) at teardown.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import deployments
+from flows.__main__ import FLOWS
+from scripts.smoke import make_workspace
+from tests.conftest import pipeline_env
+
+pytestmark = pytest.mark.slow
+ZOMBIE_AFTER_S = 60  # heartbeats come every 30 s; a killed worker's run is Crashed ~60-70 s later
+FLOW_CMD = re.compile(r"python -m flows run (\w+)(?: --stage (\w+))?")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def expand_stages(repo: Path) -> dict[str, dict]:
+    """dvc.yaml's stages with `foreach` expanded: {"generate@stage1": {"cmd", "deps", "outs"}}."""
+    stages = {}
+    for name, spec in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items():
+        items = [(f"{name}@{item}", item) for item in spec["foreach"]] if "foreach" in spec else [(name, "")]
+        body = yaml.safe_dump(spec.get("do", spec))
+        for full, item in items:
+            stages[full] = yaml.safe_load(body.replace("${item}", item))
+    return stages
+
+
+def runnable_stages(repo: Path) -> dict[str, dict]:
+    """The stages whose flow module exists and whose deps exist or come from an earlier runnable stage."""
+    runnable, produced = {}, set()
+    for name, spec in expand_stages(repo).items():
+        flow = FLOW_CMD.search(spec["cmd"])
+        if (
+            flow
+            and not (repo / FLOWS[flow.group(1)].split(":")[0].replace(".", "/")).with_suffix(".py").exists()
+        ):
+            continue
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in spec.get("outs", [])]
+        if all(
+            (repo / d).exists() or any(d == o or d.startswith(f"{o}/") for o in produced)
+            for d in spec.get("deps", [])
+        ):
+            runnable[name] = spec
+            produced.update(outs)
+    return runnable
+
+
+@dataclass
+class Stack:
+    repo: Path  # the smoke repo copy the workers run in
+    env: dict[str, str]  # PREFECT_API_URL, PREFECT_HOME, MLFLOW_TRACKING_URI, MNIST_DIR, PATH
+    stages: dict[str, dict]  # the runnable dvc.yaml stages
+    applied: list[str]  # the deployments applied
+    state: Path  # pid and log files
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, mnist_dir):
+    """A running server + MLflow + one worker around a smoke repo copy."""
+    tmp = tmp_path_factory.mktemp("stack")
+    repo = make_workspace(tmp / "repo")
+    state = tmp / "state"
+    prefect_port, mlflow_port = free_port(), free_port()
+    base = pipeline_env(mnist_dir)
+    base["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{mlflow_port}"
+    mlflow_argv = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "art"),
+        "--workers", "1",
+    ]  # fmt: skip
+    try:
+        # No job-runner side processes: the test only needs tracking.
+        mlflow_env = {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        deployments.spawn("mlflow", mlflow_argv, state, mlflow_env, tmp)
+        env = deployments.start_server(state, prefect_port, repo, base)
+        applied = deployments.apply_deployments(repo, env, zombie_after_s=ZOMBIE_AFTER_S)
+        deployments.start_workers(1, state, env, repo)
+        deployments.wait_healthy(base["MLFLOW_TRACKING_URI"], timeout_s=240)  # mlflow answers /health
+        yield Stack(repo, env, runnable_stages(repo), applied, state)
+    finally:
+        deployments.down(state)
+
+
+def flow_runs_of(url: str, deployment: str) -> list:
+    """Every flow run of the deployment called `deployment` (its entrypoint from the flow table)."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    from flows.runner import find_deployment
+
+    with SyncPrefectClient(url) as client:
+        found = find_deployment(client, deployment, FLOWS[deployment])
+        by_deployment = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[found.id]))
+        return client.read_flow_runs(flow_run_filter=by_deployment)
+
+
+@pytest.fixture(scope="module")
+def repro(stack):
+    """`dvc repro` of every runnable stage, once, through the deployments."""
+    argv = ["dvc", "repro", *stack.stages]
+    done = subprocess.run(argv, cwd=stack.repo, env=stack.env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_flow_stages_are_deployed(stack):
+    stages = stack.stages
+    flow_stages = [s for s in stages if FLOW_CMD.search(stages[s]["cmd"])]
+    assert any(s.startswith("generate@") for s in flow_stages), "the generate flow must take part"
+    assert {FLOW_CMD.search(stages[s]["cmd"]).group(1) for s in flow_stages} <= set(stack.applied)
+
+
+def test_every_flow_stage_ran_as_a_completed_deployment_run(stack, repro):
+    repo, env = stack.repo, stack.env
+    for name, spec in stack.stages.items():
+        flow = FLOW_CMD.search(spec["cmd"])
+        if not flow:
+            continue
+        runs = [
+            r
+            for r in flow_runs_of(env["PREFECT_API_URL"], flow.group(1))
+            if r.parameters.get("stage") == flow.group(2)
+        ]
+        assert [r.state.type.value for r in runs] == ["COMPLETED"], name
+        assert runs[0].job_variables["working_dir"] == str(repo.resolve())
+        assert f"flow run {runs[0].name!r} ({runs[0].id}) finished Completed" in repro
+
+
+def test_every_stage_output_exists_and_dvc_is_up_to_date(stack, repro):
+    repo, env, stages = stack.repo, stack.env, stack.stages
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for name in stages:
+        assert name in lock, f"dvc.lock lacks {name}"
+        for out in lock[name].get("outs", []):
+            assert (repo / out["path"]).exists(), out["path"]
+    status = subprocess.run(["dvc", "status", *stages], cwd=repo, env=env, capture_output=True, text=True)
+    assert "up to date" in status.stdout, status.stdout
+
+
+def test_the_mlflow_server_received_the_pipeline_run(stack, repro):
+    from mlflow import MlflowClient
+
+    from multidigit.tracking import KIND_TAG
+
+    env = stack.env
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("multidigit")
+    runs = client.search_runs([experiment.experiment_id])
+    pipeline = [r for r in runs if r.data.tags.get(KIND_TAG) == "pipeline"]
+    assert len(pipeline) == 1
+    for run in runs:
+        if run.data.tags.get(KIND_TAG) == "stage":
+            assert run.data.tags["mlflow.parentRunId"] == pipeline[0].info.run_id
+    generate = flow_runs_of(env["PREFECT_API_URL"], "generate")
+    pinned = {r.job_variables["env"]["MULTIDIGIT_PIPELINE_RUN_ID"] for r in generate}
+    assert pinned == {pipeline[0].info.run_id}
+    assert all(r.job_variables["env"]["MLFLOW_TRACKING_URI"] == env["MLFLOW_TRACKING_URI"] for r in generate)
+
+
+def test_a_failing_run_exits_non_zero_with_one_line(stack, repro):
+    repo, env = stack.repo, stack.env
+    (repo / "bad.yaml").write_text("seed: -1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "flows", "run", "generate", "--stage", "stage1", "--params", "bad.yaml"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1
+    last = done.stdout.strip().splitlines()[-1]
+    assert re.match(r"generate/generate: flow run '[\w-]+' \([0-9a-f-]+\) finished Failed: .*seed", last), (
+        last
+    )
+
+
+def test_an_unknown_deployment_is_a_one_line_lookup_error(stack):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    from flows.runner import find_deployment
+
+    env = stack.env
+    with SyncPrefectClient(env["PREFECT_API_URL"]) as client, pytest.raises(LookupError, match="not found"):
+        find_deployment(client, "generate", "flows.nowhere:missing_flow")
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    """Poll `predicate` every second until it returns something truthy; returns it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def lock_outs(repo: Path, stage: str) -> dict[str, str]:
+    outs = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]["outs"]
+    return {o["path"]: o["md5"] for o in outs}
+
+
+def test_a_killed_worker_fails_the_stage_and_a_rerun_restores_the_outputs(stack, repro):
+    import numpy as np
+
+    repo, env, url, target = stack.repo, stack.env, stack.env["PREFECT_API_URL"], "generate@stage2"
+    if target not in stack.stages:
+        pytest.skip(f"{target} is not a runnable stage of dvc.yaml")
+    undisturbed = lock_outs(repo, target)
+    known = {r.id for r in flow_runs_of(url, "generate")}
+    argv = ["dvc", "repro", "--force", "--single-item", target]
+    pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    client = subprocess.Popen(argv, cwd=repo, env=env, **pipe)
+    try:
+
+        def running():
+            runs = flow_runs_of(url, "generate")
+            return next((r for r in runs if r.id not in known and r.state.type.value == "RUNNING"), None)
+
+        run = wait_for(running, 300, "the generate run to start")
+        # Machine or container loss: the worker and the flow-run processes it started all die at once.
+        deployments.kill_tree(int((stack.state / "worker-1.pid").read_text()), signal.SIGKILL)
+        out, _ = client.communicate(timeout=ZOMBIE_AFTER_S + 240)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode != 0, out[-2000:]
+    assert f"flow run {run.name!r} ({run.id}) finished Crashed" in out
+    for shard in (repo / "data" / "canvases" / "stage2").rglob("shard-*.npz"):
+        with np.load(shard) as arrays:  # whatever was written before the kill is whole (atomic renames)
+            assert set(arrays.files) == {"images", "boxes", "labels"}
+    deployments.spawn("worker-2", deployments.worker_argv(2, limit=2), stack.state, env, repo)
+    done = subprocess.run(["dvc", "repro", target], cwd=repo, env=env, timeout=600, **pipe)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert lock_outs(repo, target) == undisturbed
