@@ -92,12 +92,10 @@ def run_shard_batches(params: str, stage: str, out_dir: str) -> list[dict] | Non
     batches = split_batches(shards, batch_count(len(shards), online_workers(WORK_POOL)))
     get_run_logger().info("%s: %d shards in %d batches over the workers", stage, len(shards), len(batches))
     name = f"{BATCH_DEPLOYMENT}/{BATCH_DEPLOYMENT}"
+    common = {"params": params, "stage": stage, "out_dir": str(out_dir)}
+    here = {"working_dir": os.getcwd()}  # the batches write where this run (and DVC) looks
     runs = [
-        run_deployment(
-            name,
-            parameters={"params": params, "stage": stage, "out_dir": str(out_dir), "shards": batch},
-            timeout=0,
-        )
+        run_deployment(name, parameters={**common, "shards": batch}, timeout=0, job_variables=here)
         for batch in batches
     ]
     return collect(runs)
