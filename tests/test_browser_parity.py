@@ -35,7 +35,10 @@ def versions(tmp_path_factory) -> dict:
     test = stroke_canvases(PARITY_CANVASES, seed=1)
     out = {"root": root, "images": test[0]}
     for quant in ("none", "uint8"):
-        cfg = ExportParams(quantization=quant, parity_canvases=8, quantized_tolerance=10.0)
+        # an untrained net's uint8 error is not what is tested here: the browser runs the artifact as Python
+        cfg = ExportParams(
+            quantization=quant, parity_canvases=8, quantized_tolerance=1.0, quantized_box_tolerance=1e3
+        )
         folder = export.export_version(detector, root, cfg=cfg, nms=NmsParams(), metrics=METRICS, test=test)
         out[quant] = folder.name
     model = inference_model(export.load_detector(detector))

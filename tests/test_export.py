@@ -167,7 +167,8 @@ def test_quantization_shrinks_weights_and_a_tight_tolerance_fails_parity(tiny_de
     cfg = ExportParams(quantization="uint8", parity_canvases=4, quantized_tolerance=1e-6)
     thresholds = export.operating_thresholds({}, NmsParams())
     with pytest.raises(
-        ValueError, match=r"parity: uint8 TF.js raw output differs from Keras by .* > tolerance 1e-06"
+        ValueError,
+        match=r"parity: uint8 TF\.js probabilities differ from Keras by .* > tolerance 1e-06 on 4 test",
     ):
         export.check_converted(
             model,
