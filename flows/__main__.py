@@ -13,7 +13,9 @@ import importlib
 import sys
 
 from flows import runner
+from multidigit.cli import EXIT_BAD_PARAMS, EXIT_FAILED
 from multidigit.constants import DEFAULT_PARAMS_FILE, STAGES
+from multidigit.params import ParamsError
 
 # flow name -> "module:function"; each function takes keyword arguments params (path) and, where it
 # has one, stage.
@@ -44,9 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     if runner.is_deployment_mode():
         try:
             return runner.run_via_deployment(args.name, FLOWS[args.name], kwargs)
+        except ParamsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_PARAMS
         except LookupError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED
     module, func = FLOWS[args.name].split(":")
     flow_fn = getattr(importlib.import_module(module), func)
     flow_fn(**kwargs)

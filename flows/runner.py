@@ -123,10 +123,14 @@ def run_via_deployment(
         poll_s: seconds between state polls.
     Returns:
         0 if the run ended Completed, else 1.
+    Raises:
+        ParamsError: the params file is bad (checked before any run is created).
+        LookupError: no matching deployment on the server.
     """
     from prefect import get_client
     from prefect.deployments import run_deployment
 
+    variables = job_variables(parameters["params"])  # validates params before anything is triggered
     with get_client(sync_client=True) as client:
         deployment = find_deployment(client, name, target)
         flow = client.read_flow(deployment.flow_id)
@@ -136,7 +140,7 @@ def run_via_deployment(
             deployment.id,
             parameters=parameters,
             timeout=0,
-            job_variables=job_variables(parameters["params"]),
+            job_variables=variables,
             as_subflow=False,
             tags=["multidigit", *([parameters["stage"]] if parameters.get("stage") else [])],
         )

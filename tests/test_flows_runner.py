@@ -133,3 +133,15 @@ def test_apply_without_a_server_is_a_one_line_error(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: PREFECT_API_URL: not set; `apply` needs the server to apply to"
     )
+
+
+def test_bad_params_fail_before_any_run_is_triggered(monkeypatch, tmp_path, capsys):
+    from flows.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens: never reached
+    monkeypatch.delenv("MULTIDIGIT_PIPELINE_RUN_ID", raising=False)
+    (tmp_path / "bad.yaml").write_text("seed: -1\n")
+    assert main(["run", "generate", "--stage", "stage1", "--params", "bad.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: params: ") and "\n" not in err

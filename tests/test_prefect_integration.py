@@ -11,6 +11,7 @@ is a process-group leader and is stopped (with its flow-run children) at teardow
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -181,18 +182,17 @@ def test_the_mlflow_server_received_the_pipeline_run(stack, repro):
     assert all(r.job_variables["env"]["MLFLOW_TRACKING_URI"] == env["MLFLOW_TRACKING_URI"] for r in generate)
 
 
-def test_a_failing_run_exits_non_zero_with_one_line(stack, repro):
-    repo, env = stack.repo, stack.env
-    (repo / "bad.yaml").write_text("seed: -1\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "flows", "run", "generate", "--stage", "stage1", "--params", "bad.yaml"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 1
-    last = done.stdout.strip().splitlines()[-1]
-    assert re.match(r"generate/generate: flow run '[\w-]+' \([0-9a-f-]+\) finished Failed: .*seed", last), (
-        last
-    )
+def test_a_failing_run_exits_non_zero_with_one_line(stack, repro, tmp_path):
+    # A folder with the code and params but no data/mnist: the flow run fails on the worker.
+    shutil.copytree(stack.repo / "flows", tmp_path / "flows")
+    shutil.copy(stack.repo / "params.yaml", tmp_path / "params.yaml")
+    argv = [sys.executable, "-m", "flows", "run", "generate", "--stage", "stage1"]
+    done = subprocess.run(argv, cwd=tmp_path, env=stack.env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("generate/generate: flow run ")
+    final = r"generate/generate: flow run '[\w-]+' \([0-9a-f-]+\) finished Failed: .*data/mnist.*"
+    assert re.fullmatch(final, lines[-1]), lines[-1]
 
 
 def test_an_unknown_deployment_is_a_one_line_lookup_error(stack):
