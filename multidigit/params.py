@@ -113,6 +113,8 @@ class LossParams(Block):
     lambda_coord: PosFloat = 5.0  # box regression weight
     lambda_noobj: PosFloat = 0.5  # objectness weight of empty cells
     lambda_class: PosFloat = 1.0  # class cross-entropy weight
+    lambda_iou: Annotated[float, Field(ge=0.0)] = 1.0  # weight of (1 - GIoU) on object slots
+    obj_iou: Fraction = 0.5  # objectness target of an object slot: 1 - obj_iou + obj_iou * IoU(pred, gt)
 
 
 class PretrainParams(Block):
@@ -128,11 +130,13 @@ class StageTrainParams(Block):
     lr: PosFloat
     patience: PosInt = 3  # early stopping on val loss
     init: Literal["pretrained", "previous", "scratch"] = "previous"
+    canvases: NonNegInt = 0  # train canvases used (the first n); 0 = all
 
 
 class TrainParams(Block):
     batch_size: PosInt = 32
     prefetch: PosInt = 4  # batches the generator runs ahead
+    warmup: Fraction = 0.05  # fraction of a stage's steps spent warming the LR up from 0 (then cosine)
     stages: dict[Literal["stage1", "stage2", "stage3"], StageTrainParams]
 
 

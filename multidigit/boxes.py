@@ -1,0 +1,206 @@
+"""Boxes, once for training, evaluation and export: converters, IoU, grid targets, decoding, NMS.
+
+Box format everywhere outside the grid is pixel `x, y, w, h` with `(x, y)` the top-left corner
+(`constants.BOX_FORMAT`). On the grid a box is stored per cell and anchor slot as
+
+    tx, ty  the centre's offset inside its cell, in cell units [0, 1)   (predicted through a sigmoid)
+    tw, th  log(w / anchor), log(h / anchor), anchor a fixed size in pixels per slot
+
+and the object belongs to the cell that holds its centre and to the slot whose anchor is nearest its size.
+Raw network output per slot (`RAW_CHANNELS`): [objectness logit, tx logit, ty logit, tw, th, 10 class
+logits]. Decoded output per slot (`constants`-independent layout of the model contract):
+[x, y, w, h, objectness probability, 10 class probabilities].
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import numpy as np
+
+from multidigit.constants import CANVAS_SIZE, DIGIT_SIZE, NUM_CLASSES
+
+RAW_CHANNELS = 5 + NUM_CLASSES  # objectness, tx, ty, tw, th, class logits
+TARGET_CHANNELS = 6  # is_object, tx, ty, tw, th, class index
+# Anchor sizes span roughly the digit sizes of the curriculum (scale 0.6-1.8 of a 28 px digit).
+ANCHOR_RANGE = (16.0, 44.0)
+# Log-size outputs are clipped before exp so a wild logit cannot overflow to inf in the decoded box.
+MAX_LOG_SIZE = 4.0
+
+
+class Detections(TypedDict):
+    boxes: np.ndarray  # float32 (M, 4) xywh pixels
+    scores: np.ndarray  # float32 (M,)
+    labels: np.ndarray  # int32 (M,)
+
+
+# ---------------------------------------------------------------- converters and IoU
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """(..., 4) top-left x, y, w, h -> (..., 4) x1, y1, x2, y2."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    return np.concatenate([boxes[..., :2], boxes[..., :2] + boxes[..., 2:]], axis=-1)
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """(..., 4) x1, y1, x2, y2 -> (..., 4) top-left x, y, w, h."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    return np.concatenate([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], axis=-1)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xywh boxes.
+
+    Args:
+        a: (N, 4) xywh pixels.
+        b: (M, 4) xywh pixels.
+    Returns:
+        (N, M) float32 IoU; 0 where a box has no area.
+    """
+    a, b = xywh_to_xyxy(a)[:, None, :], xywh_to_xyxy(b)[None, :, :]
+    inter_wh = np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    union = area(a) + area(b) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------- grid geometry and targets
+def grid_size(stride: int) -> int:
+    """Cells along one side of the canvas for a grid `stride` pixels per cell."""
+    if CANVAS_SIZE % stride:
+        raise ValueError(f"model.stride: {stride} does not divide the {CANVAS_SIZE} px canvas")
+    return CANVAS_SIZE // stride
+
+
+def anchor_sizes(boxes_per_cell: int) -> np.ndarray:
+    """(A,) float32 anchor side in pixels per slot: DIGIT_SIZE alone, else geometric over ANCHOR_RANGE."""
+    if boxes_per_cell == 1:
+        return np.array([DIGIT_SIZE], dtype=np.float32)
+    return np.geomspace(*ANCHOR_RANGE, boxes_per_cell).astype(np.float32)
+
+
+def encode_targets(boxes: np.ndarray, labels: np.ndarray, stride: int, boxes_per_cell: int) -> np.ndarray:
+    """Grid targets for a batch of canvases.
+
+    Args:
+        boxes: (B, K, 4) float xywh pixels, padding rows anything.
+        labels: (B, K) int class per box, -1 for padding.
+        stride: pixels per grid cell.
+        boxes_per_cell: anchor slots per cell.
+    Returns:
+        (B, G, G, A, TARGET_CHANNELS) float32 [is_object, tx, ty, tw, th, class]; zeros where empty.
+        Two objects in one cell and slot keep the larger (drawn last).
+    """
+    boxes, labels = np.asarray(boxes, np.float32), np.asarray(labels)
+    g, anchors = grid_size(stride), anchor_sizes(boxes_per_cell)
+    out = np.zeros((boxes.shape[0], g, g, boxes_per_cell, TARGET_CHANNELS), np.float32)
+    b_idx, k_idx = np.nonzero(labels >= 0)
+    box = boxes[b_idx, k_idx]
+    w, h = np.maximum(box[:, 2], 1.0), np.maximum(box[:, 3], 1.0)
+    order = np.argsort(w * h, kind="stable")  # small first, so a larger object wins a shared slot
+    b_idx, k_idx, box, w, h = b_idx[order], k_idx[order], box[order], w[order], h[order]
+    cx, cy = (box[:, 0] + w / 2) / stride, (box[:, 1] + h / 2) / stride
+    col, row = np.clip(cx.astype(int), 0, g - 1), np.clip(cy.astype(int), 0, g - 1)
+    side = np.sqrt(w * h)
+    slot = np.argmin(np.abs(np.log(side[:, None] / anchors[None, :])), axis=1)
+    anchor = anchors[slot]
+    out[b_idx, row, col, slot] = np.stack(
+        [
+            np.ones_like(w),
+            np.clip(cx - col, 0.0, 1.0),
+            np.clip(cy - row, 0.0, 1.0),
+            np.log(w / anchor),
+            np.log(h / anchor),
+            labels[b_idx, k_idx].astype(np.float32),
+        ],
+        axis=1,
+    )
+    return out
+
+
+def cell_offsets(stride: int, boxes_per_cell: int) -> np.ndarray:
+    """(G, G, A, 2) float32 top-left pixel corner of every cell, repeated per slot (x, y)."""
+    g = grid_size(stride)
+    ys, xs = np.meshgrid(np.arange(g), np.arange(g), indexing="ij")
+    corner = np.stack([xs, ys], axis=-1).astype(np.float32) * stride
+    return np.repeat(corner[:, :, None, :], boxes_per_cell, axis=2)
+
+
+def decode_raw(raw, stride: int, boxes_per_cell: int):
+    """Raw grid output -> decoded boxes and probabilities (keras.ops, so it runs in the model and in numpy).
+
+    Args:
+        raw: (B, G, G, A, RAW_CHANNELS) logits as the training model outputs them.
+        stride: pixels per grid cell.
+        boxes_per_cell: anchor slots per cell.
+    Returns:
+        (B, G*G*A, 15) tensor [x, y, w, h pixels top-left, objectness prob, 10 class probs].
+    """
+    from keras import ops
+
+    g = grid_size(stride)
+    offsets = ops.convert_to_tensor(cell_offsets(stride, boxes_per_cell))
+    anchors = ops.convert_to_tensor(anchor_sizes(boxes_per_cell)[:, None])  # (A, 1)
+    centre = offsets + ops.sigmoid(raw[..., 1:3]) * float(stride)
+    size = ops.exp(ops.minimum(raw[..., 3:5], MAX_LOG_SIZE)) * anchors
+    objectness = ops.sigmoid(raw[..., 0:1])
+    classes = ops.softmax(raw[..., 5:], axis=-1)
+    decoded = ops.concatenate([centre - size / 2, size, objectness, classes], axis=-1)
+    return ops.reshape(decoded, (-1, g * g * boxes_per_cell, 5 + NUM_CLASSES))
+
+
+# ---------------------------------------------------------------- post-processing
+def _nms_keep(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int) -> list[int]:
+    """Greedy NMS over xywh boxes; indices kept, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < limit:
+        best, order = order[0], order[1:]
+        keep.append(int(best))
+        if order.size:
+            order = order[iou_matrix(boxes[best : best + 1], boxes[order])[0] <= iou_threshold]
+    return keep
+
+
+def empty_detections() -> Detections:
+    return Detections(
+        boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32), labels=np.zeros(0, np.int32)
+    )
+
+
+def postprocess(
+    decoded: np.ndarray, score_threshold: float, iou_threshold: float, max_detections: int
+) -> list[Detections]:
+    """Scores, thresholding and class-aware NMS for a batch of decoded outputs.
+
+    Args:
+        decoded: (B, N, 15) [x, y, w, h, objectness, 10 class probs] as `inference_model` returns.
+        score_threshold: keep slots with objectness * max class prob >= this.
+        iou_threshold: suppress a same-class box overlapping a better one by more than this.
+        max_detections: keep at most this many per canvas, best first.
+    Returns:
+        One `Detections` per canvas, sorted by descending score.
+    """
+    decoded = np.asarray(decoded, dtype=np.float32)
+    if decoded.ndim != 3 or decoded.shape[-1] != 5 + NUM_CLASSES:
+        raise ValueError(f"decoded: shape {decoded.shape}, need (B, N, {5 + NUM_CLASSES})")
+    labels_all = decoded[..., 5:].argmax(-1).astype(np.int32)
+    scores_all = decoded[..., 4] * decoded[..., 5:].max(-1)
+    results = []
+    for boxes, scores, labels in zip(decoded[..., :4], scores_all, labels_all, strict=True):
+        sel = np.nonzero(scores >= score_threshold)[0]
+        if sel.size == 0:
+            results.append(empty_detections())
+            continue
+        # Class-aware NMS in one pass: shift each class to its own far-away region of the plane.
+        shifted = boxes[sel].copy()
+        shifted[:, :2] += labels[sel, None].astype(np.float32) * (4.0 * CANVAS_SIZE)
+        keep = sel[_nms_keep(shifted, scores[sel], iou_threshold, max_detections)]
+        results.append(
+            Detections(
+                boxes=boxes[keep].astype(np.float32),
+                scores=scores[keep].astype(np.float32),
+                labels=labels[keep].astype(np.int32),
+            )
+        )
+    return results

@@ -1,0 +1,84 @@
+"""Feed canvases to Keras: a numpy generator encodes grid targets per batch, tf.data prefetches ahead.
+
+Targets are encoded per batch rather than once for the whole split: 20 000 stage-3 canvases would hold
+~300 MB of (25, 25, 1, 6) float32 targets, while one batch costs well under a millisecond.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from multidigit.boxes import TARGET_CHANNELS, encode_targets, grid_size
+from multidigit.canvas import Canvases
+from multidigit.constants import CANVAS_SIZE
+from multidigit.preprocess import to_model_input
+
+
+def batches(
+    canvases: Canvases,
+    batch_size: int,
+    stride: int,
+    boxes_per_cell: int,
+    rng: np.random.Generator | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One pass over the canvases in batches; shuffled when `rng` is given.
+
+    Args:
+        canvases: images (N, 100, 100) uint8, boxes (N, K, 4), labels (N, K).
+        batch_size: canvases per batch (the last batch may be smaller).
+        stride: pixels per grid cell.
+        boxes_per_cell: anchor slots per cell.
+        rng: draws a new order per pass; None keeps the file order.
+    Yields:
+        (x float32 (B, 100, 100, 1) in [0, 1], targets float32 (B, G, G, A, 6)).
+    """
+    order = rng.permutation(len(canvases)) if rng is not None else np.arange(len(canvases))
+    for start in range(0, len(order), batch_size):
+        idx = np.sort(order[start : start + batch_size])  # sorted: contiguous reads are faster
+        x = to_model_input(canvases.images[idx])
+        yield x, encode_targets(canvases.boxes[idx], canvases.labels[idx], stride, boxes_per_cell)
+
+
+def make_dataset(
+    canvases: Canvases,
+    batch_size: int,
+    stride: int,
+    boxes_per_cell: int,
+    prefetch: int,
+    seed: int | None = None,
+):
+    """A tf.data.Dataset over `batches`, re-shuffled on every pass when `seed` is given.
+
+    Args:
+        canvases: the split to feed.
+        batch_size: canvases per batch.
+        stride: pixels per grid cell.
+        boxes_per_cell: anchor slots per cell.
+        prefetch: batches the generator runs ahead of the training step.
+        seed: shuffle seed; None = fixed order (validation).
+    Returns:
+        A dataset of (x, targets) batches; each iteration is one epoch.
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed) if seed is not None else None
+    g = grid_size(stride)
+    signature = (
+        tf.TensorSpec((None, CANVAS_SIZE, CANVAS_SIZE, 1), tf.float32),
+        tf.TensorSpec((None, g, g, boxes_per_cell, TARGET_CHANNELS), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(
+        lambda: batches(canvases, batch_size, stride, boxes_per_cell, rng), output_signature=signature
+    )
+    # A known length gives Keras' progress bar its total (from_generator's cardinality is unknown).
+    steps = -(-len(canvases) // batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(prefetch)
+
+
+def subset(canvases: Canvases, limit: int) -> Canvases:
+    """The first `limit` canvases (all when limit is 0 or exceeds the split)."""
+    if limit <= 0 or limit >= len(canvases):
+        return canvases
+    return Canvases(canvases.images[:limit], canvases.boxes[:limit], canvases.labels[:limit])

@@ -1,0 +1,207 @@
+"""The detector: a fully convolutional backbone, a YOLO-style grid head, and its inference wrapper.
+
+    canvas (B, 100, 100, 1) in [0, 1]
+      -> backbone "backbone"   (B, G, G, C)   G = 100 / stride; also the pretrained MNIST feature extractor
+      -> head 1x1 convs        (B, G, G, A * 15)
+      -> reshape               (B, G, G, A, 15) raw logits (boxes.RAW_CHANNELS)   = build_detector output
+      -> DecodeGrid            (B, G*G*A, 15) [x, y, w, h, objectness, 10 class probs] = inference_model
+
+The backbone takes any input size, so the same weights classify 28 x 28 MNIST digits in `pretrain`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+from multidigit import boxes
+from multidigit.constants import CANVAS_SIZE, NUM_CLASSES
+from multidigit.params import ModelParams
+
+BACKBONE_NAME = "backbone"
+OBJECT_PRIOR = 0.01  # initial objectness probability of every slot
+# BatchNorm running statistics must settle within a few hundred steps (a stage is ~1-3 epochs);
+# Keras' default 0.99 left a 1-epoch MNIST pretrain at 28% val accuracy against 92% train.
+BN_MOMENTUM = 0.9
+# Downsampling factors per stride: each factor is one strided conv. The first one works on the raw
+# canvas with a kernel of 2 * factor, so no layer runs at full 100 x 100 resolution (measured: a 3x3
+# stem at full resolution costs ~45% more CPU per training canvas for the same accuracy budget).
+DOWNSAMPLE = {2: (2,), 4: (2, 2), 5: (5,), 10: (2, 5)}
+# Dilations of the context convs at grid resolution: they widen the receptive field to ~64 px at
+# stride 4 (digits reach ~50 px in stage 3) at the cost of three plain 3x3 convs.
+CONTEXT_DILATIONS = (1, 2, 4)
+
+
+def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, dilation: int = 1, name: str = ""):
+    """Conv (no bias) -> BatchNorm -> ReLU6; BatchNorm folds away at export."""
+    x = layers.Conv2D(
+        filters, kernel, strides, padding="same", dilation_rate=dilation, use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return layers.ReLU(6.0, name=f"{name}_relu")(x)
+
+
+def _context(x, filters: int):
+    """Dilated 3x3 convs at grid resolution, shared by both backbones."""
+    for i, dilation in enumerate(CONTEXT_DILATIONS):
+        x = _conv_bn(x, filters, dilation=dilation, name=f"context{i}")
+    return x
+
+
+def mnist_cnn_backbone(params: ModelParams, size: int) -> keras.Model:
+    """Small plain CNN: a stem at full resolution, one strided conv per downsampling factor, context.
+
+    Args:
+        params: the model block (width, stride).
+        size: input side in pixels.
+    Returns:
+        Model (B, size, size, 1) -> (B, size/stride, size/stride, 2 * width).
+    """
+    inputs = keras.Input((size, size, 1), name="image")
+    x, factors = inputs, DOWNSAMPLE[params.stride]
+    for i, factor in enumerate(factors):
+        filters = 2 * params.width if i == len(factors) - 1 else params.width // 2
+        kernel = 2 * factor if i == 0 else max(3, factor)
+        x = _conv_bn(x, filters, kernel=kernel, strides=factor, name=f"down{i}")
+    x = _context(x, 2 * params.width)
+    return keras.Model(inputs, x, name=BACKBONE_NAME)
+
+
+# MobileNetV2 block whose output has the given stride (Keras layer names).
+MOBILENET_TAPS = {2: "expanded_conv_project_BN", 4: "block_2_add", 5: "block_2_add", 10: "block_5_add"}
+
+
+def mobilenetv2_backbone(params: ModelParams, size: int) -> keras.Model:
+    """Keras MobileNetV2 (weights=None, width `alpha`) on one grey channel, cut at the grid stride.
+
+    Strides 5 and 10 tap the stride-4 / stride-8 block and pool to the grid in the head's resize.
+
+    Args:
+        params: the model block (alpha, stride, width for the context convs).
+        size: input side in pixels.
+    Returns:
+        Model (B, size, size, 1) -> (B, ~size/stride, ~size/stride, 2 * width).
+    """
+    net = keras.applications.MobileNetV2(
+        input_shape=(size, size, 1), alpha=params.alpha, include_top=False, weights=None
+    )
+    x = net.get_layer(MOBILENET_TAPS[params.stride]).output
+    x = _context(x, 2 * params.width)
+    return keras.Model(net.input, x, name=BACKBONE_NAME)
+
+
+BACKBONES = {"mnist_cnn": mnist_cnn_backbone, "mobilenetv2": mobilenetv2_backbone}
+
+
+def build_backbone(params: ModelParams, size: int = CANVAS_SIZE) -> keras.Model:
+    """The backbone named by `params.backbone` for `size` x `size` inputs.
+
+    Its weights do not depend on `size`: `pretrain` builds it at 28 px, the detector at 100 px.
+    """
+    return BACKBONES[params.backbone](params, size)
+
+
+def build_detector(params: ModelParams) -> keras.Model:
+    """The training model.
+
+    Args:
+        params: the model block.
+    Returns:
+        Model (B, 100, 100, 1) float32 in [0, 1] -> (B, G, G, A, 15) raw logits.
+    """
+    g, a = boxes.grid_size(params.stride), params.boxes_per_cell
+    inputs = keras.Input((CANVAS_SIZE, CANVAS_SIZE, 1), name="image")
+    x = build_backbone(params)(inputs)
+    if x.shape[1] != g:  # strides 5 and 10 on MobileNetV2: resample the tapped map onto the grid
+        x = layers.Resizing(g, g, interpolation="bilinear", name="to_grid")(x)
+    x = _conv_bn(x, 2 * params.width, kernel=1, name="head")
+    x = layers.Conv2D(a * boxes.RAW_CHANNELS, 1, name="predict")(x)
+    raw = layers.Reshape((g, g, a, boxes.RAW_CHANNELS), name="raw")(x)
+    detector = keras.Model(inputs, raw, name="detector")
+    _init_prior(detector.get_layer("predict"), a)
+    return detector
+
+
+def _init_prior(predict: layers.Conv2D, boxes_per_cell: int) -> None:
+    """Start objectness at OBJECT_PRIOR so hundreds of empty cells do not swamp the first steps."""
+    bias = np.zeros((boxes_per_cell, boxes.RAW_CHANNELS), np.float32)
+    bias[:, 0] = np.log(OBJECT_PRIOR / (1.0 - OBJECT_PRIOR))
+    predict.bias.assign(bias.reshape(-1))
+
+
+@keras.saving.register_keras_serializable(package="multidigit")
+class DecodeGrid(layers.Layer):
+    """(B, G, G, A, 15) raw logits -> (B, G*G*A, 15) decoded boxes and probabilities (boxes.decode_raw)."""
+
+    def __init__(self, stride: int, boxes_per_cell: int, **kwargs):
+        super().__init__(**kwargs)
+        self.stride, self.boxes_per_cell = stride, boxes_per_cell
+
+    def call(self, raw):
+        return boxes.decode_raw(raw, self.stride, self.boxes_per_cell)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "stride": self.stride, "boxes_per_cell": self.boxes_per_cell}
+
+
+def grid_of(detector: keras.Model) -> tuple[int, int]:
+    """(stride, boxes_per_cell) read back from a detector's raw output shape (B, G, G, A, 15)."""
+    _, g, _, a, _ = detector.output.shape
+    return CANVAS_SIZE // g, a
+
+
+def inference_model(detector: keras.Model) -> keras.Model:
+    """Wrap a training detector so it outputs the contract (B, N, 15) decoded tensor.
+
+    Args:
+        detector: the model `build_detector` returns (or one loaded from detector.keras).
+    Returns:
+        Model (B, 100, 100, 1) -> (B, G*G*A, 15) [x, y, w, h pixels top-left, objectness, 10 class probs].
+    """
+    stride, per_cell = grid_of(detector)
+    decoded = DecodeGrid(stride, per_cell, name="decode")(detector.output)
+    return keras.Model(detector.input, decoded, name="detector_inference")
+
+
+def classifier(backbone: keras.Model) -> keras.Model:
+    """The `pretrain` model: backbone -> features of the central cell(s) -> softmax over the 10 digits.
+
+    The detector reads a digit's class at the cell holding its centre, so pretraining classifies from the
+    centre cell of a digit padded onto black (global pooling over a bare 28 px digit trained features
+    that a centre cell on a canvas could not use: 38% nearest-mean accuracy there).
+    """
+    inputs = keras.Input(backbone.input.shape[1:], name="digit")
+    features = backbone(inputs)
+    g = features.shape[1]
+    crop = (g - (2 - g % 2)) // 2  # keep the central 2 x 2 (even grid) or 1 x 1 (odd grid) cells
+    x = layers.Cropping2D(crop, name="centre")(features)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="digit_class")(x)
+    return keras.Model(inputs, outputs, name="digit_classifier")
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-adds of one forward pass, counted over Conv2D, DepthwiseConv2D and Dense layers."""
+    total = 0
+    for layer in _flat_layers(model):
+        if isinstance(layer, layers.DepthwiseConv2D):
+            kh, kw = layer.kernel_size
+            total += _spatial(layer) * kh * kw * layer.output.shape[-1]
+        elif isinstance(layer, layers.Conv2D):
+            kh, kw = layer.kernel_size
+            total += _spatial(layer) * kh * kw * layer.input.shape[-1] * layer.filters
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def _spatial(layer) -> int:
+    return int(layer.output.shape[1]) * int(layer.output.shape[2])
+
+
+def _flat_layers(model: keras.Model) -> list:
+    out = []
+    for layer in model.layers:
+        out.extend(_flat_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return out

@@ -1,0 +1,99 @@
+"""multidigit/boxes.py: converters, IoU, grid encoding round trip, decoding, class-aware NMS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from multidigit import boxes
+from multidigit.constants import NUM_CLASSES
+
+
+def _random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
+    wh = rng.uniform(5, 50, size=(n, 2))
+    xy = rng.uniform(0, 100 - wh)
+    return np.concatenate([xy, wh], axis=1).astype(np.float32)
+
+
+def test_converters_round_trip():
+    b = _random_boxes(np.random.default_rng(0), 20)
+    np.testing.assert_allclose(boxes.xyxy_to_xywh(boxes.xywh_to_xyxy(b)), b, atol=1e-4)
+
+
+def test_iou_known_values():
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [20, 20, 5, 5], [0, 0, 0, 0]], np.float32)
+    np.testing.assert_allclose(boxes.iou_matrix(a, b)[0], [1.0, 50 / 150, 0.0, 0.0], atol=1e-6)
+
+
+def _raw_from_targets(targets: np.ndarray) -> np.ndarray:
+    """The logits a perfect model would output for `targets` (inverse of decode)."""
+    b, g, _, a, _ = targets.shape
+    raw = np.full((b, g, g, a, boxes.RAW_CHANNELS), -20.0, np.float32)
+    obj = targets[..., 0] > 0
+    off = np.clip(targets[..., 1:3], 1e-6, 1 - 1e-6)
+    raw[..., 0] = np.where(obj, 20.0, -20.0)
+    raw[..., 1:3] = np.log(off / (1 - off))
+    raw[..., 3:5] = targets[..., 3:5]
+    cls = targets[..., 5].astype(int)
+    np.put_along_axis(raw[..., 5:], cls[..., None], 20.0, axis=-1)
+    return raw
+
+
+@pytest.mark.parametrize(("stride", "per_cell"), [(4, 1), (4, 3), (5, 2), (10, 1)])
+def test_encode_decode_round_trip(stride, per_cell):
+    # Digits like a stage-3 canvas: sizes 12-50 px, centres at least 12 px apart so cells differ.
+    gt = np.array([[10, 8, 12, 20], [40, 5, 30, 44], [70, 60, 25, 28], [5, 60, 6, 18]], np.float32)
+    labels = np.array([[3, 7, 1, 9, -1]], np.int16)
+    gt_b = np.concatenate([gt, np.zeros((1, 4), np.float32)])[None]
+    targets = boxes.encode_targets(gt_b, labels, stride, per_cell)
+    assert targets.shape == (1, 100 // stride, 100 // stride, per_cell, boxes.TARGET_CHANNELS)
+    assert targets[..., 0].sum() == 4
+    decoded = np.asarray(boxes.decode_raw(_raw_from_targets(targets), stride, per_cell))
+    dets = boxes.postprocess(decoded, 0.5, 0.45, 20)[0]
+    assert len(dets["boxes"]) == 4
+    iou = boxes.iou_matrix(gt, dets["boxes"])
+    match = iou.argmax(axis=1)
+    assert (iou.max(axis=1) > 0.99).all()
+    np.testing.assert_array_equal(dets["labels"][match], labels[0, :4])
+
+
+def test_encode_assigns_centre_cell_and_nearest_anchor():
+    gt = np.array([[[20, 30, 10, 10], [50, 50, 44, 44]]], np.float32)
+    t = boxes.encode_targets(gt, np.array([[2, 5]]), stride=4, boxes_per_cell=3)
+    # centre (25, 35) -> row 8, col 6; small box -> the smallest anchor (slot 0)
+    assert t[0, 8, 6, 0, 0] == 1 and t[0, 8, 6, 0, 5] == 2
+    # centre (72, 72) -> row 18, col 18; 44 px -> the largest anchor (slot 2)
+    assert t[0, 18, 18, 2, 0] == 1 and t[0, 18, 18, 2, 5] == 5
+    assert t[..., 0].sum() == 2
+
+
+def test_postprocess_class_aware_nms_and_threshold():
+    def slot(box, obj, cls, p=0.9):
+        probs = np.full(NUM_CLASSES, (1 - p) / (NUM_CLASSES - 1))
+        probs[cls] = p
+        return np.concatenate([box, [obj], probs])
+
+    decoded = np.stack(
+        [
+            slot([10, 10, 20, 20], 0.95, 3),  # best of class 3
+            slot([11, 10, 20, 20], 0.90, 3),  # duplicate of it: suppressed
+            slot([11, 10, 20, 20], 0.90, 4),  # same place, other class: kept (class-aware)
+            slot([60, 60, 20, 20], 0.30, 1),  # below threshold 0.5 (0.3 * 0.9)
+        ]
+    )[None].astype(np.float32)
+    det = boxes.postprocess(decoded, 0.5, 0.45, 20)[0]
+    assert det["labels"].tolist() == [3, 4]
+    assert det["scores"].dtype == np.float32 and det["boxes"].shape == (2, 4)
+    assert boxes.postprocess(decoded, 0.5, 0.45, 1)[0]["labels"].tolist() == [3]
+    assert len(boxes.postprocess(decoded, 0.99, 0.45, 20)[0]["boxes"]) == 0
+
+
+def test_postprocess_rejects_bad_shape():
+    with pytest.raises(ValueError, match=r"decoded: shape \(2, 15\)"):
+        boxes.postprocess(np.zeros((2, 15)), 0.5, 0.45, 20)
+
+
+def test_grid_size_rejects_non_divisor():
+    with pytest.raises(ValueError, match=r"model\.stride: 3"):
+        boxes.grid_size(3)

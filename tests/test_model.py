@@ -1,0 +1,85 @@
+"""multidigit/model.py and predict.py: both backbones build, output shapes, decoding, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from multidigit.params import ModelParams, NmsParams
+
+
+@pytest.mark.parametrize(
+    ("kw", "grid", "slots"),
+    [
+        ({"backbone": "mnist_cnn", "width": 8}, 25, 1),
+        ({"backbone": "mnist_cnn", "width": 8, "stride": 10, "boxes_per_cell": 2}, 10, 2),
+        ({"backbone": "mobilenetv2", "alpha": 0.35, "width": 8}, 25, 1),
+        ({"backbone": "mobilenetv2", "alpha": 0.35, "width": 8, "stride": 10}, 10, 1),
+    ],
+)
+def test_detector_shapes(kw, grid, slots):
+    from multidigit.model import build_detector, count_macs, inference_model
+
+    detector = build_detector(ModelParams(**kw))
+    assert tuple(detector.output.shape) == (None, grid, grid, slots, 15)
+    infer = inference_model(detector)
+    out = np.asarray(infer(np.random.default_rng(0).random((2, 100, 100, 1), np.float32)))
+    assert out.shape == (2, grid * grid * slots, 15)
+    probs = out[..., 5:]
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+    assert ((out[..., 4] > 0) & (out[..., 4] < 1)).all()
+    # objectness starts near the prior, so the first steps are not swamped by empty cells
+    assert out[..., 4].mean() < 0.1
+    assert count_macs(detector) > 0
+
+
+def test_backbone_weights_fit_any_input_size():
+    from multidigit.model import BACKBONE_NAME, build_backbone, build_detector
+
+    params = ModelParams(width=8)
+    small = build_backbone(params, size=28)
+    assert tuple(small.output.shape) == (None, 7, 7, 16)
+    detector = build_detector(params)
+    detector.get_layer(BACKBONE_NAME).set_weights(small.get_weights())
+
+
+def test_default_model_size_is_near_budget():
+    """The default detector stays in the measured budget (~80-100M MACs per canvas, < 250k params)."""
+    from multidigit.model import build_detector, count_macs
+
+    detector = build_detector(ModelParams())
+    assert 50e6 < count_macs(detector) < 110e6
+    assert detector.count_params() < 250_000
+
+
+def test_saved_detector_predicts_the_same(tmp_path):
+    from multidigit.model import build_detector, inference_model
+    from multidigit.predict import load_detector, predict_canvases, predict_decoded
+
+    detector = build_detector(ModelParams(width=8))
+    detector.save(tmp_path / "detector.keras")
+    images = np.random.default_rng(1).integers(0, 256, (3, 100, 100), dtype=np.uint8)
+    loaded = load_detector(tmp_path / "detector.keras")
+    expected = np.asarray(inference_model(detector)(images[..., None].astype(np.float32) / 255.0))
+    np.testing.assert_allclose(predict_decoded(loaded, images, batch_size=2), expected, atol=1e-5)
+    dets = predict_canvases(loaded, images, NmsParams(), score_threshold=0.0)
+    assert len(dets) == 3 and all(len(d["boxes"]) <= NmsParams().max_detections for d in dets)
+
+
+def test_load_detector_missing_file(tmp_path):
+    from multidigit.predict import load_detector
+
+    with pytest.raises(FileNotFoundError, match=r"nothing\.keras"):
+        load_detector(tmp_path / "nothing.keras")
+
+
+def test_to_model_input_checks():
+    from multidigit.preprocess import to_model_input
+
+    x = to_model_input(np.full((2, 100, 100), 255, np.uint8))
+    assert x.shape == (2, 100, 100, 1) and x.dtype == np.float32 and x.max() == 1.0
+    assert to_model_input(np.zeros((100, 100), np.uint8)).shape == (1, 100, 100, 1)
+    with pytest.raises(ValueError, match="dtype float64"):
+        to_model_input(np.zeros((1, 100, 100)))
+    with pytest.raises(ValueError, match=r"shape \(1, 28, 28\)"):
+        to_model_input(np.zeros((1, 28, 28), np.uint8))
