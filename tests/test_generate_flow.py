@@ -1,0 +1,97 @@
+"""flows/generate.py: the Prefect flow writes the same bytes as `multidigit generate`, on threads or
+processes, and a shard task that fails once is retried into the same output.
+
+One Prefect test harness (a temporary database and ephemeral server) serves every flow run here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from multidigit import canvas
+from multidigit.params import validate_params
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture()
+def workspace(tmp_path, mnist_splits, monkeypatch):
+    """A cwd with data/mnist (linked) and a small params file: stage2, 40/20/20 canvases, shards of 20."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist").symlink_to(mnist_splits, target_is_directory=True)
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["generate"].update(shard_size=20, workers=2, retries=2)
+    data["generate"]["stages"]["stage2"]["canvases"] = {"train": 40, "val": 20, "test": 20}
+    validate_params(data)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path, data
+
+
+def write_params(workspace, name: str, **generate) -> str:
+    root, data = workspace
+    data = json.loads(json.dumps(data))
+    data["generate"].update(generate)
+    (root / name).write_text(yaml.safe_dump(data))
+    return name
+
+
+def shard_bytes(stage_dir) -> dict[str, bytes]:
+    return {p.relative_to(stage_dir).as_posix(): p.read_bytes() for p in sorted(stage_dir.glob("*/*.npz"))}
+
+
+def test_flow_matches_in_process_bytes_and_retries_a_failed_shard(workspace, prefect_harness, monkeypatch):
+    from flows import generate
+
+    root, _ = workspace
+    reference = canvas.main(write_params(workspace, "p.yaml"), "stage2", out_root=root / "ref")
+    expected = shard_bytes(root / "ref" / "stage2")
+    assert len(expected) == 4
+
+    # threads, two workers: same shards, same manifest, previews drawn
+    manifest = generate.generate_flow(params="p.yaml", stage="stage2", out_root="threads", plots_root="plots")
+    assert manifest == reference
+    assert shard_bytes(root / "threads" / "stage2") == expected
+    assert (root / "plots" / "canvases" / "stage2" / "preview.png").stat().st_size > 10_000
+
+    # a shard task fails once: with no retries the flow fails ...
+    marker = root / "fail-once"
+    monkeypatch.setenv(generate.FAIL_ONCE_ENV, str(marker))
+    marker.touch()
+    with pytest.raises(RuntimeError, match="injected shard failure"):
+        generate.generate_flow(
+            params=write_params(workspace, "p0.yaml", retries=0), stage="stage2", out_root="none"
+        )
+    assert not marker.exists()
+
+    # ... with retries (in a process pool this time) the failed task reruns and the bytes are the same
+    marker.touch()
+    params = write_params(workspace, "pp.yaml", task_runner="processes")
+    manifest = generate.generate_flow(params=params, stage="stage2", out_root="procs", plots_root="plots")
+    assert not marker.exists()  # the failure really was injected
+    assert manifest == reference
+    assert shard_bytes(root / "procs" / "stage2") == expected
+
+
+def test_dask_runner_is_refused_clearly_when_missing():
+    from flows.generate import task_runner_for
+
+    try:
+        import prefect_dask  # noqa: F401
+    except ImportError:
+        gen = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text())).generate
+        with pytest.raises(ValueError, match=r"generate\.task_runner: 'dask' needs the prefect-dask"):
+            task_runner_for(gen.model_copy(update={"task_runner": "dask"}))
+    else:
+        pytest.skip("prefect-dask is installed")
