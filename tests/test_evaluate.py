@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import yaml
 
 from multidigit import evaluate
 from multidigit import metrics as mt
 from multidigit.params import GateParams
+from scripts.smoke import make_workspace, workspace_env
+from tests.conftest import ROOT, pipeline_env
 from tests.test_coco import A, B, C, dets, ground_truth
 
 D = (70.0, 5.0, 20.0, 20.0)
@@ -127,3 +133,90 @@ def test_metrics_are_written_rounded_and_json_clean(tmp_path):
     rounded = {k: round(float(v), evaluate.DECIMALS) for k, v in ev.metrics.items()}
     text = json.dumps(rounded, allow_nan=False)  # no NaN may reach DVC
     assert all(isinstance(v, float) for v in json.loads(text).values())
+
+
+# ---------------------------------------------------------------- the real model path (slow)
+IMPOSSIBLE_GATE = {"map50": 1.0, "map50_95": 0.0}
+
+
+@pytest.fixture(scope="module")
+def eval_inputs(tmp_path_factory, mnist_splits):
+    """A folder holding what evaluate@stage1 and evaluate@stage3 read, at repo-relative paths: an
+    untrained detector and 40 val + 40 test real canvases per stage."""
+    from multidigit import canvas
+    from multidigit.mnist import read_split
+    from multidigit.model import build_detector
+    from multidigit.params import load_params
+
+    root = tmp_path_factory.mktemp("eval_inputs")
+    cfg = load_params(ROOT / "params.yaml")
+    digits, labels = read_split("test", mnist_splits)
+    detector = build_detector(cfg.model)
+    for stage in ("stage1", "stage3"):
+        for split in ("val", "test"):
+            seed = canvas.shard_seed(cfg.seed, stage, split, 0)
+            shard = canvas.make_shard(digits, labels, 40, cfg.generate, cfg.generate.stages[stage], seed)
+            canvas.save_shard(root / f"data/canvases/{stage}/{split}/shard-00000.npz", shard)
+        (root / "models" / stage).mkdir(parents=True)
+        detector.save(root / "models" / stage / "detector.keras")
+    return root
+
+
+@pytest.mark.slow
+def test_stage_runs_the_real_model_writes_outputs_and_fails_its_gate(
+    eval_inputs, tmp_path, monkeypatch, params_dict
+):
+    import mlflow
+
+    from multidigit.params import validate_params
+
+    shutil.copytree(eval_inputs, tmp_path, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MULTIDIGIT_PIPELINE_RUN_ID", raising=False)
+    params_dict["evaluate"]["gates"]["stage1"] = IMPOSSIBLE_GATE
+    metrics, failure = evaluate.run_stage(validate_params(params_dict), "stage1")
+    written = json.loads((tmp_path / "metrics/stage1.json").read_text())
+    assert written == metrics
+    assert failure is not None and failure.startswith("gate failed: stage1 map50 ")
+    assert failure.endswith(" < 1.000") and "\n" not in failure
+    assert metrics["data/test_canvases"] == 40.0 and metrics["speed/ms_batch1"] > 0
+    assert metrics["speed/canvases_per_s_b256"] > 0 and 0 < metrics["operating/score_threshold"] <= 1
+    assert len(list((tmp_path / "plots/stage1").glob("*.png"))) == 5
+    runs = mlflow.search_runs(filter_string="attributes.run_name = 'evaluate@stage1'", output_format="list")
+    assert [r.data.tags["gate"] for r in runs] == ["failed"]
+    assert runs[0].data.metrics["metrics/mAP50"] == metrics["metrics/mAP50"]
+    artifacts = mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "plots")
+    assert "plots/confusion.png" in [a.path for a in artifacts]
+
+
+@pytest.mark.slow
+def test_dvc_repro_below_the_gate_fails_with_one_line_and_export_never_runs(eval_inputs, tmp_path, mnist_dir):
+    """The real DVC stage (Prefect flow) under an impossible stage-3 gate: non-zero exit, the gate line,
+    metrics written for a person to read, no dvc.lock entry, and the export stage after it not run."""
+    repo = make_workspace(tmp_path / "repo")
+    shutil.copytree(eval_inputs, repo, dirs_exist_ok=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["gates"]["stage3"] = IMPOSSIBLE_GATE
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # Prefect's ephemeral server gets 20 s to start by default: too little on a loaded shared machine.
+    env = (
+        workspace_env()
+        | pipeline_env(mnist_dir)
+        | {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    )
+    # --downstream: evaluate@stage3 and what depends on it (export); the inputs above stand in for
+    # generate@stage3 and train@stage3.
+    run = subprocess.run(
+        ["dvc", "repro", "--downstream", "evaluate@stage3"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    gate_line = re.compile(r"gate failed: stage3 map50 \d\.\d{3} < 1\.000$")
+    assert any(gate_line.search(line) for line in output.splitlines()), output[-3000:]
+    assert json.loads((repo / "metrics/stage3.json").read_text())["metrics/mAP50"] < 1.0
+    lock = repo / "dvc.lock"
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+    assert "evaluate@stage3" not in stages and "export" not in stages
+    assert "export" in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]  # it exists, yet did not run
+    assert not (repo / "models" / "tfjs").exists()
