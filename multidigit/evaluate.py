@@ -51,11 +51,6 @@ class Evaluation:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def _filter(det: mt.Detections, threshold: float) -> mt.Detections:
-    keep = np.asarray(det["scores"]) >= threshold
-    return {k: np.asarray(v)[keep] for k, v in det.items()}  # type: ignore[return-value]
-
-
 def coco_section(gt: dict, results: list, buckets: dict[str, np.ndarray]) -> tuple[dict[str, float], Any]:
     """COCO mAP/AR, per-class AP and per-bucket mAP; returns (metrics, the whole-split CocoResult)."""
     whole = coco_metrics(gt, results)
@@ -198,7 +193,7 @@ def write_figures(
 
     f, threshold = ev.figures, ev.figures["threshold"]
     coco, counts = f["coco"], f["counts"]
-    kept = [_filter(d, threshold) for d in test_dets]
+    kept = [mt.keep_above(d, threshold) for d in test_dets]
     worst = mt.worst_canvases(counts, gallery_size)
     missed, extra = counts.n_gt - counts.n_tp, counts.n_det - counts.n_tp
     with atomic_path(out_dir, is_dir=True) as tmp:

@@ -26,6 +26,12 @@ MATCH_IOU = 0.5
 COUNT_BUCKETS = (("1", 1, 1), ("2-5", 2, 5), ("6-10", 6, 10))
 
 
+def keep_above(det: Detections, threshold: float) -> Detections:
+    """The detections of one canvas scoring at least `threshold`."""
+    keep = np.asarray(det["scores"]) >= threshold
+    return {k: np.asarray(v)[keep] for k, v in det.items()}  # type: ignore[return-value]
+
+
 def match_canvas(
     gt_boxes: np.ndarray,
     gt_labels: np.ndarray,
@@ -263,8 +269,7 @@ def confusion_matrix(
     """
     cm = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)
     for i, det in enumerate(detections):
-        keep = np.asarray(det["scores"]) >= threshold
-        det = {k: np.asarray(v)[keep] for k, v in det.items()}
+        det = keep_above(det, threshold)
         gt_b, gt_l = _real(boxes, labels, i)
         gt_index, _ = match_canvas(gt_b, gt_l, det, iou_threshold, class_aware=False)
         pred = det["labels"].astype(np.int64)
