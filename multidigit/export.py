@@ -69,6 +69,33 @@ def grid_info(detector) -> dict[str, int]:
     return {"stride": stride, "size": size, "boxes_per_cell": per_cell, "slots": size * size * per_cell}
 
 
+def with_direct_dilations(model):
+    """A copy of `model` whose dilated 3x3 convs export as one Conv2D op each (same weights).
+
+    TF lowers a dilated `tf.nn.convolution` to SpaceToBatchND -> Conv2D -> BatchToSpaceND; TF.js's wasm
+    backend spends more time in those two reshuffles than in all the convolutions (profiled: ~13 of
+    ~25 ms per canvas). `tf.nn.conv2d(dilations=)` is a single op that TF.js (XNNPACK) runs directly.
+    """
+    import keras
+    import tensorflow as tf
+
+    class DirectDilatedConv2D(keras.layers.Conv2D):
+        def convolution_op(self, inputs, kernel):
+            return tf.nn.conv2d(
+                inputs, kernel, self.strides, self.padding.upper(), dilations=self.dilation_rate
+            )
+
+    def clone(layer):
+        dilated = type(layer) is keras.layers.Conv2D and any(d != 1 for d in layer.dilation_rate)
+        if dilated and layer.data_format == "channels_last":
+            return DirectDilatedConv2D.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _quiet_tfdf() -> None:
     # tensorflowjs imports tensorflow_decision_forests, whose welcome banner imports IPython (not
     # installed) whenever stdout is not a terminal: under pytest, DVC or Prefect. Ask for no banner.
@@ -88,6 +115,7 @@ def convert_model(model, out_dir: Path, quantization: str) -> None:
     _quiet_tfdf()
     from tensorflowjs.converters.tf_saved_model_conversion_v2 import convert_tf_saved_model
 
+    model = with_direct_dilations(model)
     with tempfile.TemporaryDirectory(prefix="savedmodel-") as tmp:
         model.export(str(Path(tmp) / "saved_model"), format="tf_saved_model", verbose=False)
         convert_tf_saved_model(
