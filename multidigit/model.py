@@ -116,7 +116,11 @@ def build_detector(params: ModelParams) -> keras.Model:
     if x.shape[1] != g:  # strides 5 and 10 on MobileNetV2: resample the tapped map onto the grid
         x = layers.Resizing(g, g, interpolation="bilinear", name="to_grid")(x)
     x = _conv_bn(x, 2 * params.width, kernel=1, name="head")
-    x = layers.Conv2D(a * boxes.RAW_CHANNELS, 1, name="predict")(x)
+    # Small initial weights: every slot starts as an anchor-sized box mid-cell with flat class scores.
+    # Glorot init gave an initial box loss of ~80 per canvas whose gradients wiped out the pretrained
+    # class features (class loss stuck at ln 10 through a whole stage-1 epoch).
+    init = keras.initializers.RandomNormal(stddev=0.01)
+    x = layers.Conv2D(a * boxes.RAW_CHANNELS, 1, kernel_initializer=init, name="predict")(x)
     raw = layers.Reshape((g, g, a, boxes.RAW_CHANNELS), name="raw")(x)
     detector = keras.Model(inputs, raw, name="detector")
     _init_prior(detector.get_layer("predict"), a)

@@ -1,0 +1,170 @@
+"""multidigit/train.py, pretrain.py, data_pipeline.py: targets fed, a short run learns, stages resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from multidigit.canvas import read_canvases
+from multidigit.params import validate_params
+
+N_TRAIN, N_VAL = 320, 64
+
+
+def _canvases(digits: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator) -> dict:
+    """n canvases with 1-2 MNIST digits each at random non-overlapping spots, tight xywh boxes."""
+    images = np.zeros((n, 100, 100), np.uint8)
+    boxes, out_labels = np.zeros((n, 2, 4), np.float32), np.full((n, 2), -1, np.int16)
+    for i in range(n):
+        for k, (x0, y0) in enumerate(
+            [(rng.integers(0, 22), rng.integers(0, 72)), (rng.integers(50, 72), rng.integers(0, 72))]
+        ):
+            if k == 1 and rng.random() < 0.5:
+                break
+            j = rng.integers(len(digits))
+            images[i, y0 : y0 + 28, x0 : x0 + 28] = digits[j]
+            ys, xs = np.nonzero(digits[j])
+            boxes[i, k] = [x0 + xs.min(), y0 + ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
+            out_labels[i, k] = labels[j]
+    return {"images": images, "boxes": boxes, "labels": out_labels}
+
+
+@pytest.fixture(scope="module")
+def canvas_root(tmp_path_factory, mnist_dir):
+    """data/canvases-style shards for stage1 (train/val) from real MNIST digits."""
+    from multidigit import mnist
+    from multidigit.params import MnistParams
+
+    arrays = mnist.load_mnist_arrays(MnistParams(dir=str(mnist_dir), mirrors=["unused"]))
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("canvases")
+    for split, n in (("train", N_TRAIN), ("val", N_VAL)):
+        (root / "stage1" / split).mkdir(parents=True)
+        np.savez(
+            root / "stage1" / split / "shard-00000.npz",
+            **_canvases(arrays["train_images"], arrays["train_labels"], n, rng),
+        )
+    return root
+
+
+@pytest.fixture()
+def cfg(params_dict):
+    params_dict["model"].update(width=8)
+    params_dict["train"].update(batch_size=32)
+    params_dict["train"]["stages"]["stage1"].update(epochs=3, lr=0.01, init="scratch")
+    return validate_params(params_dict)
+
+
+def test_batches_encode_every_box(canvas_root):
+    from multidigit.data_pipeline import batches
+
+    canvases = read_canvases("stage1", "val", canvas_root)
+    seen = 0
+    for x, targets in batches(canvases, 16, stride=4, boxes_per_cell=1, rng=np.random.default_rng(0)):
+        assert x.shape[1:] == (100, 100, 1) and x.dtype == np.float32 and x.max() <= 1.0
+        seen += int(targets[..., 0].sum())
+    assert seen == int((canvases.labels >= 0).sum())
+
+
+@pytest.mark.slow
+def test_short_training_lowers_the_loss(cfg, canvas_root, tmp_path):
+    import keras
+
+    from multidigit import train
+    from multidigit.data_pipeline import make_dataset
+
+    val = read_canvases("stage1", "val", canvas_root)
+    keras.utils.set_random_seed(cfg.seed)  # the same seed train_stage uses for stage1's init
+    fresh = train.initial_detector(cfg, "scratch", None)
+    train.compile_detector(fresh, cfg, cfg.train.stages["stage1"], steps=10)
+    dataset = make_dataset(val, 32, 4, 1, prefetch=2)
+    before = fresh.evaluate(dataset, verbose=0, return_dict=True)["loss"]
+
+    result = train.train_stage(cfg, "stage1", tmp_path / "work", models_dir=tmp_path, canvas_root=canvas_root)
+    train.compile_detector(result.detector, cfg, cfg.train.stages["stage1"], steps=10)
+    after = result.detector.evaluate(dataset, verbose=0, return_dict=True)["loss"]
+    assert after < 0.6 * before
+    assert result.info["epochs_run"] == 3 and result.info["train_canvases"] == N_TRAIN
+
+    info = train.write_stage(result, tmp_path / "work", tmp_path / "stage1", wall_seconds=1.0)
+    history = (tmp_path / "stage1" / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch") and len(history) == 4
+    assert (tmp_path / "stage1" / "learning_curves.png").stat().st_size > 0
+    assert info["size_bytes"] == (tmp_path / "stage1" / "detector.keras").stat().st_size
+    assert info["params"] > 0 and info["macs"] > 0
+
+
+def test_stage_resumes_from_previous_detector(cfg, tmp_path):
+    from multidigit import train
+    from multidigit.model import build_detector
+
+    previous = build_detector(cfg.model)
+    previous.get_layer("predict").bias.assign(np.arange(15, dtype=np.float32))  # unlike a fresh init
+    (tmp_path / "stage1").mkdir()
+    previous.save(tmp_path / "stage1" / "detector.keras")
+    stage2 = cfg.train.stages["stage2"]
+    path = train.init_source("stage2", stage2, tmp_path)
+    resumed = train.initial_detector(cfg, stage2.init, path)
+    for a, b in zip(previous.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_stage1_loads_pretrained_backbone(cfg, tmp_path):
+    from multidigit import pretrain, train
+    from multidigit.model import BACKBONE_NAME
+
+    cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"source": "none"})})
+    pretrain.run(cfg, tmp_path / "pretrain")
+    stage1 = cfg.train.stages["stage1"].model_copy(update={"init": "pretrained"})
+    path = train.init_source("stage1", stage1, tmp_path)
+    import keras
+
+    saved = keras.saving.load_model(path, compile=False)
+    detector = train.initial_detector(cfg, "pretrained", path)
+    for a, b in zip(saved.get_weights(), detector.get_layer(BACKBONE_NAME).get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_init_source_errors(cfg, tmp_path):
+    from multidigit import train
+
+    stage1 = cfg.train.stages["stage1"]
+    with pytest.raises(ValueError, match="no earlier stage"):
+        train.init_source("stage1", stage1.model_copy(update={"init": "previous"}), tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"stage2/detector\.keras.*dvc repro train@stage2"):
+        train.init_source("stage3", cfg.train.stages["stage3"], tmp_path)
+    assert train.init_source("stage1", stage1, tmp_path) is None  # scratch
+
+
+def test_canvas_crops_are_centred(canvas_root):
+    from multidigit.pretrain import PATCH_SIZE, canvas_crops, pad_digits
+
+    c = read_canvases("stage1", "val", canvas_root)
+    crops, labels = canvas_crops(c.images, c.boxes, c.labels)
+    assert crops.shape == (int((c.labels >= 0).sum()), PATCH_SIZE, PATCH_SIZE)
+    ys, xs = np.nonzero(crops[0])
+    assert abs((xs.min() + xs.max()) / 2 - PATCH_SIZE / 2) <= 1.5
+    assert abs((ys.min() + ys.max()) / 2 - PATCH_SIZE / 2) <= 1.5
+    np.testing.assert_array_equal(labels[:1], c.labels[0, :1])
+    padded = pad_digits(np.full((50, 28, 28), 255, np.uint8), np.random.default_rng(0))
+    assert padded.shape == (50, PATCH_SIZE, PATCH_SIZE) and (padded.sum(axis=(1, 2)) == 255 * 28 * 28).all()
+
+
+@pytest.mark.slow
+def test_pretrain_learns_digits(cfg, tmp_path, mnist_dir):
+    from multidigit import mnist
+    from multidigit.params import MnistParams
+    from multidigit.pretrain import pad_digits, pretrain_backbone
+
+    arrays = mnist.load_mnist_arrays(MnistParams(dir=str(mnist_dir), mirrors=["unused"]))
+    rng = np.random.default_rng(0)
+    x, y = arrays["train_images"], arrays["train_labels"]
+    data = {
+        "x_train": pad_digits(x[:2000], rng),
+        "y_train": y[:2000],
+        "x_val": pad_digits(x[-500:], rng),
+        "y_val": y[-500:],
+    }
+    params = cfg.pretrain.model_copy(update={"epochs": 2, "lr": 0.005})
+    _, info = pretrain_backbone(cfg.model, params, cfg.seed, data)
+    assert info["val_accuracy"] > 0.6
