@@ -10,7 +10,8 @@ version; `models/tfjs/champion.json` mirrors it for the Flask service. The rule:
 
 Every promotion appends to a history kept as a registered-model tag, so `rollback` gives `champion` back
 to the version that held it before (its files are downloaded from MLflow again if the local copy is
-gone, and verified against their manifest).
+gone, and verified against their manifest). Weights that were rolled back never take `champion` again
+automatically (a later export of the same detector.keras is registered, not promoted); `promote` can.
 
     multidigit registry list | promote [--version V] | rollback
 """
@@ -173,11 +174,16 @@ def register_export(
             "quantization": str(quant.get("dtype")),
         }
         tags["gate_passed"] = "true" if gate_passed else "false"
+        tags["keras_sha256"] = str(manifest.get("source", {}).get("sha256", ""))
         mv = client.create_model_version(
             name, source=run.info.artifact_uri, run_id=run.info.run_id, tags=tags
         )
     entry = _entry(client.get_model_version(name, mv.version))
     promoted, reason = promotion_decision(entry, champion(client, name))
+    if promoted and tags["keras_sha256"] in _rolled_back_weights(client, name):
+        # `dvc repro` reruns export after a rollback (champion.json changed under its outs): the same
+        # weights must not quietly take champion back. `registry promote` can still choose them.
+        promoted, reason = False, f"v{entry.number}: these weights were rolled back before ({reason})"
     if promoted:
         _set_champion(
             client, name, entry, [*_history(client, name), entry.number], models_dir or folder.parent
@@ -185,6 +191,15 @@ def register_export(
     outcome = "-> champion" if promoted else "registered, champion unchanged"
     print(f"registry: {name} v{entry.number} ({entry.version}) {outcome}: {reason}")
     return entry, promoted, reason
+
+
+def _rolled_back_weights(client: Any, name: str) -> set[str]:
+    """keras_sha256 of every version that was rolled back from champion."""
+    return {
+        mv.tags.get("keras_sha256", "")
+        for mv in client.search_model_versions(f"name = '{name}'")
+        if mv.tags.get("rolled_back") == "true" and mv.tags.get("keras_sha256")
+    }
 
 
 def _parity_metrics(quant: dict[str, Any]) -> dict[str, float]:

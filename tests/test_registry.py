@@ -43,8 +43,8 @@ def workspace(store, tmp_path, monkeypatch, params_dict, request) -> tuple[Param
     return validate_params(params_dict), tmp_path / "models" / "tfjs"
 
 
-def make_version(models_dir: Path, name: str, map50_95: float) -> Path:
-    """A version folder with a real manifest whose artifact mAP is `map50_95`."""
+def make_version(models_dir: Path, name: str, map50_95: float, weights: str | None = None) -> Path:
+    """A version folder with a real manifest whose artifact mAP is `map50_95` (weights: Keras sha256)."""
     folder = models_dir / name
     folder.mkdir(parents=True)
     (folder / "model.json").write_text(json.dumps({"format": "graph-model", "version": name}))
@@ -56,16 +56,15 @@ def make_version(models_dir: Path, name: str, map50_95: float) -> Path:
         thresholds={"score": 0.5, "score_source": "test", "iou": 0.45, "max_detections": 20},
         metrics={"metrics/mAP50-95": map50_95},
         quantization={"dtype": "uint8", "map50_95_tfjs": map50_95},
-        source={"keras": "detector.keras"},
+        source={"keras": "detector.keras", "sha256": weights or f"sha-of-{name}"},
     )
     save_json(folder / "manifest.json", manifest)
     return folder
 
 
-def register(cfg: Params, models_dir: Path, name: str, map50_95: float, gate: bool = True):
-    return registry.register_export(
-        cfg, make_version(models_dir, name, map50_95), Path("detector.keras"), gate_passed=gate
-    )
+def register(cfg: Params, models_dir: Path, name: str, map50_95: float, gate: bool = True, weights=None):
+    folder = make_version(models_dir, name, map50_95, weights)
+    return registry.register_export(cfg, folder, Path("detector.keras"), gate_passed=gate)
 
 
 def served(models_dir: Path) -> str:
@@ -106,6 +105,11 @@ def test_rollback_restores_the_previous_champion(workspace):
     assert client.get_model_version(name, "2").tags["rolled_back"] == "true"
     with pytest.raises(ValueError, match=r"no previous champion to roll back to \(history: \[1\]\)"):
         registry.rollback(cfg, models)
+    # `dvc repro` re-exports the rolled-back weights: registered, but champion stays where it was put
+    _, promoted, reason = register(cfg, models, "v-again", 0.85, weights="sha-of-v-new")
+    assert not promoted and "rolled back before" in reason and served(models) == "v-old"
+    assert registry.promote(cfg, "v-again", models).version == "v-again"  # a person still may
+    assert served(models) == "v-again"
 
 
 def test_list_and_cli_show_the_champion(workspace, capsys):
