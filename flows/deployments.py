@@ -38,7 +38,9 @@ ZOMBIE_AUTOMATION = {
     "trigger": {
         "type": "event",
         "posture": "Proactive",
-        "after": ["prefect.flow-run.heartbeat"],
+        # Armed by the server's own Running event too: a run killed before its first heartbeat
+        # reached the server would otherwise stay Running forever.
+        "after": ["prefect.flow-run.Running", "prefect.flow-run.heartbeat"],
         "expect": [
             "prefect.flow-run.heartbeat",
             "prefect.flow-run.Completed",
