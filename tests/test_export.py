@@ -38,10 +38,19 @@ def stroke_canvases(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def save_tiny_detector(path: Path) -> Path:
+    """An untrained width-8 detector, seeded, its prediction conv scaled up so scores spread over (0, 1)
+    like a trained model's instead of crowding at one value (where any rounding reorders them)."""
+    import keras
+
     from multidigit.model import build_detector
     from multidigit.params import ModelParams
 
-    build_detector(ModelParams(width=8)).save(path)
+    keras.utils.set_random_seed(7)
+    detector = build_detector(ModelParams(width=8))
+    predict = detector.get_layer("predict")
+    kernel, bias = predict.get_weights()
+    predict.set_weights([kernel * 8.0, bias])
+    detector.save(path)
     return path
 
 
