@@ -162,8 +162,8 @@ class ExportParams(Block):
     quantization: Literal["none", "float16", "uint8"] = "uint8"
     parity_canvases: PosInt = 50
     float_tolerance: PosFloat = 1e-3
-    quantized_tolerance: PosFloat = 0.05  # probabilities, quantized model
-    quantized_box_tolerance: PosFloat = 2.0  # pixels, live slots, quantized model
+    quantized_tolerance: PosFloat = 0.05  # probabilities of candidate slots, quantized model
+    quantized_box_tolerance: PosFloat = 2.0  # pixels, boxes of candidate slots, quantized model
 
 
 class MlflowParams(Block):
