@@ -206,49 +206,59 @@ def map50_95(decoded: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray, n
 def parity_report(reference: np.ndarray, converted: np.ndarray, thresholds: dict[str, Any]) -> dict[str, Any]:
     """Raw-output differences and final-detection agreement of two (B, N, 15) outputs.
 
-    Box differences are taken on live slots only (reference score >= evaluate's SCORE_FLOOR): a dead
-    slot's box is never decoded into a detection and its size is an unconstrained exp() that can reach
-    thousands of pixels, where float rounding alone exceeds any pixel tolerance.
+    Slots by reference score: live (>= evaluate's SCORE_FLOOR, what mAP sees) and candidates (>= the
+    operating threshold, what the page can show). A dead slot's box is never decoded into a detection
+    and its size is an unconstrained exp() that can reach thousands of pixels, where float rounding
+    alone exceeds any pixel tolerance, so boxes are compared on live / candidate slots only.
     """
     diff = np.abs(reference - converted)
-    live = reference[..., 4] * reference[..., 5:].max(-1) >= SCORE_FLOOR
+    score = reference[..., 4] * reference[..., 5:].max(-1)
+    live, candidate = score >= SCORE_FLOOR, score >= thresholds["score"]
     post = [
         boxes.postprocess(x, thresholds["score"], thresholds["iou"], thresholds["max_detections"])
         for x in (reference, converted)
     ]
     matched = sum(detections_match(a, b) for a, b in zip(*post, strict=True))
+
+    def worst(channels: slice, mask: np.ndarray) -> float:
+        return float(diff[..., channels][mask].max()) if mask.any() else 0.0
+
     return {
         "canvases": len(reference),
         "max_abs_diff": float(diff.max()),  # every slot and channel, boxes in pixels
         "max_abs_diff_probs": float(diff[..., 4:].max()),  # objectness and class probabilities
-        "max_abs_diff_boxes_px": float(diff[..., :4][live].max()) if live.any() else 0.0,
+        "max_abs_diff_boxes_px": worst(slice(0, 4), live),
+        "max_abs_diff_probs_candidates": worst(slice(4, None), candidate),
+        "max_abs_diff_boxes_px_candidates": worst(slice(0, 4), candidate),
         "live_slots": int(live.sum()),
+        "candidate_slots": int(candidate.sum()),
         "detections": int(sum(len(d["labels"]) for d in post[0])),
         "detections_matched": int(matched),  # canvases whose final detections match
     }
 
 
 def parity_tolerances(cfg: ExportParams) -> dict[str, float]:
-    """{"probs", "boxes_px"}: the float tolerance for an unquantized model, else the stated quantized ones."""
+    """The limits `parity_failure` applies, keyed by the report entry they bound."""
     if cfg.quantization == "none":
-        return {"probs": cfg.float_tolerance, "boxes_px": cfg.float_tolerance}
-    return {"probs": cfg.quantized_tolerance, "boxes_px": cfg.quantized_box_tolerance}
+        return {"max_abs_diff_probs": cfg.float_tolerance, "max_abs_diff_boxes_px": cfg.float_tolerance}
+    return {
+        "max_abs_diff_probs_candidates": cfg.quantized_tolerance,
+        "max_abs_diff_boxes_px_candidates": cfg.quantized_box_tolerance,
+    }
 
 
 def parity_failure(report: dict[str, Any], cfg: ExportParams) -> str | None:
     """One line saying how a converted model breaks parity, or None.
 
-    Float models must also give the same final detections on every canvas; a quantized model may flip
-    a detection whose score sits at the threshold, which its mAP cost then accounts for.
+    Float: probabilities of every slot and boxes of live slots within `float_tolerance`, and the same
+    final detections on every canvas. Quantized: probabilities and boxes of candidate slots within the
+    stated quantized tolerances; a detection whose score sits at the threshold may flip, which the
+    recorded mAP cost accounts for.
     """
-    tol, n, q = parity_tolerances(cfg), report["canvases"], cfg.quantization
-    for key, name in (("probs", "probabilities"), ("boxes_px", "live boxes (px)")):
-        value = report[f"max_abs_diff_{key}"]
-        if value > tol[key]:
-            return (
-                f"parity: {q} TF.js {name} differ from Keras by {value:.4g} > tolerance {tol[key]} "
-                f"on {n} test canvases"
-            )
+    n, q = report["canvases"], cfg.quantization
+    for key, limit in parity_tolerances(cfg).items():
+        if report[key] > limit:
+            return f"parity: {q} TF.js {key} {report[key]:.4g} > tolerance {limit} on {n} test canvases"
     if q == "none" and report["detections_matched"] < n:
         return f"parity: final detections differ on {n - report['detections_matched']} of {n} test canvases"
     return None
