@@ -7,7 +7,7 @@ records nothing for the stage, so nothing downstream runs.
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
 from multidigit import evaluate
@@ -32,6 +32,7 @@ def evaluate_flow(params: str = str(DEFAULT_PARAMS_FILE), stage: str = "stage3")
         The rounded metrics, or a Failed state carrying the gate message.
     """
     metrics, failure = evaluate_task(params, stage)
+    get_run_logger().info(evaluate.headline(stage, metrics))
     if failure:
         return Failed(message=failure)
     return metrics

@@ -289,13 +289,18 @@ def run_stage(cfg: Params, stage: str) -> tuple[dict[str, float], str | None]:
     return metrics, failure
 
 
-def main(params: str | Path = DEFAULT_PARAMS_FILE, stage: str = "stage3") -> None:
-    """`multidigit evaluate --stage S`: evaluate, write outputs, raise `GateFailed` below the gate."""
-    metrics, failure = run_stage(load_params(params), stage)
-    print(
+def headline(stage: str, metrics: dict[str, float]) -> str:
+    """One line of a stage's main numbers, for the console and the flow log."""
+    return (
         f"{stage}: mAP50 {metrics['metrics/mAP50']:.4f}  mAP50-95 {metrics['metrics/mAP50-95']:.4f}  "
         f"F1 {metrics['f1/all']:.4f} at score >= {metrics['operating/score_threshold']:.3f}  "
         f"canvas accuracy {metrics['canvas/accuracy']:.4f}  -> {METRICS_DIR / f'{stage}.json'}"
     )
+
+
+def main(params: str | Path = DEFAULT_PARAMS_FILE, stage: str = "stage3") -> None:
+    """`multidigit evaluate --stage S`: evaluate, write outputs, raise `GateFailed` below the gate."""
+    metrics, failure = run_stage(load_params(params), stage)
+    print(headline(stage, metrics))
     if failure:
         raise GateFailed(failure)

@@ -118,9 +118,12 @@ def plot_confusion(cm: np.ndarray, path: str | Path, title: str) -> None:
 
 
 def _tag(ax, x: float, y: float, text: str, colour: str, ha: str, va: str) -> None:
+    """A small label with a coloured background, kept inside the canvas (boxes may run off its edge)."""
+    side = ax.get_images()[0].get_array().shape[0] - 0.5
     ax.text(
-        x, y, text, color="black" if colour == GT_COLOUR else "white", fontsize=7.5, ha=ha, va=va,
-        fontweight="bold", bbox={"facecolor": colour, "alpha": 0.8, "pad": 0.6, "lw": 0},
+        float(np.clip(x, -0.5, side)), float(np.clip(y, -0.5, side)), text, fontsize=7.5, ha=ha, va=va,
+        color="black" if colour == GT_COLOUR else "white", fontweight="bold", clip_on=True,
+        bbox={"facecolor": colour, "alpha": 0.8, "pad": 0.6, "lw": 0},
     )  # fmt: skip
 
 
