@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+import httpx
 
 from flows import runner
 from multidigit.cli import EXIT_BAD_PARAMS, EXIT_FAILED
@@ -51,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_PARAMS
         except LookupError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except httpx.HTTPError as exc:
+            url = os.environ["PREFECT_API_URL"]
+            print(f"error: PREFECT_API_URL={url}: Prefect API unreachable ({exc})", file=sys.stderr)
             return EXIT_FAILED
     module, func = FLOWS[args.name].split(":")
     flow_fn = getattr(importlib.import_module(module), func)

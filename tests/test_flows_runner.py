@@ -3,6 +3,7 @@ process-tree handling. The server-backed behaviour is in test_prefect_integratio
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -145,3 +146,22 @@ def test_bad_params_fail_before_any_run_is_triggered(monkeypatch, tmp_path, caps
     assert main(["run", "generate", "--stage", "stage1", "--params", "bad.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: params: ") and "\n" not in err
+
+
+@pytest.mark.slow
+def test_an_unreachable_server_is_a_one_line_error(tmp_path):
+    # A subprocess: Prefect reads PREFECT_API_URL once, when it is first imported.
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",  # nothing listens on port 9
+        "PREFECT_CLIENT_MAX_RETRIES": "0",
+        "MULTIDIGIT_PIPELINE_RUN_ID": "abc123",
+        "PREFECT_HOME": str(tmp_path / "home"),
+    }
+    argv = [sys.executable, "-m", "flows", "run", "generate", "--stage", "stage1"]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    err = done.stderr.strip()
+    assert err.startswith("error: PREFECT_API_URL=http://127.0.0.1:9/api: Prefect API unreachable"), err
+    assert "\n" not in err

@@ -123,7 +123,7 @@ def flow_runs_of(url: str, deployment: str) -> list:
 def repro(stack):
     """`dvc repro` of every runnable stage, once, through the deployments."""
     argv = ["dvc", "repro", *stack.stages]
-    done = subprocess.run(argv, cwd=stack.repo, env=stack.env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(argv, cwd=stack.repo, env=stack.env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
