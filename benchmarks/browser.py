@@ -19,6 +19,7 @@ import argparse
 import base64
 import contextlib
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -207,7 +208,13 @@ def benchmark_version(models_dir: Path, version: str, image: np.ndarray, runs: i
                 except Exception as exc:  # the page reports a backend that cannot start here
                     out[backend] = {"error": str(exc).splitlines()[0][:200]}
                     continue
-                out[backend] = {"backend": used, **percentiles(time_in_page(page, image, runs))}
+                times = time_in_page(page, image, runs)
+                # The CPUs are shared: the 1-minute load average says how busy they were meanwhile.
+                out[backend] = {
+                    "backend": used,
+                    **percentiles(times),
+                    "loadavg_1m": round(os.getloadavg()[0], 2),
+                }
     return out
 
 
@@ -238,7 +245,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test_canvases": len(test),
         "runs": args.runs,
         "map50_95_keras": keras_map,
-        "python_tf_batch1": python_latency(model, test.images[0], args.runs),
+        "python_tf_batch1": {
+            **python_latency(model, test.images[0], args.runs),
+            "loadavg_1m": os.getloadavg()[0],
+        },
         "quantizations": {},
     }
     with tempfile.TemporaryDirectory(prefix="tfjs-bench-") as tmp:
