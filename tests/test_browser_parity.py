@@ -34,7 +34,7 @@ def versions(tmp_path_factory) -> dict:
     detector = save_tiny_detector(tmp_path_factory.mktemp("keras") / "detector.keras")
     test = stroke_canvases(PARITY_CANVASES, seed=1)
     out = {"root": root, "images": test[0]}
-    for quant in ("none", "uint8"):
+    for quant in ("none", "float16", "uint8"):
         # an untrained net's uint8 error is not what is tested here: the browser runs the artifact as Python
         cfg = ExportParams(
             quantization=quant, parity_canvases=8, quantized_tolerance=1.0, quantized_box_tolerance=1e3
@@ -43,7 +43,10 @@ def versions(tmp_path_factory) -> dict:
         out[quant] = folder.name
     model = inference_model(export.load_detector(detector))
     out["keras"] = model.predict(test[0][..., None] / np.float32(255), verbose=0)
-    out["uint8_python"] = export.load_tfjs_graph(root / out["uint8"])(test[0][..., None] / np.float32(255))
+    for quant in ("float16", "uint8"):  # the dequantized graphs the export check measured in Python
+        out[f"{quant}_python"] = export.load_tfjs_graph(root / out[quant])(
+            test[0][..., None] / np.float32(255)
+        )
     return out
 
 
@@ -78,13 +81,14 @@ def test_float_model_loads_in_chromium_and_matches_keras(versions):
         np.testing.assert_array_equal(a["labels"], b["labels"])
 
 
-def test_uint8_model_in_chromium_matches_the_dequantized_graph_in_python(versions):
+@pytest.mark.parametrize("quant", ["float16", "uint8"])
+def test_quantized_model_in_chromium_matches_the_dequantized_graph_in_python(versions, quant):
     """The browser runs the quantized artifact exactly as the Python check that measures its mAP cost."""
     with serve_models(versions["root"]) as url, chromium_page(url) as page:
-        load_in_page(page, versions["uint8"], "wasm")
+        load_in_page(page, versions[quant], "wasm")
         raw, _ = run_in_page(page, versions["images"])
-    assert np.abs(raw - versions["uint8_python"]).max() <= ExportParams().float_tolerance
-    assert np.abs(raw - versions["keras"]).max() > ExportParams().float_tolerance  # the weights are 8-bit
+    assert np.abs(raw - versions[f"{quant}_python"]).max() <= ExportParams().float_tolerance
+    assert np.abs(raw - versions["keras"]).max() > 1e-5  # the weights really are quantized
 
 
 def test_cpu_backend_gives_the_same_detections(versions):
