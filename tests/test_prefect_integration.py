@@ -227,7 +227,8 @@ def test_a_killed_worker_fails_the_stage_and_a_rerun_restores_the_outputs(stack)
     if target not in stack.stages:
         pytest.skip(f"{target} is not a runnable stage of dvc.yaml")
     pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    first = subprocess.run(["dvc", "repro", target], cwd=repo, env=env, timeout=600, **pipe)  # no-op after repro
+    # The undisturbed outputs (a no-op when the repro fixture already ran).
+    first = subprocess.run(["dvc", "repro", target], cwd=repo, env=env, timeout=600, **pipe)
     assert first.returncode == 0, first.stdout[-3000:]
     undisturbed = lock_outs(repo, target)
     known = {r.id for r in flow_runs_of(url, "generate")}
