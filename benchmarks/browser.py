@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from multidigit import export
     from multidigit.atomic import save_json
     from multidigit.canvas import read_canvases
+    from multidigit.manifest import file_sha256
     from multidigit.model import inference_model
     from multidigit.params import load_params
     from multidigit.preprocess import to_model_input
@@ -242,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     keras_map = export.map50_95(keras_out, test.boxes, test.labels, cfg.nms)
     results: dict[str, Any] = {
         "detector": str(args.detector),
+        "detector_sha256": file_sha256(Path(args.detector)),
         "test_canvases": len(test),
         "runs": args.runs,
         "map50_95_keras": keras_map,
