@@ -66,6 +66,9 @@ workers-stop: ## stop the server and workers that `make workers` started
 smoke: install ## the whole pipeline on params.smoke.yaml in .smoke/ (minutes)
 	python scripts/smoke.py
 
+report: install ## regenerate reports/summary.md and the README results table from the outputs
+	multidigit report
+
 lint: install ## ruff lint and format check
 	ruff check . && ruff format --check .
 

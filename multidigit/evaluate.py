@@ -86,6 +86,8 @@ def confusion_section(cm: np.ndarray) -> dict[str, float]:
         "confusion/missed": float(cm[: mt.BACKGROUND, mt.BACKGROUND].sum()),
         "confusion/false_positives": float(cm[mt.BACKGROUND, : mt.BACKGROUND].sum()),
         "confusion/misread": float(digits.sum() - np.trace(digits)),
+        # Of the digits found (IoU >= 0.5 with any label), the share read as the right class.
+        "class/accuracy": float(np.trace(digits) / digits.sum()) if digits.sum() else 0.0,
     }
 
 
