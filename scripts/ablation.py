@@ -22,8 +22,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from multidigit.atomic import save_json  # noqa: E402
-from scripts.smoke import ROOT, make_workspace, workspace_env  # noqa: E402
+from multidigit.atomic import save_json
+from scripts.smoke import ROOT, make_workspace, workspace_env
 
 VARIANTS = (("A", "synthetic"), ("B", "mnist"), ("C", "none"))
 TARGET = "evaluate@stage1"
