@@ -40,33 +40,36 @@ def free_port() -> int:
 
 
 def expand_stages(repo: Path) -> dict[str, dict]:
-    """dvc.yaml's stages with `foreach` expanded: {"generate@stage1": {"cmd", "deps", "outs"}}."""
-    stages = {}
-    for name, spec in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items():
-        items = [(f"{name}@{item}", item) for item in spec["foreach"]] if "foreach" in spec else [(name, "")]
-        body = yaml.safe_dump(spec.get("do", spec))
-        for full, item in items:
-            stages[full] = yaml.safe_load(body.replace("${item}", item))
-    return stages
+    """dvc.yaml's stages as DVC resolves them (foreach expanded): {"train@stage1": {cmd, deps, outs}}."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return {
+            stage.name: {
+                "cmd": stage.cmd,
+                "deps": [dep.def_path for dep in stage.deps],
+                "outs": [out.def_path for out in stage.outs],
+            }
+            for stage in dvc_repo.index.stages
+        }
 
 
 def runnable_stages(repo: Path) -> dict[str, dict]:
-    """The stages whose flow module exists and whose deps exist or come from an earlier runnable stage."""
-    runnable, produced = {}, set()
-    for name, spec in expand_stages(repo).items():
+    """The stages whose flow module exists and whose deps exist or come from another runnable stage."""
+    stages, runnable, produced = expand_stages(repo), {}, set()
+    for name, spec in list(stages.items()):
         flow = FLOW_CMD.search(spec["cmd"])
-        if (
-            flow
-            and not (repo / FLOWS[flow.group(1)].split(":")[0].replace(".", "/")).with_suffix(".py").exists()
-        ):
-            continue
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in spec.get("outs", [])]
-        if all(
-            (repo / d).exists() or any(d == o or d.startswith(f"{o}/") for o in produced)
-            for d in spec.get("deps", [])
-        ):
-            runnable[name] = spec
-            produced.update(outs)
+        module = flow and repo / (FLOWS[flow.group(1)].split(":")[0].replace(".", "/") + ".py")
+        if module and not module.exists():
+            del stages[name]
+    changed = True
+    while changed:  # a fixpoint: DVC lists stages in no particular order
+        changed = False
+        for name, spec in stages.items():
+            made = lambda d: (repo / d).exists() or any(d == o or d.startswith(f"{o}/") for o in produced)  # noqa: E731
+            if name not in runnable and all(made(d) for d in spec["deps"]):
+                runnable[name], changed = spec, True
+                produced.update(spec["outs"])
     return runnable
 
 
