@@ -1,0 +1,74 @@
+"""Training and inference speed of the default detector on this machine's CPU (random canvases).
+
+Reports wall canvases/s and CPU milliseconds per canvas (process time over all threads: steadier than
+wall time on a shared machine), for a Keras training step and a tf.function inference call, and writes
+benchmarks/results/train_speed.json.
+
+    python -m benchmarks.train_speed [--batch 32] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from multidigit.atomic import save_json
+from multidigit.params import load_params
+
+OUT = Path(__file__).resolve().parent / "results" / "train_speed.json"
+
+
+def _timed(fn, steps: int, canvases: int) -> dict[str, float]:
+    fn()  # trace / warm up
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        fn()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {
+        "canvases_per_s": round(steps * canvases / wall, 1),
+        "cpu_ms_per_canvas": round(1e3 * cpu / (steps * canvases), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    from multidigit.boxes import encode_targets
+    from multidigit.model import build_detector, count_macs, inference_model
+    from multidigit.train import compile_detector
+
+    cfg = load_params()
+    detector = build_detector(cfg.model)
+    compile_detector(detector, cfg, cfg.train.stages["stage3"], steps=1000)
+    rng = np.random.default_rng(0)
+    x = rng.random((args.batch, 100, 100, 1), np.float32)
+    boxes = np.tile(np.array([[10, 10, 20, 20], [60, 50, 30, 40]], np.float32), (args.batch, 1, 1))
+    y = encode_targets(boxes, np.ones((args.batch, 2), int), cfg.model.stride, cfg.model.boxes_per_cell)
+    infer = inference_model(detector)
+    fn = tf.function(lambda a: infer(a, training=False))
+    result = {
+        "model": cfg.model.model_dump(),
+        "params": detector.count_params(),
+        "macs": count_macs(detector),
+        "batch": args.batch,
+        "train_step": _timed(lambda: detector.train_on_batch(x, y), args.steps, args.batch),
+        "inference": _timed(lambda: fn(x), args.steps, args.batch),
+        "inference_batch1": _timed(lambda: fn(x[:1]), args.steps * 10, 1),
+        "keras": keras.__version__,
+        "note": "shared 2-core CPU: wall figures vary with other users' load; cpu_ms_per_canvas is steadier",
+    }
+    save_json(OUT, result)
+    print(result)
+
+
+if __name__ == "__main__":
+    main()
