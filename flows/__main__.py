@@ -13,7 +13,12 @@ import importlib
 import os
 import sys
 
+# The temporary (ephemeral) Prefect server takes 20-50 s to come up on a loaded 2-core machine; Prefect's
+# default wait of 20 s made stages fail before doing any work.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
 import httpx
+from prefect.exceptions import FailedRun
 
 from flows import runner
 from multidigit.cli import EXIT_BAD_PARAMS, EXIT_FAILED
@@ -61,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAILED
     module, func = FLOWS[args.name].split(":")
     flow_fn = getattr(importlib.import_module(module), func)
-    flow_fn(**kwargs)
+    try:
+        flow_fn(**kwargs)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_PARAMS
+    # Expected failures (a failed gate, a missing input, bad data) end in one line, not a traceback.
+    except (FailedRun, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
