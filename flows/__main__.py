@@ -16,6 +16,9 @@ import sys
 # The temporary (ephemeral) Prefect server takes 20-50 s to come up on a loaded 2-core machine; Prefect's
 # default wait of 20 s made stages fail before doing any work.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# Nothing leaves this machine: the temporary server would otherwise try to send usage telemetry.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import httpx
 from prefect.exceptions import FailedRun

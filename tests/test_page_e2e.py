@@ -2,9 +2,10 @@
 
 Without a model (always runs when chromium is installed): the page loads, says no model is exported,
 stays on the local host, and its drawing reduction (web/js/preprocess.js) gives exactly the bytes of
-services/drawing.py on the same drawing. With an exported champion (`$MULTIDIGIT_E2E_MODELS_DIR`, else
-models/tfjs): no console errors, and two MNIST test digits traced into pointer strokes come back as two
-boxes with the right labels; a screenshot is kept in test-artifacts/.
+services/drawing.py on the same drawing. With an exported champion ($MULTIDIGIT_E2E_MODELS_DIR, else
+this checkout's models/tfjs, else the session's smoke pipeline run): no console errors, and two MNIST
+test digits traced into pointer strokes come back as two boxes with the right labels; a screenshot is
+kept in test-artifacts/.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-MODELS_DIR = Path(os.environ.get("MULTIDIGIT_E2E_MODELS_DIR", ROOT / "models" / "tfjs"))
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # Two MNIST test digits (indices into data/mnist/test.npz) drawn side by side: canvas x, y, scale.
 DIGITS = ((0, 8, 30, 1.3), (1, 54, 30, 1.3))
@@ -167,25 +167,41 @@ class PageWatch:
         )
 
 
-def _mnist_test():
-    if not (ROOT / "data" / "mnist" / "test.npz").is_file():
-        pytest.skip("data/mnist/test.npz not written (run the mnist stage)")
+@pytest.fixture(scope="module")
+def outputs(request) -> Path:
+    """A workspace holding data/mnist and an exported champion: this checkout when it has both (after
+    `make run`), else the session's smoke pipeline run (a fresh clone, as in CI)."""
+    if (ROOT / "models" / "tfjs" / "champion.json").is_file() and (ROOT / "data" / "mnist").is_dir():
+        return ROOT
+    return request.getfixturevalue("smoke_workspace")
+
+
+@pytest.fixture(scope="module")
+def models_dir(outputs) -> Path:
+    return Path(os.environ.get("MULTIDIGIT_E2E_MODELS_DIR", outputs / "models" / "tfjs"))
+
+
+@pytest.fixture(scope="module")
+def two_digit_strokes(outputs) -> tuple[list, list[int]]:
     from multidigit.mnist import read_split
 
-    return read_split("test", ROOT / "data" / "mnist")
-
-
-def _two_digit_strokes() -> tuple[list, list[int]]:
-    images, labels = _mnist_test()
+    images, labels = read_split("test", outputs / "data" / "mnist")
     strokes = [s for i, x, y, scale in DIGITS for s in digit_strokes(images[i], x, y, scale)]
     return strokes, [int(labels[i]) for i, *_ in DIGITS]
 
 
 # ---------------------------------------------------------------- without a model
 @pytest.fixture(scope="module")
-def bare_server(tmp_path_factory):
+def bare_server(tmp_path_factory, outputs):
     tmp = tmp_path_factory.mktemp("bare")
-    with live_server(tmp / "logs", MODELS_DIR=tmp / "no-models", DETECTOR_PATH=tmp / "none.keras") as url:
+    data = outputs / "data"
+    with live_server(
+        tmp / "logs",
+        MODELS_DIR=tmp / "no-models",
+        DETECTOR_PATH=tmp / "none.keras",
+        MNIST_DIR=data / "mnist",
+        CANVAS_DIR=data / "canvases",
+    ) as url:
         yield url, tmp / "logs"
 
 
@@ -202,8 +218,8 @@ def test_page_without_a_model_says_so_and_stays_local(browser, bare_server):
     watch.page.close()
 
 
-def test_js_and_python_reduce_a_drawing_to_the_same_bytes(browser, bare_server):
-    strokes, _ = _two_digit_strokes()
+def test_js_and_python_reduce_a_drawing_to_the_same_bytes(browser, bare_server, two_digit_strokes):
+    strokes, _ = two_digit_strokes
     watch = PageWatch(browser, bare_server[0])
     watch.set_brush(BRUSH)
     watch.draw(strokes)
@@ -218,7 +234,6 @@ def test_js_and_python_reduce_a_drawing_to_the_same_bytes(browser, bare_server):
 
 
 def test_example_button_shows_a_real_test_canvas_exactly(browser, bare_server):
-    _mnist_test()  # skips without data/mnist
     examples = json.load(urllib.request.urlopen(bare_server[0] + "/api/examples"))
     watch = PageWatch(browser, bare_server[0])
     watch.page.click("#example")
@@ -234,13 +249,11 @@ def test_example_button_shows_a_real_test_canvas_exactly(browser, bare_server):
 
 # ---------------------------------------------------------------- with the exported champion
 @pytest.fixture(scope="module")
-def model_server(tmp_path_factory):
-    if not (MODELS_DIR / "champion.json").is_file():
-        pytest.skip(
-            f"no exported model at {MODELS_DIR} (run the export stage or set MULTIDIGIT_E2E_MODELS_DIR)"
-        )
+def model_server(tmp_path_factory, models_dir):
+    if not (models_dir / "champion.json").is_file():
+        raise FileNotFoundError(f"{models_dir}: no champion.json (the export stage did not run)")
     tmp = tmp_path_factory.mktemp("served")
-    with live_server(tmp / "logs", MODELS_DIR=MODELS_DIR) as url:
+    with live_server(tmp / "logs", MODELS_DIR=models_dir) as url:
         yield url
 
 
@@ -256,8 +269,8 @@ def test_page_with_a_model_loads_cleanly(browser, model_server):
     watch.page.close()
 
 
-def test_two_drawn_digits_come_back_as_two_labelled_boxes(browser, model_server):
-    strokes, labels = _two_digit_strokes()
+def test_two_drawn_digits_come_back_as_two_labelled_boxes(browser, model_server, two_digit_strokes):
+    strokes, labels = two_digit_strokes
     watch = PageWatch(browser, model_server)
     watch.set_brush(BRUSH)
     watch.draw(strokes)
