@@ -14,6 +14,7 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from flows import fanout
 from multidigit import canvas, preview
 from multidigit.constants import CANVAS_OUT, DEFAULT_PARAMS_FILE, PLOTS_DIR
 from multidigit.params import GenerateParams, Params, load_params
@@ -99,8 +100,12 @@ def generate_flow(
     """
     cfg = load_params(params)
     out_dir = Path(out_root) / stage
-    shards = generate_shards.with_options(task_runner=task_runner_for(cfg.generate))
-    results = shards(cfg, stage, out_dir)
+    # Under a Prefect server the shards go out as batch runs that idle workers pick up; in-process
+    # (no server) the hook returns None and the task runner maps them here.
+    results = fanout.run_shard_batches(params, stage, str(out_dir))
+    if results is None:
+        shards = generate_shards.with_options(task_runner=task_runner_for(cfg.generate))
+        results = shards(cfg, stage, out_dir)
     manifest = write_manifest(cfg, stage, results, out_dir)
     write_previews(stage, Path(out_root), Path(plots_root))
     return manifest
