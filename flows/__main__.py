@@ -24,9 +24,9 @@ import httpx
 from prefect.exceptions import FailedRun
 
 from flows import runner
-from multidigit.cli import EXIT_BAD_PARAMS, EXIT_FAILED
+from multidigit.cli import EXIT_BAD_PARAMS, EXIT_FAILED, EXPECTED_ERRORS, exit_code_of
 from multidigit.constants import DEFAULT_PARAMS_FILE, STAGES
-from multidigit.params import ParamsError
+from multidigit.params import ParamsError, load_params
 
 # flow name -> "module:function"; each function takes keyword arguments params (path) and, where it
 # has one, stage.
@@ -69,16 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAILED
     module, func = FLOWS[args.name].split(":")
     flow_fn = getattr(importlib.import_module(module), func)
-    try:
+
+    def run_in_process() -> None:
+        load_params(args.params)  # a bad file fails in one line, before Prefect starts its server
         flow_fn(**kwargs)
-    except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_PARAMS
-    # Expected failures (a failed gate, a missing input, bad data) end in one line, not a traceback.
-    except (FailedRun, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+
+    return exit_code_of(run_in_process, (FailedRun, *EXPECTED_ERRORS))
 
 
 if __name__ == "__main__":

@@ -105,17 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+# Expected failures (bad input, a missing file, a failed gate) end in one line, not a traceback.
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, ValueError, ConnectionError, RuntimeError)
+
+
+def exit_code_of(call: Callable[[], object], expected: tuple[type[Exception], ...] = EXPECTED_ERRORS) -> int:
+    """Run `call`; print an expected failure as one `error:` line and turn it into an exit code.
+
+    Returns:
+        0 on success, EXIT_BAD_PARAMS for a ParamsError, EXIT_FAILED for the `expected` errors.
+    """
     try:
-        args.handler(args)
+        call()
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_PARAMS
-    except (FileNotFoundError, ValueError, ConnectionError, RuntimeError) as exc:
+    except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return exit_code_of(lambda: args.handler(args))
 
 
 if __name__ == "__main__":
