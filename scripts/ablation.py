@@ -68,7 +68,10 @@ def main() -> int:
         run(["git", "add", "-A"], workspace)
         run(["git", "commit", "-qm", "ablation baseline"], workspace)
         results = {key: run_variant(workspace, key, source) for key, source in VARIANTS}
-    budget = f"stage-1 test split after pretrain + {args.epochs} epoch(s) on {args.canvases} stage-1 canvases"
+    budget = (
+        f"stage-1 test split after pretrain + {args.epochs} epoch(s) on {args.canvases} stage-1 canvases; "
+        f"A pretrains on the {args.canvases} digit crops of those canvases, B on pretrain.limit MNIST digits"
+    )
     save_json(args.out, {"budget": budget, **results})
     print(f"wrote {args.out}")
     return 0
