@@ -93,6 +93,7 @@ def test_detections_match_needs_same_labels_and_tight_boxes():
 
 
 def test_export_refuses_a_failed_gate(tmp_path, monkeypatch, params_dict):
+    params_dict["evaluate"]["gates"]["stage3"] = {"map50": 0.97, "map50_95": 0.85}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/stage3.json").write_text(json.dumps({"metrics/mAP50": 0.5, "metrics/mAP50-95": 0.3}))
