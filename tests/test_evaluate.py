@@ -195,6 +195,7 @@ def test_dvc_repro_below_the_gate_fails_with_one_line_and_export_never_runs(eval
     """The real DVC stage (Prefect flow) under an impossible stage-3 gate: non-zero exit, the gate line,
     metrics written for a person to read, no dvc.lock entry, and the export stage after it not run."""
     repo = make_workspace(tmp_path / "repo")
+    (repo / "dvc.lock").unlink(missing_ok=True)  # the checkout's lock records its own passing run
     shutil.copytree(eval_inputs, repo, dirs_exist_ok=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["evaluate"]["gates"]["stage3"] = IMPOSSIBLE_GATE
