@@ -331,11 +331,10 @@ def test_wrong_method_is_405_json(client):
 
 
 # ---------------------------------------------------------------- examples and OpenAPI
-def test_examples_come_from_mnist_test_digits_before_canvases_exist(tmp_path, models):
-    mnist = ROOT / "data" / "mnist"
-    if not (mnist / "test.npz").is_file():
-        pytest.skip("data/mnist/test.npz not written (run the mnist stage)")
+def test_examples_come_from_mnist_test_digits_before_canvases_exist(tmp_path, models, mnist_splits):
     from multidigit.mnist import read_split
+
+    mnist = mnist_splits
 
     client = _app(tmp_path, models, MNIST_DIR=mnist).test_client()
     data = client.get("/api/examples").json
