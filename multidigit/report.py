@@ -98,7 +98,9 @@ def system_rows(results_dir: Path, models_dir: Path) -> list[list[str]]:
     load = _read_json(results_dir / "load.json")
     info = _read_json(models_dir / "stage3" / "train_info.json")
     pre = _read_json(models_dir / "pretrain" / "pretrain_info.json")
+    pipeline = _read_json(results_dir / "pipeline.json")
     rows = [
+        ["whole `dvc repro`, fresh workspace", f"{_fmt(pipeline.get('dvc_repro_wall_seconds'), '.0f')} s"],
         ["generator, 1 process", f"{_fmt(gen.get('canvases_per_s_1_process'), '.0f')} canvases/s"],
         ["generator vs naive per-canvas loop", f"{_fmt(gen.get('speedup_vs_naive_1_process'), '.0f')}×"],
         ["generation through Prefect, 2 vs 1 workers", f"{_fmt(fan.get('speedup_2_vs_1'), '.2f')}×"],
