@@ -24,9 +24,9 @@ import httpx
 from prefect.exceptions import FailedRun
 
 from flows import runner
-from multidigit.cli import EXIT_BAD_PARAMS, EXIT_FAILED, EXPECTED_ERRORS, exit_code_of
+from multidigit.cli import EXPECTED_ERRORS, exit_code_of
 from multidigit.constants import DEFAULT_PARAMS_FILE, STAGES
-from multidigit.params import ParamsError, load_params
+from multidigit.params import load_params
 
 # flow name -> "module:function"; each function takes keyword arguments params (path) and, where it
 # has one, stage.
@@ -55,18 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:
         kwargs["stage"] = args.stage
     if runner.is_deployment_mode():
-        try:
-            return runner.run_via_deployment(args.name, FLOWS[args.name], kwargs)
-        except ParamsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_PARAMS
-        except LookupError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        except httpx.HTTPError as exc:
-            url = os.environ["PREFECT_API_URL"]
-            print(f"error: PREFECT_API_URL={url}: Prefect API unreachable ({exc})", file=sys.stderr)
-            return EXIT_FAILED
+
+        def via_deployment() -> int:
+            try:
+                return runner.run_via_deployment(args.name, FLOWS[args.name], kwargs)
+            except httpx.HTTPError as exc:
+                url = os.environ["PREFECT_API_URL"]
+                raise ConnectionError(f"PREFECT_API_URL={url}: Prefect API unreachable ({exc})") from None
+
+        return exit_code_of(via_deployment, (LookupError, ConnectionError))
     module, func = FLOWS[args.name].split(":")
     flow_fn = getattr(importlib.import_module(module), func)
 

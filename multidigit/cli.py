@@ -113,17 +113,18 @@ def exit_code_of(call: Callable[[], object], expected: tuple[type[Exception], ..
     """Run `call`; print an expected failure as one `error:` line and turn it into an exit code.
 
     Returns:
-        0 on success, EXIT_BAD_PARAMS for a ParamsError, EXIT_FAILED for the `expected` errors.
+        The call's own exit code when it returns an int, else 0; EXIT_BAD_PARAMS for a ParamsError,
+        EXIT_FAILED for the `expected` errors.
     """
     try:
-        call()
+        result = call()
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_PARAMS
     except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
