@@ -3,10 +3,12 @@
 Box format everywhere outside the grid is pixel `x, y, w, h` with `(x, y)` the top-left corner
 (`constants.BOX_FORMAT`). On the grid a box is stored per cell and anchor slot as
 
-    tx, ty  the centre's offset inside its cell, in cell units [0, 1)   (predicted through a sigmoid)
+    tx, ty  the centre's offset from the cell's corner, in cell units (-0.5, 1.5)  (2 * sigmoid - 0.5)
     tw, th  log(w / anchor), log(h / anchor), anchor a fixed size in pixels per slot
 
-and the object belongs to the cell that holds its centre and to the slot whose anchor is nearest its size.
+and the object belongs to the cell that holds its centre and to the slot whose anchor is nearest its size;
+with `neighbours`, also to the two cells beside it on the sides nearest the centre (YOLOv5's assignment),
+whose offsets fall in (-0.5, 0) or (1, 1.5): three times the box supervision per digit.
 Raw network output per slot (`RAW_CHANNELS`): [objectness logit, tx logit, ty logit, tw, th, 10 class
 logits]. Decoded output per slot (`constants`-independent layout of the model contract):
 [x, y, w, h, objectness probability, 10 class probabilities].
@@ -26,6 +28,8 @@ TARGET_CHANNELS = 6  # is_object, tx, ty, tw, th, class index
 ANCHOR_RANGE = (16.0, 44.0)
 # Log-size outputs are clipped before exp so a wild logit cannot overflow to inf in the decoded box.
 MAX_LOG_SIZE = 4.0
+# Offsets are decoded as OFFSET_GAIN * sigmoid - OFFSET_PAD, reaching half a cell beyond each side.
+OFFSET_GAIN, OFFSET_PAD = 2.0, 0.5
 
 
 class Detections(TypedDict):
@@ -79,7 +83,27 @@ def anchor_sizes(boxes_per_cell: int) -> np.ndarray:
     return np.geomspace(*ANCHOR_RANGE, boxes_per_cell).astype(np.float32)
 
 
-def encode_targets(boxes: np.ndarray, labels: np.ndarray, stride: int, boxes_per_cell: int) -> np.ndarray:
+def offset_from_logit(logit, ops):
+    """Decoded centre offset in cell units from its logit (`ops`: keras.ops or numpy-like)."""
+    return OFFSET_GAIN * ops.sigmoid(logit) - OFFSET_PAD
+
+
+def _assignments(cx, cy, g: int, neighbours: bool) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(row, col, in-grid mask) per responsible cell, neighbours first so the centre cells win ties."""
+    col, row = np.clip(cx.astype(int), 0, g - 1), np.clip(cy.astype(int), 0, g - 1)
+    found = []
+    if neighbours:
+        step_x = np.where(cx - col < 0.5, -1, 1)
+        step_y = np.where(cy - row < 0.5, -1, 1)
+        for r, c in ((row, col + step_x), (row + step_y, col)):
+            found.append((r, c, (r >= 0) & (r < g) & (c >= 0) & (c < g)))
+    found.append((row, col, np.ones_like(row, dtype=bool)))
+    return found
+
+
+def encode_targets(
+    boxes: np.ndarray, labels: np.ndarray, stride: int, boxes_per_cell: int, neighbours: bool = False
+) -> np.ndarray:
     """Grid targets for a batch of canvases.
 
     Args:
@@ -87,9 +111,10 @@ def encode_targets(boxes: np.ndarray, labels: np.ndarray, stride: int, boxes_per
         labels: (B, K) int class per box, -1 for padding.
         stride: pixels per grid cell.
         boxes_per_cell: anchor slots per cell.
+        neighbours: also assign each object to the two cells beside its centre cell.
     Returns:
         (B, G, G, A, TARGET_CHANNELS) float32 [is_object, tx, ty, tw, th, class]; zeros where empty.
-        Two objects in one cell and slot keep the larger (drawn last).
+        Two objects in one cell and slot keep the larger (drawn last); a centre cell beats a neighbour.
     """
     boxes, labels = np.asarray(boxes, np.float32), np.asarray(labels)
     g, anchors = grid_size(stride), anchor_sizes(boxes_per_cell)
@@ -100,21 +125,14 @@ def encode_targets(boxes: np.ndarray, labels: np.ndarray, stride: int, boxes_per
     order = np.argsort(w * h, kind="stable")  # small first, so a larger object wins a shared slot
     b_idx, k_idx, box, w, h = b_idx[order], k_idx[order], box[order], w[order], h[order]
     cx, cy = (box[:, 0] + w / 2) / stride, (box[:, 1] + h / 2) / stride
-    col, row = np.clip(cx.astype(int), 0, g - 1), np.clip(cy.astype(int), 0, g - 1)
-    side = np.sqrt(w * h)
-    slot = np.argmin(np.abs(np.log(side[:, None] / anchors[None, :])), axis=1)
-    anchor = anchors[slot]
-    out[b_idx, row, col, slot] = np.stack(
-        [
-            np.ones_like(w),
-            np.clip(cx - col, 0.0, 1.0),
-            np.clip(cy - row, 0.0, 1.0),
-            np.log(w / anchor),
-            np.log(h / anchor),
-            labels[b_idx, k_idx].astype(np.float32),
-        ],
-        axis=1,
-    )
+    slot = np.argmin(np.abs(np.log(np.sqrt(w * h)[:, None] / anchors[None, :])), axis=1)
+    size = np.stack([np.log(w / anchors[slot]), np.log(h / anchors[slot])], axis=1)
+    cls = labels[b_idx, k_idx].astype(np.float32)
+    lo, hi = -OFFSET_PAD, OFFSET_GAIN - OFFSET_PAD
+    for row, col, ok in _assignments(cx, cy, g, neighbours):
+        tx, ty = np.clip(cx - col, lo, hi), np.clip(cy - row, lo, hi)
+        values = np.stack([np.ones_like(w), tx, ty, size[:, 0], size[:, 1], cls], axis=1)
+        out[b_idx[ok], row[ok], col[ok], slot[ok]] = values[ok]
     return out
 
 
@@ -141,7 +159,7 @@ def decode_raw(raw, stride: int, boxes_per_cell: int):
     g = grid_size(stride)
     offsets = ops.convert_to_tensor(cell_offsets(stride, boxes_per_cell))
     anchors = ops.convert_to_tensor(anchor_sizes(boxes_per_cell)[:, None])  # (A, 1)
-    centre = offsets + ops.sigmoid(raw[..., 1:3]) * float(stride)
+    centre = offsets + offset_from_logit(raw[..., 1:3], ops) * float(stride)
     size = ops.exp(ops.minimum(raw[..., 3:5], MAX_LOG_SIZE)) * anchors
     objectness = ops.sigmoid(raw[..., 0:1])
     classes = ops.softmax(raw[..., 5:], axis=-1)

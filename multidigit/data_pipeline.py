@@ -22,6 +22,7 @@ def batches(
     stride: int,
     boxes_per_cell: int,
     rng: np.random.Generator | None = None,
+    neighbours: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One pass over the canvases in batches; shuffled when `rng` is given.
 
@@ -31,6 +32,7 @@ def batches(
         stride: pixels per grid cell.
         boxes_per_cell: anchor slots per cell.
         rng: draws a new order per pass; None keeps the file order.
+        neighbours: `boxes.encode_targets`' neighbour-cell assignment.
     Yields:
         (x float32 (B, 100, 100, 1) in [0, 1], targets float32 (B, G, G, A, 6)).
     """
@@ -38,7 +40,7 @@ def batches(
     for start in range(0, len(order), batch_size):
         idx = np.sort(order[start : start + batch_size])  # sorted: contiguous reads are faster
         x = to_model_input(canvases.images[idx])
-        yield x, encode_targets(canvases.boxes[idx], canvases.labels[idx], stride, boxes_per_cell)
+        yield x, encode_targets(canvases.boxes[idx], canvases.labels[idx], stride, boxes_per_cell, neighbours)
 
 
 def make_dataset(
@@ -48,6 +50,7 @@ def make_dataset(
     boxes_per_cell: int,
     prefetch: int,
     seed: int | None = None,
+    neighbours: bool = False,
 ):
     """A tf.data.Dataset over `batches`, re-shuffled on every pass when `seed` is given.
 
@@ -58,6 +61,7 @@ def make_dataset(
         boxes_per_cell: anchor slots per cell.
         prefetch: batches the generator runs ahead of the training step.
         seed: shuffle seed; None = fixed order (validation).
+        neighbours: `boxes.encode_targets`' neighbour-cell assignment.
     Returns:
         A dataset of (x, targets) batches; each iteration is one epoch.
     """
@@ -70,7 +74,7 @@ def make_dataset(
         tf.TensorSpec((None, g, g, boxes_per_cell, TARGET_CHANNELS), tf.float32),
     )
     dataset = tf.data.Dataset.from_generator(
-        lambda: batches(canvases, batch_size, stride, boxes_per_cell, rng), output_signature=signature
+        lambda: batches(canvases, batch_size, stride, boxes_per_cell, rng, neighbours), output_signature=signature
     )
     # A known length gives Keras' progress bar its total (from_generator's cardinality is unknown).
     steps = -(-len(canvases) // batch_size)

@@ -7,7 +7,7 @@ loss block (lambda_coord, lambda_noobj, lambda_class, lambda_iou) keep their mea
 
     objectness  BCE; empty slots weighted lambda_noobj. The target of an object slot blends 1 with the
                 IoU of its predicted box (obj_iou), so the score also ranks how well a box fits.
-    box         lambda_coord * squared error of (sigmoid offsets in the cell, log sizes)
+    box         lambda_coord * squared error of (centre offsets in cell units, log sizes)
                 + lambda_iou * (1 - GIoU) of the decoded box, which presses on the pixel edges that
                 mAP@.5:.95 measures.
     class       lambda_class * sparse softmax cross-entropy, object slots only.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from multidigit.boxes import MAX_LOG_SIZE, anchor_sizes
+from multidigit.boxes import MAX_LOG_SIZE, anchor_sizes, offset_from_logit
 from multidigit.params import LossParams
 
 EPS = 1e-7
@@ -53,7 +53,7 @@ def loss_components(targets, raw, params: LossParams, stride: int) -> dict:
     batch = ops.cast(ops.shape(raw)[0], raw.dtype)
     anchors = ops.convert_to_tensor(anchor_sizes(raw.shape[-2])[:, None]) / float(stride)  # (A, 1) cells
 
-    offset = ops.sigmoid(raw[..., 1:3])
+    offset = offset_from_logit(raw[..., 1:3], ops)
     log_size = ops.minimum(raw[..., 3:5], MAX_LOG_SIZE)
     coord_err = ops.sum(ops.square(offset - targets[..., 1:3]), -1) + ops.sum(
         ops.square(log_size - targets[..., 3:5]), -1

@@ -137,6 +137,7 @@ class TrainParams(Block):
     batch_size: PosInt = 32
     prefetch: PosInt = 4  # batches the generator runs ahead
     warmup: Fraction = 0.05  # fraction of a stage's steps spent warming the LR up from 0 (then cosine)
+    neighbour_cells: bool = False  # also make the 2 cells beside a digit's centre cell responsible for it
     stages: dict[Literal["stage1", "stage2", "stage3"], StageTrainParams]
 
 

@@ -131,7 +131,9 @@ def fit_stage(
     stage_cfg, model_cfg = cfg.train.stages[stage], cfg.model
     bs = cfg.train.batch_size
     args = (bs, model_cfg.stride, model_cfg.boxes_per_cell, cfg.train.prefetch)
-    train_ds, val_ds = make_dataset(train, *args, seed=cfg.seed), make_dataset(val, *args)
+    neighbours = cfg.train.neighbour_cells
+    train_ds = make_dataset(train, *args, seed=cfg.seed, neighbours=neighbours)
+    val_ds = make_dataset(val, *args, neighbours=neighbours)
     compile_detector(detector, cfg, stage_cfg, steps=stage_cfg.epochs * math.ceil(len(train) / bs))
     best = work / "best.weights.h5"
     callbacks = [

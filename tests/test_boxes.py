@@ -31,7 +31,8 @@ def _raw_from_targets(targets: np.ndarray) -> np.ndarray:
     b, g, _, a, _ = targets.shape
     raw = np.full((b, g, g, a, boxes.RAW_CHANNELS), -20.0, np.float32)
     obj = targets[..., 0] > 0
-    off = np.clip(targets[..., 1:3], 1e-6, 1 - 1e-6)
+    sig = (targets[..., 1:3] + boxes.OFFSET_PAD) / boxes.OFFSET_GAIN
+    off = np.clip(sig, 1e-6, 1 - 1e-6)
     raw[..., 0] = np.where(obj, 20.0, -20.0)
     raw[..., 1:3] = np.log(off / (1 - off))
     raw[..., 3:5] = targets[..., 3:5]
@@ -66,6 +67,30 @@ def test_encode_assigns_centre_cell_and_nearest_anchor():
     # centre (72, 72) -> row 18, col 18; 44 px -> the largest anchor (slot 2)
     assert t[0, 18, 18, 2, 0] == 1 and t[0, 18, 18, 2, 5] == 5
     assert t[..., 0].sum() == 2
+
+
+@pytest.mark.parametrize("neighbours", [False, True])
+def test_neighbour_cells_decode_to_the_same_box(neighbours):
+    # centre (25, 35) = cell (row 8, col 6) at offsets (0.25, 0.75): neighbours are col 5 and row 9
+    gt = np.array([[[20, 30, 10, 10]]], np.float32)
+    t = boxes.encode_targets(gt, np.array([[4]]), stride=4, boxes_per_cell=1, neighbours=neighbours)
+    cells = {tuple(rc) for rc in np.argwhere(t[0, ..., 0, 0] > 0)}
+    assert cells == ({(8, 6), (8, 5), (9, 6)} if neighbours else {(8, 6)})
+    if neighbours:  # offsets measured from the neighbour's own corner
+        assert t[0, 8, 5, 0, 1] == pytest.approx(1.25) and t[0, 9, 6, 0, 2] == pytest.approx(-0.25)
+    decoded = np.asarray(boxes.decode_raw(_raw_from_targets(t), 4, 1))[0]
+    found = decoded[decoded[:, 4] > 0.5, :4]
+    assert len(found) == len(cells)
+    assert (boxes.iou_matrix(gt[0], found) > 0.99).all()
+
+
+def test_neighbour_cells_never_displace_a_centre_cell():
+    # the big digit's centre (23, 35) is in col 5 with its right neighbour col 6, where the small
+    # digit's centre (26, 34) lies; the big one is drawn last but must not take that cell
+    gt = np.array([[[18, 30, 10, 10], [24, 30, 4, 8]]], np.float32)
+    t = boxes.encode_targets(gt, np.array([[1, 2]]), stride=4, boxes_per_cell=1, neighbours=True)
+    assert t[0, 8, 5, 0, 5] == 1 and t[0, 8, 6, 0, 5] == 2
+    assert t[0, 9, 5, 0, 5] == 1  # its other neighbour (below) is free
 
 
 def test_postprocess_class_aware_nms_and_threshold():
