@@ -74,7 +74,8 @@ def make_dataset(
         tf.TensorSpec((None, g, g, boxes_per_cell, TARGET_CHANNELS), tf.float32),
     )
     dataset = tf.data.Dataset.from_generator(
-        lambda: batches(canvases, batch_size, stride, boxes_per_cell, rng, neighbours), output_signature=signature
+        lambda: batches(canvases, batch_size, stride, boxes_per_cell, rng, neighbours),
+        output_signature=signature,
     )
     # A known length gives Keras' progress bar its total (from_generator's cardinality is unknown).
     steps = -(-len(canvases) // batch_size)
