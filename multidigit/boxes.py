@@ -186,16 +186,38 @@ def empty_detections() -> Detections:
     )
 
 
+def merge_boxes(
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, keep: np.ndarray, iou_threshold: float
+):
+    """Each kept box replaced by the score-weighted mean of the same-class candidates overlapping it by
+    more than `iou_threshold` (itself included): the boxes NMS suppressed vote on its edges.
+
+    Args:
+        boxes, scores, labels: (S, 4) xywh, (S,), (S,) candidates above the score threshold.
+        keep: indices into them that NMS kept.
+    Returns:
+        (len(keep), 4) float32 merged boxes.
+    """
+    iou = iou_matrix(boxes[keep], boxes)
+    weight = ((iou > iou_threshold) & (labels[keep, None] == labels[None, :])) * scores[None, :]
+    return ((weight @ boxes) / weight.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def postprocess(
-    decoded: np.ndarray, score_threshold: float, iou_threshold: float, max_detections: int
+    decoded: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+    merge: bool = False,
 ) -> list[Detections]:
-    """Scores, thresholding and class-aware NMS for a batch of decoded outputs.
+    """Scores, thresholding, class-aware NMS (optionally merging what it suppresses) for a batch.
 
     Args:
         decoded: (B, N, 15) [x, y, w, h, objectness, 10 class probs] as `inference_model` returns.
         score_threshold: keep slots with objectness * max class prob >= this.
         iou_threshold: suppress a same-class box overlapping a better one by more than this.
         max_detections: keep at most this many per canvas, best first.
+        merge: replace each kept box by `merge_boxes`' weighted mean (scores and labels unchanged).
     Returns:
         One `Detections` per canvas, sorted by descending score.
     """
@@ -213,10 +235,14 @@ def postprocess(
         # Class-aware NMS in one pass: shift each class to its own far-away region of the plane.
         shifted = boxes[sel].copy()
         shifted[:, :2] += labels[sel, None].astype(np.float32) * (4.0 * CANVAS_SIZE)
-        keep = sel[_nms_keep(shifted, scores[sel], iou_threshold, max_detections)]
+        local = np.asarray(_nms_keep(shifted, scores[sel], iou_threshold, max_detections), dtype=int)
+        keep = sel[local]
+        kept_boxes = (
+            merge_boxes(boxes[sel], scores[sel], labels[sel], local, iou_threshold) if merge else boxes[keep]
+        )
         results.append(
             Detections(
-                boxes=boxes[keep].astype(np.float32),
+                boxes=kept_boxes.astype(np.float32),
                 scores=scores[keep].astype(np.float32),
                 labels=labels[keep].astype(np.int32),
             )

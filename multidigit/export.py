@@ -174,6 +174,7 @@ def operating_thresholds(metrics: dict[str, float], nms: NmsParams) -> dict[str,
         else "params nms.score_threshold",
         "iou": nms.iou_threshold,
         "max_detections": nms.max_detections,
+        "merge": nms.merge,
     }
 
 
@@ -198,7 +199,7 @@ def map50_95(decoded: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray, n
     """COCO mAP@.5:.95 of decoded outputs (B, N, 15) against padded ground truth (B, K, 4) / (B, K)."""
     from multidigit.coco import coco_detections, coco_ground_truth, coco_metrics
 
-    dets = boxes.postprocess(decoded, SCORE_FLOOR, nms.iou_threshold, nms.max_detections)
+    dets = boxes.postprocess(decoded, SCORE_FLOOR, nms.iou_threshold, nms.max_detections, nms.merge)
     result = coco_metrics(coco_ground_truth(gt_boxes, gt_labels), coco_detections(dets))
     return round(result.stats["metrics/mAP50-95"], 4)
 
@@ -215,7 +216,9 @@ def parity_report(reference: np.ndarray, converted: np.ndarray, thresholds: dict
     score = reference[..., 4] * reference[..., 5:].max(-1)
     live, candidate = score >= SCORE_FLOOR, score >= thresholds["score"]
     post = [
-        boxes.postprocess(x, thresholds["score"], thresholds["iou"], thresholds["max_detections"])
+        boxes.postprocess(
+            x, thresholds["score"], thresholds["iou"], thresholds["max_detections"], thresholds["merge"]
+        )
         for x in (reference, converted)
     ]
     matched = sum(detections_match(a, b) for a, b in zip(*post, strict=True))

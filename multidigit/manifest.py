@@ -63,7 +63,7 @@ def build_manifest(
         model_dir: folder holding model.json and its weight shards.
         version: the version name (also the folder name under models/tfjs/).
         grid: {"stride", "size", "boxes_per_cell", "slots"} of the detector.
-        thresholds: {"score", "score_source", "iou", "max_detections"} for decoding.
+        thresholds: {"score", "score_source", "iou", "max_detections", "merge"} for decoding.
         metrics: the stage-3 metrics at export (flat dict of floats).
         quantization: {"dtype", "tolerance", ...} of the weights.
         source: where the model came from (Keras path and its sha256).

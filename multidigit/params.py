@@ -145,6 +145,7 @@ class NmsParams(Block):
     score_threshold: Fraction = 0.5  # default operating point; evaluation calibrates on val
     iou_threshold: Fraction = 0.45
     max_detections: PosInt = 20
+    merge: bool = False  # a kept box becomes the score-weighted mean of the same-class boxes it suppressed
 
 
 # ---------------------------------------------------------------- evaluation, export, tracking

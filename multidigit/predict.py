@@ -82,4 +82,4 @@ def predict_canvases(
     """
     threshold = nms.score_threshold if score_threshold is None else score_threshold
     decoded = predict_decoded(model, images, batch_size)
-    return postprocess(decoded, threshold, nms.iou_threshold, nms.max_detections)
+    return postprocess(decoded, threshold, nms.iou_threshold, nms.max_detections, nms.merge)

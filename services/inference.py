@@ -42,14 +42,14 @@ def get_detector(path: str | Path) -> Any:
 
 
 def nms_params(params_file: str | Path | None, manifest: dict[str, Any] | None = None) -> Any:
-    """NMS settings: the champion manifest's `thresholds` (iou, max_detections), as the page decodes,
+    """NMS settings: the champion manifest's `thresholds` (iou, max_detections, merge), as the page decodes,
     else the `nms` block of params.yaml, else the schema defaults."""
     from multidigit.params import NmsParams, load_params
 
     nms = load_params(params_file).nms if params_file and Path(params_file).is_file() else NmsParams()
     thresholds = (manifest or {}).get("thresholds")
     if isinstance(thresholds, dict):
-        keys = {"iou": "iou_threshold", "max_detections": "max_detections"}
+        keys = {"iou": "iou_threshold", "max_detections": "max_detections", "merge": "merge"}
         update = {field: thresholds[key] for key, field in keys.items() if key in thresholds}
         nms = NmsParams(**{**nms.model_dump(), **update})
     return nms

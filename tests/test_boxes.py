@@ -93,6 +93,32 @@ def test_neighbour_cells_never_displace_a_centre_cell():
     assert t[0, 9, 5, 0, 5] == 1  # its other neighbour (below) is free
 
 
+def test_merge_averages_the_suppressed_boxes_of_the_same_class():
+    def slot(box, obj, cls):
+        probs = np.full(NUM_CLASSES, 0.0)
+        probs[cls] = 1.0
+        return np.concatenate([box, [obj], probs])
+
+    decoded = np.stack(
+        [
+            slot([10, 10, 20, 20], 0.6, 3),  # kept
+            slot([12, 10, 20, 20], 0.3, 3),  # suppressed by it: votes
+            slot([11, 11, 20, 20], 0.9, 5),  # other class: kept on its own, no vote
+            slot([60, 60, 10, 10], 0.5, 3),  # far away: kept on its own
+        ]
+    )[None].astype(np.float32)
+    plain = boxes.postprocess(decoded, 0.1, 0.45, 20)[0]
+    merged = boxes.postprocess(decoded, 0.1, 0.45, 20, merge=True)[0]
+    np.testing.assert_array_equal(plain["labels"], merged["labels"])
+    np.testing.assert_array_equal(plain["scores"], merged["scores"])
+    by_label = {
+        (int(lab), int(b[0] > 50)): b for lab, b in zip(merged["labels"], merged["boxes"], strict=True)
+    }
+    np.testing.assert_allclose(by_label[(3, 0)], [(10 * 0.6 + 12 * 0.3) / 0.9, 10, 20, 20], rtol=1e-6)
+    np.testing.assert_allclose(by_label[(5, 0)], [11, 11, 20, 20])
+    np.testing.assert_allclose(by_label[(3, 1)], [60, 60, 10, 10])
+
+
 def test_postprocess_class_aware_nms_and_threshold():
     def slot(box, obj, cls, p=0.9):
         probs = np.full(NUM_CLASSES, (1 - p) / (NUM_CLASSES - 1))

@@ -39,7 +39,9 @@ def versions(tmp_path_factory) -> dict:
         cfg = ExportParams(
             quantization=quant, parity_canvases=8, quantized_tolerance=1.0, quantized_box_tolerance=1e3
         )
-        folder = export.export_version(detector, root, cfg=cfg, nms=NmsParams(), metrics=METRICS, test=test)
+        folder = export.export_version(
+            detector, root, cfg=cfg, nms=NmsParams(merge=True), metrics=METRICS, test=test
+        )
         out[quant] = folder.name
     model = inference_model(export.load_detector(detector))
     out["keras"] = model.predict(test[0][..., None] / np.float32(255), verbose=0)
@@ -69,7 +71,8 @@ def test_float_model_loads_in_chromium_and_matches_keras(versions):
     assert info == {"backend": "wasm", "version": versions["none"]}
     assert raw.shape == keras_out.shape == (PARITY_CANVASES, 625, 15)
     assert np.abs(raw - keras_out).max() <= ExportParams().float_tolerance
-    expected = boxes.postprocess(keras_out, threshold, NmsParams().iou_threshold, NmsParams().max_detections)
+    nms = NmsParams(merge=True)  # the page merges when the manifest says so; the export below says so
+    expected = boxes.postprocess(keras_out, threshold, nms.iou_threshold, nms.max_detections, nms.merge)
     assert sum(len(d["labels"]) for d in expected) >= PARITY_CANVASES  # the comparison is not vacuous
     mismatched = [
         i
@@ -79,6 +82,9 @@ def test_float_model_loads_in_chromium_and_matches_keras(versions):
     assert mismatched == []
     for a, b in zip(expected, detections, strict=True):  # same order, best first
         np.testing.assert_array_equal(a["labels"], b["labels"])
+        np.testing.assert_allclose(b["boxes"], a["boxes"], atol=0.01)  # merged by the same rule
+    plain = boxes.postprocess(keras_out, threshold, nms.iou_threshold, nms.max_detections)
+    assert any(not np.allclose(a["boxes"], p["boxes"]) for a, p in zip(expected, plain, strict=True))
 
 
 @pytest.mark.parametrize("quant", ["float16", "uint8"])

@@ -10,7 +10,8 @@
 //                  10 class probabilities] (manifest.output.channels).
 //   detect(pixels, {scoreThreshold}) -> [{x, y, w, h, label, score}] best first:
 //                  score = objectness * max class prob, label = argmax class, keep score >= threshold,
-//                  class-aware NMS, at most max_detections. Same rule as multidigit.boxes.postprocess.
+//                  class-aware NMS, at most max_detections, boxes merged when the manifest says so. Same rule
+//                  as multidigit.boxes.postprocess.
 // Every decoding constant (thresholds, NMS IoU, max detections, class offset, grid, input size) is
 // read from the version's manifest.json: the export stage writes it, nothing is repeated here.
 //
@@ -106,6 +107,7 @@ export async function loadDetector(baseUrl, { backend, vendorUrl = DEFAULT_VENDO
   const [, height, width, channels] = manifest.input.shape;
   const [slots, row] = manifest.output.shape;
   const { score, iou, max_detections: maxDetections, nms_class_offset: classOffset } = manifest.thresholds;
+  const merge = manifest.thresholds.merge === true; // manifests before the merge option had none
   const numClasses = manifest.classes.length;
 
   async function raw(pixels) {
@@ -143,10 +145,31 @@ export async function loadDetector(baseUrl, { backend, vendorUrl = DEFAULT_VENDO
     const keep = await tf.image.nonMaxSuppressionAsync(boxes, scoreTensor, maxDetections, iou);
     const kept = await keep.data();
     tf.dispose([boxes, scoreTensor, keep]);
+    const boxOf = (k) => Array.from(out.subarray(index[k] * row, index[k] * row + 4));
     return Array.from(kept, (k) => {
-      const i = index[k];
-      return { x: out[i * row], y: out[i * row + 1], w: out[i * row + 2], h: out[i * row + 3], label: labels[k], score: scores[k] };
+      const [x, y, w, h] = merge ? mergedBox(k) : boxOf(k);
+      return { x, y, w, h, label: labels[k], score: scores[k] };
     });
+
+    // Same rule as multidigit.boxes.merge_boxes: the score-weighted mean of the same-class candidates
+    // overlapping the kept box by more than the NMS IoU, itself included.
+    function mergedBox(k) {
+      const sum = [0, 0, 0, 0];
+      let total = 0;
+      for (let m = 0; m < index.length; m++) {
+        if (labels[m] !== labels[k] || iouXywh(boxOf(k), boxOf(m)) <= iou) continue;
+        boxOf(m).forEach((v, c) => (sum[c] += scores[m] * v));
+        total += scores[m];
+      }
+      return sum.map((v) => v / total);
+    }
+  }
+
+  function iouXywh(a, b) {
+    const iw = Math.max(Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0]), 0);
+    const ih = Math.max(Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]), 0);
+    const union = a[2] * a[3] + b[2] * b[3] - iw * ih;
+    return union > 0 ? (iw * ih) / union : 0;
   }
 
   return { manifest, backend: usedBackend, raw, detect, dispose: () => model.dispose() };
