@@ -12,7 +12,6 @@ import argparse
 import importlib
 import os
 import sys
-import threading
 
 # The temporary (ephemeral) Prefect server takes 20-50 s to come up on a loaded 2-core machine; Prefect's
 # default wait of 20 s made stages fail before doing any work.
@@ -50,18 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def preload_tensorflow() -> threading.Thread:
-    """Import TensorFlow in the background while Prefect starts its temporary server.
-
-    Both take 10-20 s of one core; overlapped on a 2-core machine they save ~10 s per DVC stage. The flow's
-    own `import tensorflow` then waits on Python's import lock instead of starting over.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    thread = threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True)
-    thread.start()
-    return thread
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     kwargs = {"params": args.params}
@@ -82,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_in_process() -> None:
         load_params(args.params)  # a bad file fails in one line, before Prefect starts its server
-        preload_tensorflow()
         flow_fn(**kwargs)
 
     return exit_code_of(run_in_process, (FailedRun, *EXPECTED_ERRORS))
