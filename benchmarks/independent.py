@@ -1,0 +1,355 @@
+"""An independent check the project's generator did not shape: canvases of MNIST *test* digits made by
+code that shares nothing with multidigit/canvas.py or augment.py, scored by the project's evaluation.
+
+    python benchmarks/independent.py [--models models] [--canvases 1000] [--seed 0]
+    python benchmarks/independent.py --preview-only   # the canvases and their preview, no model
+
+The generator, per canvas (deterministic from the seed and the canvas index):
+- 1-10 digits, each a random MNIST test digit cropped to its ink (pixels > 0) first;
+- resized with PIL (bicubic/bilinear to enlarge, box/bilinear to shrink; no Keras layers) to an ink height of
+  15-50 px (the upper end shrinks with the digit count so ten digits fit), aspect ratio kept;
+- placed by rejection sampling of non-overlapping boxes with a 2 px gap; a digit that does not fit
+  after `TRIES` positions shrinks by 15 % (never below 15 px), and a canvas that still cannot hold
+  all its digits is drawn again;
+- composited by max, pixels below `DUST` zeroed, and each box taken tight around that digit's final
+  pixels (the gap keeps every digit's pixels inside its own placement rectangle).
+
+Scoring (`detections_of` and `score_canvases`, the two small seams to switch when the artifact and the
+evaluation package land): COCO mAP from every box down to the evaluation's score floor; count, canvas
+accuracy, precision and recall from what a user is shown at the manifest's calibrated threshold.
+Writes benchmarks/results/independent.json and benchmarks/results/independent_preview.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from multidigit.atomic import save_json  # noqa: E402
+from multidigit.constants import CANVAS_SIZE  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "independent.json"
+PREVIEW = ROOT / "benchmarks" / "results" / "independent_preview.png"
+DIGITS = (1, 10)  # digits per canvas, inclusive
+HEIGHT = (15, 50)  # ink height in canvas pixels, inclusive
+GAP = 2  # free pixels between any two digit boxes
+TRIES = 200  # random positions tried per digit size
+SHRINK = 0.85  # a digit that does not fit is tried again this much smaller
+DUST = 10  # pixels below this (of 255) are cleared after resizing: invisible, and they would pad the box
+MAX_DIGITS = DIGITS[1]
+DECIMALS = 4
+
+
+# ---------------------------------------------------------------- the generator
+def ink_crop(digit: np.ndarray) -> np.ndarray:
+    """A (28, 28) uint8 digit cut to the rows and columns holding ink (> 0)."""
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def resized(crop: np.ndarray, height: int, smooth: bool) -> np.ndarray:
+    """PIL resize of an ink crop to `height` rows (width keeps the aspect ratio), dust cleared.
+
+    Filters: enlarging uses bicubic (`smooth`) or bilinear; shrinking uses box (area average) or bilinear.
+    Box is never used to enlarge: there it is nearest-neighbour and draws blocky digits nobody writes.
+    """
+    from PIL import Image
+
+    width = max(1, round(crop.shape[1] * height / crop.shape[0]))
+    r = Image.Resampling
+    if height > crop.shape[0]:
+        resample = r.BICUBIC if smooth else r.BILINEAR
+    else:
+        resample = r.BOX if smooth else r.BILINEAR
+    out = np.asarray(Image.fromarray(crop).resize((width, height), resample=resample)).copy()
+    out[out < DUST] = 0
+    return out
+
+
+def _fits(x: int, y: int, w: int, h: int, placed: list[tuple[int, int, int, int]]) -> bool:
+    """True when the box keeps a GAP-pixel margin from every placed box."""
+    for px, py, pw, ph in placed:
+        if x < px + pw + GAP and px < x + w + GAP and y < py + ph + GAP and py < y + h + GAP:
+            return False
+    return True
+
+
+def _place(patch_shape: tuple[int, int], placed: list, rng: np.random.Generator) -> tuple[int, int] | None:
+    """A random top-left corner where a (h, w) patch fits beside the placed boxes, or None."""
+    h, w = patch_shape
+    if h > CANVAS_SIZE or w > CANVAS_SIZE:
+        return None
+    for _ in range(TRIES):
+        x, y = int(rng.integers(0, CANVAS_SIZE - w + 1)), int(rng.integers(0, CANVAS_SIZE - h + 1))
+        if _fits(x, y, w, h, placed):
+            return x, y
+    return None
+
+
+def _attempt(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple | None:
+    """One try at a canvas: (image, boxes (n, 4) xywh, labels (n,)), or None when a digit found no room."""
+    n = int(rng.integers(DIGITS[0], DIGITS[1] + 1))
+    top = max(HEIGHT[0], min(HEIGHT[1], int(90 / np.sqrt(n))))  # ten 50-px digits cannot fit
+    image = np.zeros((CANVAS_SIZE, CANVAS_SIZE), np.uint8)
+    placed, boxes, out_labels = [], [], []
+    for index in rng.integers(0, len(labels), size=n):
+        crop, height = ink_crop(digits[index]), int(rng.integers(HEIGHT[0], top + 1))
+        smooth = bool(rng.random() < 0.5)
+        while True:
+            patch = resized(crop, height, smooth)
+            corner = _place(patch.shape, placed, rng)
+            if corner is not None or height == HEIGHT[0]:
+                break
+            height = max(HEIGHT[0], int(height * SHRINK))
+        if corner is None:
+            return None
+        x, y = corner
+        h, w = patch.shape
+        np.maximum(image[y : y + h, x : x + w], patch, out=image[y : y + h, x : x + w])
+        placed.append((x, y, w, h))
+        out_labels.append(int(labels[index]))
+    for x, y, w, h in placed:  # tight boxes from the final pixels of each placement rectangle
+        region = image[y : y + h, x : x + w] > 0
+        rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+        boxes.append((x + cols[0], y + rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1))
+    return image, np.array(boxes, np.float32), np.array(out_labels, np.int16)
+
+
+@dataclass
+class IndependentSet:
+    """The canvases and their ground truth in the project's canvas contract."""
+
+    images: np.ndarray  # (N, 100, 100) uint8
+    boxes: np.ndarray  # (N, 10, 4) float32 pixel xywh, 0-padded
+    labels: np.ndarray  # (N, 10) int16, -1-padded
+    redraws: int  # canvases drawn again because a digit found no room
+
+    def digest(self) -> str:
+        """sha256 over images, boxes and labels: the same seed must give the same set."""
+        h = hashlib.sha256()
+        for a in (self.images, self.boxes, self.labels):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+
+def make_independent_set(digits: np.ndarray, labels: np.ndarray, count: int, seed: int) -> IndependentSet:
+    """`count` canvases of the given digits (MNIST test), each from its own seeded stream.
+
+    Args:
+        digits: (D, 28, 28) uint8 MNIST digits; labels: (D,) their classes.
+        count: canvases to make.
+        seed: the set's seed; canvas i uses SeedSequence([seed, i]).
+    Returns:
+        The `IndependentSet`.
+    """
+    images = np.zeros((count, CANVAS_SIZE, CANVAS_SIZE), np.uint8)
+    boxes = np.zeros((count, MAX_DIGITS, 4), np.float32)
+    out_labels = np.full((count, MAX_DIGITS), -1, np.int16)
+    redraws = 0
+    for i in range(count):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+        while (made := _attempt(digits, labels, rng)) is None:
+            redraws += 1
+        images[i], b, lab = made
+        boxes[i, : len(lab)], out_labels[i, : len(lab)] = b, lab
+    return IndependentSet(images, boxes, out_labels, redraws)
+
+
+def mnist_test_digits() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST test images and labels from the verified IDX files ($MNIST_DIR or ../shared/data/mnist)."""
+    from multidigit.mnist import load_mnist_arrays
+    from multidigit.params import load_params
+
+    arrays = load_mnist_arrays(load_params(ROOT / "params.yaml").mnist)
+    return arrays["test_images"], arrays["test_labels"]
+
+
+# ---------------------------------------------------------------- detections and scoring
+@dataclass
+class ModelSource:
+    """Where a detector and its operating point come from."""
+
+    version_dir: Path | None  # an exported version (manifest.json, saved_model/ once the artifact lands)
+    detector: Path | None  # a .keras detector, used until the artifact exists
+    threshold: float  # the operating score threshold (the manifest's calibrated one unless overridden)
+    thresholds: dict[str, Any]  # the manifest's decoding thresholds (iou, max_detections, merge, ...)
+
+
+def resolve_model(models: Path, version_dir: Path | None, detector: Path | None, threshold: float | None):
+    """The `ModelSource` of a models folder (its champion and stage-3 detector) or explicit paths."""
+    from multidigit.manifest import read_manifest
+
+    if version_dir is None and (models / "tfjs" / "champion.json").is_file():
+        champion = json.loads((models / "tfjs" / "champion.json").read_text())["version"]
+        version_dir = models / "tfjs" / champion
+    detector = detector or models / "stage3" / "detector.keras"
+    thresholds = read_manifest(version_dir)["thresholds"] if version_dir else {}
+    if threshold is None:
+        if "score" not in thresholds:
+            raise FileNotFoundError(
+                f"{models}: no exported champion manifest; pass --threshold or --version-dir"
+            )
+        threshold = float(thresholds["score"])
+    return ModelSource(version_dir, detector if detector.is_file() else None, threshold, thresholds)
+
+
+def _has_artifact(source: ModelSource) -> bool:
+    """True when engineer A's artifact module exists and the version holds its SavedModel."""
+    try:
+        import multidigit.artifact  # noqa: F401
+    except ImportError:
+        return False
+    return source.version_dir is not None and (source.version_dir / "saved_model").is_dir()
+
+
+def detections_of(source: ModelSource, images: np.ndarray) -> tuple[list, list, str]:
+    """(every box down to the score floor, the boxes a user is shown, which path produced them).
+
+    The artifact path runs the exported SavedModel (its `shown` at the operating threshold); until it
+    exists, the Keras detector + the numpy post-processing at the manifest's NMS settings.
+    """
+    from multidigit.evaluate import SCORE_FLOOR
+
+    if _has_artifact(source):
+        from multidigit.artifact import detect_canvases, load_artifact, shown_only
+
+        fn = load_artifact(source.version_dir)
+        floor = detect_canvases(fn, images, SCORE_FLOOR)
+        shown = [shown_only(d) for d in detect_canvases(fn, images, source.threshold)]
+        return floor, shown, "artifact"
+    from multidigit.metrics import keep_above
+    from multidigit.params import load_params
+    from multidigit.predict import load_detector, predict_canvases
+
+    if source.detector is None:
+        raise FileNotFoundError(
+            "no detector: pass --detector or a --models folder holding stage3/detector.keras"
+        )
+    keys = {"iou": "iou_threshold", "max_detections": "max_detections", "merge": "merge"}
+    nms = load_params(ROOT / "params.yaml").nms
+    nms = nms.model_copy(update={v: source.thresholds[k] for k, v in keys.items() if k in source.thresholds})
+    floor = predict_canvases(load_detector(source.detector), images, nms, score_threshold=SCORE_FLOOR)
+    return floor, [keep_above(d, source.threshold) for d in floor], "keras"
+
+
+def score_canvases(boxes: np.ndarray, labels: np.ndarray, floor: list, shown: list) -> dict[str, float]:
+    """The project's evaluation on these canvases: COCO mAP (pycocotools) on `floor`, and P/R, count and
+    canvas accuracy of `shown` (every shown box counts: the threshold was applied already), overall, per
+    project bucket (1, 2-5, 6-10 digits) and per exact digit count."""
+    from multidigit import metrics as mt
+    from multidigit.coco import coco_detections, coco_ground_truth, coco_metrics
+
+    gt, results = coco_ground_truth(boxes, labels), coco_detections(floor)
+    out = dict(coco_metrics(gt, results).stats)
+    m = mt.match_split(boxes, labels, shown)
+    counts = mt.canvas_counts(m, 0.0)
+    out.update(mt.canvas_accuracies(counts))
+    prf = mt.class_prf(m, 0.0)
+    out.update({k: prf[f"{k}/all"] for k in ("precision", "recall", "f1")})
+    buckets = mt.count_buckets(labels)
+    n_digits = np.sum(labels >= 0, axis=1)
+    buckets.update({f"n{n}": np.flatnonzero(n_digits == n) for n in range(1, MAX_DIGITS + 1)})
+    for name, idx in buckets.items():
+        if len(idx) == 0:
+            continue
+        if not name.startswith("n"):
+            sub = coco_metrics(gt, results, image_ids=idx + 1).stats  # image id = canvas index + 1
+            out[f"bucket/{name}/mAP50"], out[f"bucket/{name}/mAP50-95"] = (
+                sub["metrics/mAP50"],
+                sub["metrics/mAP50-95"],
+            )
+        acc = mt.canvas_accuracies(counts, idx)
+        out[f"bucket/{name}/count_accuracy"] = acc["count/accuracy"]
+        out[f"bucket/{name}/canvas_accuracy"] = acc["canvas/accuracy"]
+        out[f"bucket/{name}/canvases"] = float(len(idx))
+    return {k: round(float(v), DECIMALS) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------- outputs
+def workspace_path(path: Path | None) -> str | None:
+    """A path relative to the repository, or to the workspace holding its models/ folder when elsewhere."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    if path.is_relative_to(ROOT):
+        return path.relative_to(ROOT).as_posix()
+    parts = path.parts
+    return Path(*parts[parts.index("models") :]).as_posix() if "models" in parts else path.name
+
+
+def write_preview(data: IndependentSet, shown: list | None, path: Path, count: int = 16) -> None:
+    """The first `count` canvases with their truth boxes (and the shown detections, when scored)."""
+    from multidigit.plots import plot_canvases
+
+    dets = shown if shown is not None else [None] * len(data.labels)
+    title = "independent canvases (MNIST test digits, PIL resize, rejection placement)"
+    plot_canvases(
+        data.images, data.boxes, data.labels, dets, range(min(count, len(data.labels))), path, title
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder holding tfjs/ and stage3/")
+    p.add_argument("--version-dir", type=Path, help="an exported version (default: the champion of --models)")
+    p.add_argument("--detector", type=Path, help=".keras detector (default: <models>/stage3/detector.keras)")
+    p.add_argument("--threshold", type=float, help="operating score threshold (default: the manifest's)")
+    p.add_argument("--canvases", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--preview", type=Path, default=PREVIEW)
+    p.add_argument("--preview-only", action="store_true", help="make the canvases and the preview, no model")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    data = make_independent_set(*mnist_test_digits(), args.canvases, args.seed)
+    made_s = time.perf_counter() - start
+    generator = {
+        "canvases": args.canvases, "seed": args.seed, "digits": list(DIGITS), "height_px": list(HEIGHT),
+        "gap_px": GAP, "dust": DUST, "redraws": data.redraws, "total_digits": int(np.sum(data.labels >= 0)),
+        "sha256": data.digest(), "seconds": round(made_s, 2),
+    }  # fmt: skip
+    if args.preview_only:
+        write_preview(data, None, args.preview)
+        print(json.dumps(generator, indent=1))
+        return {"generator": generator}
+    source = resolve_model(args.models, args.version_dir, args.detector, args.threshold)
+    floor, shown, path = detections_of(source, data.images)
+    metrics = score_canvases(data.boxes, data.labels, floor, shown)
+    write_preview(data, shown, args.preview)
+    result = {
+        "generator": generator,
+        "model": {
+            "version_dir": workspace_path(source.version_dir), "detector": workspace_path(source.detector),
+            "path": path, "score_threshold": source.threshold,
+        },
+        "metrics": metrics,
+        "preview": workspace_path(args.preview),
+        "seconds": round(time.perf_counter() - start, 1),
+    }  # fmt: skip
+    save_json(args.out, result)
+    keys = ("metrics/mAP50", "metrics/mAP50-95", "count/accuracy", "canvas/accuracy")
+    print(
+        "independent: "
+        + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys)
+        + f"  -> {workspace_path(args.out)}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
