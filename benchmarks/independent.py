@@ -166,16 +166,41 @@ def make_independent_set(digits: np.ndarray, labels: np.ndarray, count: int, see
     return IndependentSet(images, boxes, out_labels, redraws)
 
 
-def mnist_test_digits() -> tuple[np.ndarray, np.ndarray]:
-    """MNIST test images and labels from the verified IDX files ($MNIST_DIR or ../shared/data/mnist)."""
+def mnist_test_digits(folder: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST test images and labels from the verified IDX files (`folder`, else $MNIST_DIR, else
+    ../shared/data/mnist)."""
     from multidigit.mnist import load_mnist_arrays
     from multidigit.params import load_params
 
-    arrays = load_mnist_arrays(load_params(ROOT / "params.yaml").mnist)
+    params = load_params(ROOT / "params.yaml").mnist
+    if folder is not None:
+        params = params.model_copy(update={"dir": str(folder)})
+    arrays = load_mnist_arrays(params)
     return arrays["test_images"], arrays["test_labels"]
 
 
 # ---------------------------------------------------------------- detections and scoring
+def evaluation_modules(with_stage: bool = False) -> tuple[Any, ...]:
+    """(coco, matching, figures[, the stage module holding SCORE_FLOOR]) from multidigit/evaluation/, or
+    the flat modules they moved from (the move is under way; each is looked up on its own)."""
+    import importlib
+
+    def first(*names: str) -> Any:
+        for name in names:
+            try:
+                return importlib.import_module(name)
+            except ImportError:
+                continue
+        raise ImportError(f"none of {', '.join(names)} imports")
+
+    coco = first("multidigit.evaluation.coco", "multidigit.coco")
+    matching = first("multidigit.evaluation.matching", "multidigit.metrics")
+    figures = first("multidigit.evaluation.figures", "multidigit.plots")
+    if not with_stage:
+        return coco, matching, figures
+    return coco, matching, figures, first("multidigit.evaluation.stage", "multidigit.evaluate")
+
+
 @dataclass
 class ModelSource:
     """Where a detector and its operating point come from."""
@@ -219,16 +244,15 @@ def detections_of(source: ModelSource, images: np.ndarray) -> tuple[list, list, 
     The artifact path runs the exported SavedModel (its `shown` at the operating threshold); until it
     exists, the Keras detector + the numpy post-processing at the manifest's NMS settings.
     """
-    from multidigit.evaluate import SCORE_FLOOR
-
+    _, mt, _, stage = evaluation_modules(with_stage=True)
+    score_floor = float(stage.SCORE_FLOOR)
     if _has_artifact(source):
         from multidigit.artifact import detect_canvases, load_artifact, shown_only
 
         fn = load_artifact(source.version_dir)
-        floor = detect_canvases(fn, images, SCORE_FLOOR)
+        floor = detect_canvases(fn, images, score_floor)
         shown = [shown_only(d) for d in detect_canvases(fn, images, source.threshold)]
         return floor, shown, "artifact"
-    from multidigit.metrics import keep_above
     from multidigit.params import load_params
     from multidigit.predict import load_detector, predict_canvases
 
@@ -239,19 +263,17 @@ def detections_of(source: ModelSource, images: np.ndarray) -> tuple[list, list, 
     keys = {"iou": "iou_threshold", "max_detections": "max_detections", "merge": "merge"}
     nms = load_params(ROOT / "params.yaml").nms
     nms = nms.model_copy(update={v: source.thresholds[k] for k, v in keys.items() if k in source.thresholds})
-    floor = predict_canvases(load_detector(source.detector), images, nms, score_threshold=SCORE_FLOOR)
-    return floor, [keep_above(d, source.threshold) for d in floor], "keras"
+    floor = predict_canvases(load_detector(source.detector), images, nms, score_threshold=score_floor)
+    return floor, [mt.keep_above(d, source.threshold) for d in floor], "keras"
 
 
 def score_canvases(boxes: np.ndarray, labels: np.ndarray, floor: list, shown: list) -> dict[str, float]:
     """The project's evaluation on these canvases: COCO mAP (pycocotools) on `floor`, and P/R, count and
     canvas accuracy of `shown` (every shown box counts: the threshold was applied already), overall, per
     project bucket (1, 2-5, 6-10 digits) and per exact digit count."""
-    from multidigit import metrics as mt
-    from multidigit.coco import coco_detections, coco_ground_truth, coco_metrics
-
-    gt, results = coco_ground_truth(boxes, labels), coco_detections(floor)
-    out = dict(coco_metrics(gt, results).stats)
+    coco, mt, _ = evaluation_modules()
+    gt, results = coco.coco_ground_truth(boxes, labels), coco.coco_detections(floor)
+    out = dict(coco.coco_metrics(gt, results).stats)
     m = mt.match_split(boxes, labels, shown)
     counts = mt.canvas_counts(m, 0.0)
     out.update(mt.canvas_accuracies(counts))
@@ -264,7 +286,7 @@ def score_canvases(boxes: np.ndarray, labels: np.ndarray, floor: list, shown: li
         if len(idx) == 0:
             continue
         if not name.startswith("n"):
-            sub = coco_metrics(gt, results, image_ids=idx + 1).stats  # image id = canvas index + 1
+            sub = coco.coco_metrics(gt, results, image_ids=idx + 1).stats  # image id = canvas index + 1
             out[f"bucket/{name}/mAP50"], out[f"bucket/{name}/mAP50-95"] = (
                 sub["metrics/mAP50"],
                 sub["metrics/mAP50-95"],
@@ -290,11 +312,10 @@ def workspace_path(path: Path | None) -> str | None:
 
 def write_preview(data: IndependentSet, shown: list | None, path: Path, count: int = 16) -> None:
     """The first `count` canvases with their truth boxes (and the shown detections, when scored)."""
-    from multidigit.plots import plot_canvases
-
+    figures = evaluation_modules()[2]
     dets = shown if shown is not None else [None] * len(data.labels)
     title = "independent canvases (MNIST test digits, PIL resize, rejection placement)"
-    plot_canvases(
+    figures.plot_canvases(
         data.images, data.boxes, data.labels, dets, range(min(count, len(data.labels))), path, title
     )
 
