@@ -20,9 +20,8 @@ from typing import Any
 from multidigit.atomic import atomic_path, save_json
 from multidigit.constants import DEFAULT_PARAMS_FILE, MODELS_DIR, STAGES
 from multidigit.params import Params, StageTrainParams, load_params
+from multidigit.pretrain import BACKBONE_FILE  # what the pretrain stage writes, named once there
 
-PRETRAIN_DIR = MODELS_DIR / "pretrain"
-BACKBONE_FILE = "backbone.keras"
 DETECTOR_FILE = "detector.keras"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "learning_curves.png"
