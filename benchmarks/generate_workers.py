@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,14 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from flows import deployments  # noqa: E402
 from scripts.smoke import make_workspace, workspace_env  # noqa: E402
+from services.liveserver import free_port  # noqa: E402
 
 HOOK = "fanout.run_shard_batches("
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def shard_hashes(repo: Path, stage: str) -> dict[str, str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,17 +25,12 @@ import yaml
 from flows import deployments
 from flows.__main__ import FLOWS
 from scripts.smoke import make_workspace
+from services.liveserver import free_port
 from tests.conftest import pipeline_env
 
 pytestmark = pytest.mark.slow
 ZOMBIE_AFTER_S = 60  # heartbeats come every 30 s; a killed worker's run is Crashed ~60-70 s later
 FLOW_CMD = re.compile(r"python -m flows run (\w+)(?: --stage (\w+))?")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def expand_stages(repo: Path) -> dict[str, dict]:
