@@ -1,11 +1,13 @@
 """The drawing page end to end: live gunicorn, Debian Chromium driven by Playwright, loopback only.
 
 Without a model (always runs when chromium is installed): the page loads, says no model is exported,
-stays on the local host, and its drawing reduction (web/js/preprocess.js) gives exactly the bytes of
-services/drawing.py on the same drawing. With an exported champion ($MULTIDIGIT_E2E_MODELS_DIR, else
-this checkout's models/tfjs, else the session's smoke pipeline run): no console errors, and two MNIST
-test digits traced into pointer strokes come back as two boxes with the right labels; a screenshot is
-kept in test-artifacts/.
+stays on the local host; the strokes drawn with the mouse, replayed in Python through
+multidigit.strokes (`render_strokes` + `reduce_drawing`), give exactly the bytes the page sends, at the
+slider's ends and its default; and web/js/preprocess.js reduces the page's PNG to the bytes of
+services/drawing.py. With an exported champion ($MULTIDIGIT_E2E_MODELS_DIR, else this checkout's
+models/tfjs, else the session's smoke pipeline run): no console errors, and for drawings of MNIST test
+digits of every class the page lists exactly the shown detections the Python artifact returns for the
+same reduced canvas (whatever the model reads them as); a screenshot is kept in test-artifacts/.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
+from multidigit.constants import DIGIT_SIZE
+from multidigit.mnist import read_split
+from multidigit.strokes import digit_strokes, reduce_drawing, render_strokes
 from services.drawing import png_to_canvas
 from services.liveserver import ROOT, live_server
 
@@ -28,79 +33,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-# Two MNIST test digits (indices into data/mnist/test.npz) drawn side by side: canvas x, y, scale.
-# A "3" and a "1" whose traced strokes stay legible: re-drawn with a uniform brush, some MNIST digits lose
-# what makes them readable (test digits 0 and 1, a "7" and a "2", gave the "2" 0.26 on the default
-# champion), and a test of the page should not hinge on such a borderline read.
-DIGITS = ((30, 8, 30, 1.3), (31, 54, 30, 1.3))
-BRUSH = 12  # buffer pixels: 3 canvas pixels = an MNIST stroke (~2.3 px at 28 px) at scale 1.3
-NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))  # clockwise from up
+BRUSHES = (4, 10, 24)  # buffer pixels: the slider's ends and its default
+DRAWINGS = ((0, 1, 2, 3), (4, 5, 6), (7, 8, 9))  # classes per drawing, left to right: every class once
+DIGIT_SCALE = 0.9  # canvas pixels per MNIST pixel: a drawn digit's ink is ~18 px tall
+ROW_Y = 30  # canvas y of each digit's 28 px frame
 
 
-# ---------------------------------------------------------------- MNIST digit -> pointer strokes
-def thin(mask: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning: a boolean (H, W) image -> its one-pixel-wide skeleton."""
-    img = np.pad(mask.astype(np.uint8), 1)
-    changed = True
-    while changed:
-        changed = False
-        for step in (0, 1):
-            p = [np.roll(img, (-dy, -dx), (0, 1)) for dy, dx in NEIGHBOURS]  # p[0] = up, clockwise
-            count = sum(p)
-            transitions = sum((p[i] == 0) & (p[(i + 1) % 8] == 1) for i in range(8))
-            if step == 0:
-                side = (p[0] * p[2] * p[4] == 0) & (p[2] * p[4] * p[6] == 0)
-            else:
-                side = (p[0] * p[2] * p[6] == 0) & (p[0] * p[4] * p[6] == 0)
-            remove = (img == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & side
-            if remove.any():
-                img[remove] = 0
-                changed = True
-    return img[1:-1, 1:-1].astype(bool)
-
-
-def trace(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
-    """Polylines of (row, col) that walk every 8-neighbour edge of the skeleton once."""
-    pixels = set(zip(*np.nonzero(skeleton), strict=True))
-
-    def neighbours(p):
-        return [(p[0] + dy, p[1] + dx) for dy, dx in NEIGHBOURS if (p[0] + dy, p[1] + dx) in pixels]
-
-    edges = {frozenset((p, q)) for p in pixels for q in neighbours(p)}
-    for edge in list(edges):  # a diagonal beside an L of two straight edges would double the ink
-        p, q = tuple(edge)
-        if p[0] != q[0] and p[1] != q[1] and ((p[0], q[1]) in pixels or (q[0], p[1]) in pixels):
-            edges.discard(edge)
-
-    def degree(p):
-        return sum(frozenset((p, q)) in edges for q in neighbours(p))
-
-    strokes = []
-    while edges:
-        ends = sorted({p for e in edges for p in e}, key=lambda p: (degree(p) % 2 == 0, p))
-        path = [ends[0]]  # start at an odd-degree node (a pen end) when there is one
-        while nxt := [q for q in neighbours(path[-1]) if frozenset((path[-1], q)) in edges]:
-            edges.discard(frozenset((path[-1], nxt[0])))
-            path.append(nxt[0])
-        strokes.append(path)
-    return strokes + [[p] for p in pixels if not neighbours(p)]
-
-
-def smooth(points: np.ndarray, passes: int = 2) -> np.ndarray:
-    """Round off the pixel staircase of a traced (K, 2) path; its two ends stay put."""
-    for _ in range(passes):
-        if len(points) > 2:
-            points = np.concatenate([points[:1], (points[:-2] + points[1:-1] + points[2:]) / 3, points[-1:]])
-    return points
-
-
-def digit_strokes(digit: np.ndarray, x: float, y: float, scale: float) -> list[list[tuple[float, float]]]:
-    """Strokes in canvas pixels (0..100) for an MNIST digit placed at (x, y) with `scale`."""
-    strokes = []
-    for stroke in trace(thin(digit > 100)):
-        rc = smooth(np.array(stroke, float))
-        strokes.append([(x + (c + 0.5) * scale, y + (r + 0.5) * scale) for r, c in rc])
-    return strokes
+# ---------------------------------------------------------------- MNIST digits -> pointer strokes
+def drawing_strokes(images, labels, classes, rng) -> list[np.ndarray]:
+    """Strokes in canvas pixels (0..100) of one random MNIST test digit per class, side by side."""
+    step = 100 / len(classes)
+    out = []
+    for k, cls in enumerate(classes):
+        index = rng.choice(np.flatnonzero(labels == cls))
+        x = k * step + (step - DIGIT_SIZE * DIGIT_SCALE) / 2
+        out += [np.array([x, ROW_Y]) + s * DIGIT_SCALE for s in digit_strokes(images[index])]
+    return out
 
 
 # ---------------------------------------------------------------- browser helpers
@@ -143,13 +91,13 @@ class PageWatch:
         self.page.wait_for_timeout(200)
         self.page.wait_for_function("multidigit.state.done === multidigit.state.requested", timeout=30_000)
 
-    def draw(self, strokes: list[list[tuple[float, float]]]) -> None:
+    def draw(self, strokes: list[np.ndarray]) -> None:
         """Draw canvas-pixel strokes with the mouse (pointer events) on the drawing canvas."""
         box = self.page.locator("#draw").bounding_box()
         to_page = box["width"] / 100
         mouse = self.page.mouse
         for stroke in strokes:
-            points = [(box["x"] + x * to_page, box["y"] + y * to_page) for x, y in stroke]
+            points = [(box["x"] + x * to_page, box["y"] + y * to_page) for x, y in stroke.tolist()]
             mouse.move(*points[0])
             mouse.down()
             for point in points[1:]:
@@ -163,6 +111,12 @@ class PageWatch:
         data_url = self.page.evaluate("document.getElementById('draw').toDataURL('image/png')")
         py = png_to_canvas(base64.b64decode(data_url.split(",", 1)[1]))
         return js, py
+
+    def replayed(self) -> np.ndarray:
+        """The page's recorded strokes (buffer pixels, per-stroke width) rendered and reduced in Python."""
+        recorded = self.page.evaluate("multidigit.pad.strokes")
+        points = [np.array(s["points"], np.float64).reshape(-1, 2) for s in recorded]
+        return reduce_drawing(render_strokes(points, [s["width"] for s in recorded], side=400))
 
     def set_brush(self, width: int) -> None:
         self.page.eval_on_selector(
@@ -185,25 +139,30 @@ def models_dir(outputs) -> Path:
 
 
 @pytest.fixture(scope="module")
-def two_digit_strokes(outputs) -> tuple[list, list[int]]:
-    from multidigit.mnist import read_split
+def mnist_data(request) -> Path:
+    """data/mnist of this checkout when present, else the session's split files (no pipeline run)."""
+    if (ROOT / "data" / "mnist").is_dir():
+        return ROOT / "data" / "mnist"
+    return request.getfixturevalue("mnist_splits")
 
-    images, labels = read_split("test", outputs / "data" / "mnist")
-    strokes = [s for i, x, y, scale in DIGITS for s in digit_strokes(images[i], x, y, scale)]
-    return strokes, [int(labels[i]) for i, *_ in DIGITS]
+
+def drawings(mnist_dir: Path) -> list[list[np.ndarray]]:
+    """The DRAWINGS as canvas-pixel strokes, from MNIST test digits drawn at random (seeded)."""
+    images, labels = read_split("test", mnist_dir)
+    rng = np.random.default_rng(16)
+    return [drawing_strokes(images, labels, classes, rng) for classes in DRAWINGS]
 
 
 # ---------------------------------------------------------------- without a model
 @pytest.fixture(scope="module")
-def bare_server(tmp_path_factory, outputs):
+def bare_server(tmp_path_factory, mnist_data):
     tmp = tmp_path_factory.mktemp("bare")
-    data = outputs / "data"
     with live_server(
         tmp / "logs",
         MODELS_DIR=tmp / "no-models",
         DETECTOR_PATH=tmp / "none.keras",
-        MNIST_DIR=data / "mnist",
-        CANVAS_DIR=data / "canvases",
+        MNIST_DIR=mnist_data,
+        CANVAS_DIR=mnist_data.parent / "canvases",
     ) as url:
         yield url, tmp / "logs"
 
@@ -221,18 +180,25 @@ def test_page_without_a_model_says_so_and_stays_local(browser, bare_server):
     watch.page.close()
 
 
-def test_js_and_python_reduce_a_drawing_to_the_same_bytes(browser, bare_server, two_digit_strokes):
-    strokes, _ = two_digit_strokes
+@pytest.mark.parametrize("brush", BRUSHES)
+def test_python_renders_the_pages_strokes_to_the_bytes_it_sends(browser, bare_server, mnist_data, brush):
     watch = PageWatch(browser, bare_server[0])
-    watch.set_brush(BRUSH)
-    watch.draw(strokes)
-    js, py = watch.canvas_pair()
-    assert js.max() == 255 and (js > 0).mean() > 0.02  # two digits' worth of ink (a 3 and a 1: 2.6%)
-    assert np.array_equal(js, py)
-    watch.page.click("#undo")  # one stroke fewer: still the same bytes both ways, less ink
+    watch.set_brush(brush)
+    for strokes in drawings(mnist_data)[:2]:
+        watch.page.keyboard.press("Escape")
+        watch.draw(strokes)
+        js, png = watch.canvas_pair()
+        replayed = watch.replayed()
+        assert js.max() > 200 and (js > 0).mean() > 0.01  # three or four digits' worth of ink
+        assert np.array_equal(js, replayed), f"{(js != replayed).sum()} pixels differ at brush {brush}"
+        assert np.array_equal(js, png)
+    widths = {s["width"] for s in watch.page.evaluate("multidigit.pad.strokes")}
+    assert widths == {brush}
+    watch.page.click("#undo")  # one stroke fewer: still the same bytes every way, less ink
     watch.idle()
-    js_undo, py_undo = watch.canvas_pair()
-    assert np.array_equal(js_undo, py_undo) and js_undo.sum() < js.sum()
+    js_undo, png_undo = watch.canvas_pair()
+    assert np.array_equal(js_undo, watch.replayed()) and np.array_equal(js_undo, png_undo)
+    assert js_undo.sum() < js.sum()
     watch.page.close()
 
 
@@ -272,18 +238,43 @@ def test_page_with_a_model_loads_cleanly(browser, model_server):
     watch.page.close()
 
 
-def test_two_drawn_digits_come_back_as_two_labelled_boxes(browser, model_server, two_digit_strokes):
-    strokes, labels = two_digit_strokes
+def python_detections(models_dir: Path, version: str, canvases: np.ndarray, threshold: float) -> list[dict]:
+    """The artifact's shown detections on uint8 (B, 100, 100) canvases as the page's dicts, left to right."""
+    from multidigit.artifact import detect_canvases, load_artifact, shown_only
+
+    fn = load_artifact(models_dir / version)
+    out = []
+    for det in detect_canvases(fn, canvases, threshold):
+        shown = shown_only(det)
+        rows = zip(shown["boxes"].tolist(), shown["labels"].tolist(), shown["scores"].tolist(), strict=True)
+        found = [{"x": b[0], "y": b[1], "w": b[2], "h": b[3], "label": c, "score": p} for b, c, p in rows]
+        out.append(sorted(found, key=lambda d: d["x"]))
+    return out
+
+
+def test_page_lists_what_the_python_artifact_finds_on_drawings_of_every_class(
+    browser, model_server, models_dir, mnist_data
+):
     watch = PageWatch(browser, model_server)
-    watch.set_brush(BRUSH)
-    watch.draw(strokes)
+    manifest = json.load(urllib.request.urlopen(model_server + "/api/model"))
+    threshold = float(manifest["thresholds"]["score"])
+    watch.set_brush(10)
+    pages, canvases = [], []
+    for strokes in drawings(mnist_data):
+        watch.page.keyboard.press("Escape")
+        watch.draw(strokes)
+        canvases.append(watch.canvas_pair()[0])
+        found = watch.page.evaluate("multidigit.state.detections")
+        pages.append(sorted(found, key=lambda d: d["x"]))
+        listed = watch.page.eval_on_selector_all("#results li", "els => els.map((e) => +e.dataset.label)")
+        assert listed == [d["label"] for d in pages[-1]]  # the list shows the detections, left to right
     ARTIFACTS.mkdir(exist_ok=True)
-    watch.page.screenshot(path=str(ARTIFACTS / "page_two_digits.png"), full_page=True)
-    found = watch.page.evaluate("multidigit.state.detections")
-    assert sorted(d["label"] for d in found) == sorted(labels), found
-    left, right = sorted(found, key=lambda d: d["x"])
-    assert (left["label"], right["label"]) == tuple(labels)  # each box sits on its own digit
-    assert watch.page.locator("#results li").count() == 2
+    watch.page.screenshot(path=str(ARTIFACTS / "page_drawing.png"), full_page=True)
+    expected = python_detections(models_dir, manifest["version"], np.stack(canvases), threshold)
+    for page, python in zip(pages, expected, strict=True):
+        assert [d["label"] for d in page] == [d["label"] for d in python], (page, python)
+        for p, q in zip(page, python, strict=True):  # TF.js float16 weights vs the float32 SavedModel
+            assert max(abs(p[k] - q[k]) for k in "xywh") < 1.0 and abs(p["score"] - q["score"]) < 0.02
     assert "ms" in watch.page.text_content("#timing")
     assert watch.errors == [] and watch.foreign == []
     watch.page.close()

@@ -178,6 +178,7 @@ async function main() {
   let pad = null;
   const schedule = debounce(() => detectNow(pad).catch(report), DEBOUNCE_MS);
   pad = new DrawingPad($("draw"), { brushWidth: Number($("brush").value), onChange: schedule });
+  globalThis.multidigit.pad = pad; // tests replay pad.strokes in Python (multidigit/strokes.py)
   wireControls(pad, schedule);
   await loadModel();
   document.body.dataset.ready = state.detector ? "model" : "no-model";

@@ -1,9 +1,14 @@
 // The drawing pad: pointer strokes (mouse, touch, pen) on a square buffer, with undo and clear.
-// The canvas always shows the replay of `history` after a stroke ends, so the pixels the model sees
-// depend only on the recorded strokes, not on how the live segments happened to be painted.
-
-const BACKGROUND = "#000";
-const INK = "#fff";
+//
+// Strokes are painted by our own round brush, not by ctx.stroke(): the same arithmetic as
+// multidigit/strokes.py `render_strokes`, so Python renders the recorded points to the very bytes the page
+// shows and sends. For each buffer pixel centre p = (x + 0.5, y + 0.5) and segment a -> b:
+//   t = clamp(((p - a) . (b - a)) / |b - a|^2, 0, 1)   (t = 0 when a = b)
+//   d = sqrt(|p - a - t (b - a)|^2),  coverage = clamp(width / 2 + 0.5 - d, 0, 1)
+//   byte = floor(coverage * 255 + 0.5), and a pixel keeps the largest byte over all segments.
+// Doubles throughout, in the Python's order (JS never fuses a*b + c), Math.sqrt is correctly rounded.
+// Live drawing paints only the new segments' boxes; replay (undo, clear) paints every stroke again with
+// the same function, and max is order-free, so both give the same bytes.
 
 export class DrawingPad {
   /**
@@ -13,9 +18,11 @@ export class DrawingPad {
   constructor(canvas, { brushWidth = 10, onChange = () => {} } = {}) {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d", { willReadFrequently: true });
+    this.side = canvas.width;
+    this.grey = new Uint8Array(this.side * this.side); // the drawing, one grey byte per buffer pixel
     this.brushWidth = brushWidth;
     this.onChange = onChange;
-    this.history = []; // {kind: "stroke", width, points: [[x, y]...]} | {kind: "image", canvas} | {kind: "clear"}
+    this.history = []; // {kind: "stroke", width, points: [[x, y]...]} | {kind: "image", pixels, size} | {kind: "clear"}
     this.current = null;
     this.redraw();
     canvas.addEventListener("pointerdown", (e) => this.#down(e));
@@ -27,6 +34,15 @@ export class DrawingPad {
   get isEmpty() {
     const last = this.history.findLastIndex((a) => a.kind === "clear");
     return this.history.length - 1 === last;
+  }
+
+  /** The strokes drawn since the last clear: [{width, points}] in buffer pixels (what Python replays). */
+  get strokes() {
+    const start = this.history.findLastIndex((a) => a.kind === "clear") + 1;
+    return this.history
+      .slice(start)
+      .filter((a) => a.kind === "stroke")
+      .map(({ width, points }) => ({ width, points }));
   }
 
   #point(e) {
@@ -43,7 +59,7 @@ export class DrawingPad {
     e.preventDefault();
     this.canvas.setPointerCapture(e.pointerId);
     this.current = { kind: "stroke", width: this.brushWidth, points: [this.#point(e)], id: e.pointerId };
-    this.#paint(this.current, 0);
+    this.#show(this.#paint(this.current, 0));
   }
 
   #move(e) {
@@ -51,7 +67,7 @@ export class DrawingPad {
     const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
     const start = this.current.points.length - 1;
     for (const ev of events.length ? events : [e]) this.current.points.push(this.#point(ev));
-    this.#paint(this.current, start);
+    this.#show(this.#paint(this.current, start));
   }
 
   #up(e) {
@@ -63,53 +79,95 @@ export class DrawingPad {
     this.onChange();
   }
 
-  /** Paint a stroke from point index `from` on (live drawing and replay share this). */
-  #paint(stroke, from) {
-    const { ctx } = this;
-    const pts = stroke.points;
-    ctx.strokeStyle = INK;
-    ctx.fillStyle = INK;
-    ctx.lineWidth = stroke.width;
-    ctx.lineCap = "round";
-    ctx.lineJoin = "round";
-    if (pts.length === 1) {
-      ctx.beginPath();
-      ctx.arc(pts[0][0], pts[0][1], stroke.width / 2, 0, 2 * Math.PI);
-      ctx.fill();
-      return;
+  /** Max one segment's brush bytes into `grey`; returns its clipped box [x0, y0, x1, y1] or null. */
+  #segment(a, b, width) {
+    const { grey, side } = this;
+    const half = width / 2 + 0.5;
+    const reach = width / 2 + 1;
+    const [ax, ay] = a;
+    const [bx, by] = b;
+    // pixels outside the box get coverage <= 0 anyway, so the box only saves work
+    const x0 = Math.max(0, Math.floor(Math.min(ax, bx) - reach));
+    const x1 = Math.min(side - 1, Math.ceil(Math.max(ax, bx) + reach));
+    const y0 = Math.max(0, Math.floor(Math.min(ay, by) - reach));
+    const y1 = Math.min(side - 1, Math.ceil(Math.max(ay, by) + reach));
+    if (x0 > x1 || y0 > y1) return null;
+    const dx = bx - ax;
+    const dy = by - ay;
+    const len2 = dx * dx + dy * dy;
+    for (let y = y0; y <= y1; y++) {
+      const ry = y + 0.5 - ay;
+      for (let x = x0; x <= x1; x++) {
+        const rx = x + 0.5 - ax;
+        const t = len2 > 0 ? Math.min(Math.max((rx * dx + ry * dy) / len2, 0), 1) : 0;
+        const ex = rx - t * dx;
+        const ey = ry - t * dy;
+        const d = Math.sqrt(ex * ex + ey * ey);
+        const cover = Math.min(Math.max(half - d, 0), 1);
+        const byte = Math.floor(cover * 255 + 0.5);
+        const i = y * side + x;
+        if (byte > grey[i]) grey[i] = byte;
+      }
     }
-    ctx.beginPath();
-    ctx.moveTo(...pts[Math.max(0, from)]);
-    for (let i = Math.max(1, from + 1); i < pts.length; i++) ctx.lineTo(...pts[i]);
-    ctx.stroke();
+    return [x0, y0, x1, y1];
+  }
+
+  /** Paint a stroke's segments from point index `from` on; returns the union box they touched. */
+  #paint(stroke, from) {
+    const pts = stroke.points;
+    const boxes = [];
+    if (pts.length === 1) boxes.push(this.#segment(pts[0], pts[0], stroke.width));
+    for (let i = Math.max(1, from + 1); i < pts.length; i++) boxes.push(this.#segment(pts[i - 1], pts[i], stroke.width));
+    const hit = boxes.filter(Boolean);
+    if (!hit.length) return null;
+    return [
+      Math.min(...hit.map((b) => b[0])),
+      Math.min(...hit.map((b) => b[1])),
+      Math.max(...hit.map((b) => b[2])),
+      Math.max(...hit.map((b) => b[3])),
+    ];
+  }
+
+  /** Copy a box of `grey` (default: all of it) onto the canvas as opaque grey pixels. */
+  #show(box = [0, 0, this.side - 1, this.side - 1]) {
+    if (!box) return;
+    const [x0, y0, x1, y1] = box;
+    const w = x1 - x0 + 1;
+    const h = y1 - y0 + 1;
+    const img = this.ctx.createImageData(w, h);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const v = this.grey[(y0 + y) * this.side + x0 + x];
+        const o = (y * w + x) * 4;
+        img.data[o] = img.data[o + 1] = img.data[o + 2] = v;
+        img.data[o + 3] = 255;
+      }
+    }
+    this.ctx.putImageData(img, x0, y0);
   }
 
   /** Repaint everything since the last clear. */
   redraw() {
-    const { ctx, canvas } = this;
-    ctx.fillStyle = BACKGROUND;
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    const { grey, side } = this;
+    grey.fill(0);
     const start = this.history.findLastIndex((a) => a.kind === "clear") + 1;
     for (const action of this.history.slice(start)) {
       if (action.kind === "stroke") this.#paint(action, 0);
       else if (action.kind === "image") {
-        ctx.imageSmoothingEnabled = false; // nearest: each model pixel becomes an exact f x f block
-        ctx.drawImage(action.canvas, 0, 0, canvas.width, canvas.height);
+        // nearest upscale: each model pixel becomes an exact f x f block, which the reduction undoes
+        const { pixels, size } = action;
+        for (let y = 0; y < side; y++) {
+          const row = Math.floor((y * size) / side) * size;
+          for (let x = 0; x < side; x++) grey[y * side + x] = pixels[row + Math.floor((x * size) / side)];
+        }
       }
     }
+    this.#show();
   }
 
   /** Show a uint8 size x size grey canvas (an example), replacing the drawing; undoable. */
   loadPixels(pixels, size) {
-    const small = document.createElement("canvas");
-    small.width = small.height = size;
-    const sctx = small.getContext("2d");
-    const img = sctx.createImageData(size, size);
-    for (let i = 0; i < pixels.length; i++) {
-      img.data.set([pixels[i], pixels[i], pixels[i], 255], i * 4);
-    }
-    sctx.putImageData(img, 0, 0);
-    this.history.push({ kind: "clear" }, { kind: "image", canvas: small });
+    this.history.push({ kind: "clear" }, { kind: "image", pixels: Uint8Array.from(pixels), size });
     this.redraw();
     this.onChange();
   }

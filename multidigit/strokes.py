@@ -1,0 +1,206 @@
+"""Pen strokes: an MNIST digit becomes polylines, polylines become the page's pixels.
+
+Owns three definitions the page (web/js/drawing.js, web/js/preprocess.js) mirrors operation for operation,
+so a rendered canvas equals, byte for byte, what the page sends for the same points:
+
+- `render_strokes`: the round brush. For each buffer pixel centre p = (x + 0.5, y + 0.5) and segment
+  a -> b: t = clamp(((p - a) . (b - a)) / |b - a|^2, 0, 1) (t = 0 when a = b), d = |p - a - t (b - a)|,
+  coverage = clamp(width / 2 + 0.5 - d, 0, 1), byte = floor(coverage * 255 + 0.5); a pixel keeps the
+  largest byte over all segments. float64 throughout, in the same order as the JS (no fused ops).
+- `reduce_drawing`: THE reduction of an f*100 square drawing to the uint8 (100, 100) canvas: area-average
+  each f x f block, rounding half up in integers. services/drawing.py and the generator import it.
+- `digit_strokes`: Zhang-Suen thinning, an edge walk over the skeleton, smoothing and Douglas-Peucker
+  simplification, giving (K, 2) float64 (x, y) polylines in digit pixels (pixel (r, c) centre at
+  (c + 0.5, r + 0.5)).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+from multidigit.constants import CANVAS_SIZE
+
+MAX_FACTOR = 8  # largest drawing reduce_drawing accepts: 800 x 800
+INK_LEVEL = 100  # MNIST pixels above this are ink for the skeleton
+SIMPLIFY_PX = 0.3  # Douglas-Peucker tolerance in digit pixels: sub-pixel, so a traced 0 stays round
+NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))  # clockwise from up
+
+
+# ---------------------------------------------------------------- digit -> strokes
+def thin(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning of a boolean (H, W) image, or of a (B, H, W) stack at once, to its skeleton."""
+    img = np.pad(mask.astype(np.uint8), [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)])
+    changed = True
+    while changed:
+        changed = False
+        for step in (0, 1):
+            p = [np.roll(img, (-dy, -dx), (-2, -1)) for dy, dx in NEIGHBOURS]  # p[0] = up, clockwise
+            count = sum(p)
+            transitions = sum((p[i] == 0) & (p[(i + 1) % 8] == 1) for i in range(8))
+            if step == 0:
+                side = (p[0] * p[2] * p[4] == 0) & (p[2] * p[4] * p[6] == 0)
+            else:
+                side = (p[0] * p[2] * p[6] == 0) & (p[0] * p[4] * p[6] == 0)
+            remove = (img == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & side
+            if remove.any():
+                img[remove] = 0
+                changed = True
+    return img[..., 1:-1, 1:-1].astype(bool)
+
+
+def trace(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
+    """Polylines of (row, col) that walk every 8-neighbour edge of a (H, W) skeleton once."""
+    rows, cols = np.nonzero(skeleton)
+    pixels = set(zip(rows.tolist(), cols.tolist(), strict=True))
+
+    def neighbours(p):  # in NEIGHBOURS order, so the walk is deterministic
+        return [(p[0] + dy, p[1] + dx) for dy, dx in NEIGHBOURS if (p[0] + dy, p[1] + dx) in pixels]
+
+    adj = {p: neighbours(p) for p in pixels}
+    lone = sorted(p for p, qs in adj.items() if not qs)
+    for p, qs in adj.items():  # a diagonal beside an L of two straight edges would double the ink
+        adj[p] = [q for q in qs if p[0] == q[0] or p[1] == q[1] or not {(p[0], q[1]), (q[0], p[1])} & pixels]
+    strokes = []
+    while live := [p for p in adj if adj[p]]:
+        path = [min(live, key=lambda p: (len(adj[p]) % 2 == 0, p))]  # a pen end (odd degree) if any
+        while adj[path[-1]]:
+            q = adj[path[-1]].pop(0)
+            adj[q].remove(path[-1])
+            path.append(q)
+        strokes.append(path)
+    return strokes + [[p] for p in lone]
+
+
+def smooth(points: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Round off the pixel staircase of a traced (K, 2) path; its two ends stay put."""
+    for _ in range(passes):
+        if len(points) > 2:
+            points = np.concatenate([points[:1], (points[:-2] + points[1:-1] + points[2:]) / 3, points[-1:]])
+    return points
+
+
+def simplify(points: np.ndarray, tolerance: float = SIMPLIFY_PX) -> np.ndarray:
+    """Douglas-Peucker: drop points of a (K, 2) polyline within `tolerance` of the chord that skips them."""
+    if len(points) < 3:
+        return points
+    keep = np.zeros(len(points), bool)
+    keep[[0, -1]] = True
+    todo = [(0, len(points) - 1)]
+    while todo:
+        i, j = todo.pop()
+        if j - i < 2:
+            continue
+        a, b = points[i], points[j]
+        ab = b - a
+        rel = points[i + 1 : j] - a
+        norm = np.hypot(*ab)
+        # distance to the chord, or to its first end when the path closes on itself (a loop)
+        dist = np.abs(ab[0] * rel[:, 1] - ab[1] * rel[:, 0]) / norm if norm > 0 else np.hypot(*rel.T)
+        k = int(np.argmax(dist))
+        if dist[k] > tolerance:
+            keep[i + 1 + k] = True
+            todo += [(i, i + 1 + k), (i + 1 + k, j)]
+    return points[keep]
+
+
+def digit_strokes(digit: np.ndarray, skeleton: np.ndarray | None = None) -> list[np.ndarray]:
+    """Pen strokes of one digit image.
+
+    Args:
+        digit: (H, W) grey digit (e.g. uint8 (28, 28) MNIST, or a float augmented one), white on black.
+        skeleton: its precomputed `thin(digit > INK_LEVEL)` (a batch thins faster at once), optional.
+    Returns:
+        Polylines, each (K, 2) float64 (x, y) in digit pixels; a lone skeleton pixel is a (1, 2) dot.
+    """
+    if skeleton is None:
+        skeleton = thin(digit > INK_LEVEL)
+    out = []
+    for path in trace(skeleton):
+        rc = smooth(np.array(path, np.float64))
+        out.append(simplify(rc[:, ::-1] + 0.5))
+    return out
+
+
+# ---------------------------------------------------------------- strokes -> pixels
+def _paint_segment(buf: np.ndarray, a: np.ndarray, b: np.ndarray, width: float) -> None:
+    """Max the brush bytes of segment a -> b into `buf` (H, W) uint8, over its bounding box only."""
+    half = width / 2 + 0.5
+    reach = width / 2 + 1
+    ax, ay, bx, by = float(a[0]), float(a[1]), float(b[0]), float(b[1])
+    # pixels outside the box get coverage <= 0 anyway, so the box only saves work
+    x0 = max(0, int(np.floor(min(ax, bx) - reach)))
+    x1 = min(buf.shape[1] - 1, int(np.ceil(max(ax, bx) + reach)))
+    y0 = max(0, int(np.floor(min(ay, by) - reach)))
+    y1 = min(buf.shape[0] - 1, int(np.ceil(max(ay, by) + reach)))
+    if x0 > x1 or y0 > y1:
+        return
+    px = np.arange(x0, x1 + 1, dtype=np.float64)[None, :] + 0.5
+    py = np.arange(y0, y1 + 1, dtype=np.float64)[:, None] + 0.5
+    dx, dy = bx - ax, by - ay
+    len2 = dx * dx + dy * dy
+    rx, ry = px - ax, py - ay
+    t = np.clip((rx * dx + ry * dy) / len2, 0.0, 1.0) if len2 > 0 else np.zeros((1, 1))
+    ex, ey = rx - t * dx, ry - t * dy
+    d = np.sqrt(ex * ex + ey * ey)
+    cover = np.clip(half - d, 0.0, 1.0)
+    byte = np.floor(cover * 255 + 0.5).astype(np.uint8)
+    np.maximum(buf[y0 : y1 + 1, x0 : x1 + 1], byte, out=buf[y0 : y1 + 1, x0 : x1 + 1])
+
+
+def paint_strokes(buf: np.ndarray, strokes: Sequence[np.ndarray], widths: Sequence[float]) -> np.ndarray:
+    """Paint polylines (K, 2) float64 (x, y) into `buf` (H, W) uint8 in place, stroke i with widths[i]."""
+    for points, width in zip(strokes, widths, strict=True):
+        points = np.asarray(points, np.float64)
+        if len(points) == 1:
+            _paint_segment(buf, points[0], points[0], float(width))
+        for a, b in itertools.pairwise(points):
+            _paint_segment(buf, a, b, float(width))
+    return buf
+
+
+def render_strokes(
+    strokes: Sequence[np.ndarray], width: float | Sequence[float], side: int = 400
+) -> np.ndarray:
+    """The page's brush: polylines in buffer pixels, white on black, exactly as web/js/drawing.js paints.
+
+    Args:
+        strokes: polylines, each (K, 2) float64 (x, y) in buffer pixels (K = 1 is a dot).
+        width: brush width in buffer pixels, one for all strokes or one per stroke.
+        side: buffer side (400 on the page).
+    Returns:
+        uint8 (side, side).
+    """
+    widths = [width] * len(strokes) if np.isscalar(width) else list(width)
+    return paint_strokes(np.zeros((side, side), np.uint8), strokes, widths)
+
+
+def reduce_drawing(image: np.ndarray) -> np.ndarray:
+    """Area-average a square grey drawing of side f*100 down to the model's canvas.
+
+    Args:
+        image: uint8 (f*100, f*100) grey drawing, white on black, 1 <= f <= MAX_FACTOR.
+    Returns:
+        uint8 (100, 100) canvas.
+    Raises:
+        ValueError: any other shape.
+    """
+    side = image.shape[0]
+    factor = side // CANVAS_SIZE
+    if image.ndim != 2 or image.shape != (side, side) or side % CANVAS_SIZE or not 1 <= factor <= MAX_FACTOR:
+        raise ValueError(
+            f"image is {'x'.join(map(str, image.shape))}, need a square grey image of side 100, 200, ..., "
+            f"{CANVAS_SIZE * MAX_FACTOR}"
+        )
+    return reduce_blocks(image, factor)
+
+
+def reduce_blocks(image: np.ndarray, factor: int) -> np.ndarray:
+    """The same block reduction for any (f*H, f*W) uint8 patch (the generator reduces digit patches)."""
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    area = factor * factor
+    # (H, f, W, f) blocks; int64 sums cannot overflow (at most 64 * 255).
+    sums = image.astype(np.int64).reshape(h, factor, w, factor).sum(axis=(1, 3))
+    return ((sums + area // 2) // area).astype(np.uint8)

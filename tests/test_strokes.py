@@ -1,0 +1,101 @@
+"""multidigit/strokes.py: thinning, tracing, simplification, the round brush and the one reduction.
+
+The brush's byte equality with the page (web/js/drawing.js) is checked in Chromium by
+tests/test_page_e2e.py; here the brush is checked against its own definition.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from multidigit import strokes
+from multidigit.mnist import read_split
+
+
+@pytest.fixture(scope="module")
+def test_digits(mnist_splits):
+    return read_split("test", mnist_splits)
+
+
+def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of points p (N, 2) to segment a -> b, written independently of the brush."""
+    ab = b - a
+    n2 = float(ab @ ab)
+    t = np.zeros(len(p)) if n2 == 0 else np.clip((p - a) @ ab / n2, 0, 1)
+    return np.linalg.norm(p - (a + t[:, None] * ab), axis=1)
+
+
+def test_thinning_leaves_a_one_pixel_skeleton_inside_the_ink_and_batches_agree(test_digits):
+    digits = test_digits[0][:40]
+    batch = strokes.thin(digits > strokes.INK_LEVEL)
+    for digit, skeleton in zip(digits, batch, strict=True):
+        assert np.array_equal(skeleton, strokes.thin(digit > strokes.INK_LEVEL))
+        assert skeleton.any() and not (skeleton & (digit <= strokes.INK_LEVEL)).any()
+        # one pixel wide: no 2 x 2 block is all skeleton
+        blocks = skeleton[:-1, :-1] & skeleton[1:, :-1] & skeleton[:-1, 1:] & skeleton[1:, 1:]
+        assert not blocks.any()
+
+
+def test_traced_strokes_cover_the_skeleton_with_few_points(test_digits):
+    total_points = total_pixels = 0
+    for digit in test_digits[0][:60]:
+        skeleton = strokes.thin(digit > strokes.INK_LEVEL)
+        lines = strokes.digit_strokes(digit)
+        rows, cols = np.nonzero(skeleton)
+        centres = np.stack([cols + 0.5, rows + 0.5], axis=1)
+        dist = np.full(len(centres), np.inf)
+        for line in lines:
+            assert line.dtype == np.float64 and line.shape[1] == 2
+            pairs = itertools.pairwise(line) if len(line) > 1 else [(line[0], line[0])]
+            for a, b in pairs:
+                dist = np.minimum(dist, _segment_distance(centres, a, b))
+        assert dist.max() < 1.5  # every skeleton pixel lies on (or beside) a pen stroke
+        total_points += sum(len(line) for line in lines)
+        total_pixels += len(centres)
+    assert total_points < 0.4 * total_pixels  # smoothing + Douglas-Peucker: cheap to render
+
+
+def test_simplify_keeps_corners_and_drops_collinear_points():
+    line = np.array([[0, 0], [1, 0.1], [2, 0], [3, 0], [3, 1], [3, 2]], np.float64)
+    assert np.array_equal(strokes.simplify(line, 0.3), [[0, 0], [3, 0], [3, 2]])
+    loop = np.array([[0, 0], [2, 0], [2, 2], [0, 0]], np.float64)  # closes on itself
+    assert len(strokes.simplify(loop, 0.3)) >= 3
+
+
+def test_brush_follows_its_definition():
+    rng = np.random.default_rng(0)
+    for width in (4.0, 10.0, 17.5, 24.0):
+        a, b = rng.uniform(20, 80, 2), rng.uniform(20, 80, 2)
+        image = strokes.render_strokes([np.stack([a, b])], width, side=100)
+        ys, xs = np.mgrid[0:100, 0:100]
+        centres = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], axis=1)
+        cover = np.clip(width / 2 + 0.5 - _segment_distance(centres, a, b), 0, 1)
+        expected = np.floor(cover * 255 + 0.5).reshape(100, 100)
+        # an independent formula may round an exact .5 the other way; the brush itself is exact
+        assert np.abs(image.astype(int) - expected).max() <= 1
+        assert (image == expected).mean() > 0.999
+
+
+def test_a_dot_is_a_disc_and_strokes_combine_by_max():
+    dot = strokes.render_strokes([np.array([[50.0, 50.0]])], 10, side=100)
+    ys, xs = np.nonzero(dot)
+    assert dot[49, 49] == 255 and abs(xs.mean() - 49.5) < 1e-9 and abs(ys.mean() - 49.5) < 1e-9
+    assert (xs.min(), xs.max()) == (45, 54)  # centres nearer than width / 2 + 0.5 = 5.5 get ink
+    line = [np.array([[20.0, 30.0], [80.0, 60.0]])]
+    both = strokes.render_strokes([*line, np.array([[50.0, 50.0]])], [6, 10], side=100)
+    assert np.array_equal(both, np.maximum(strokes.render_strokes(line, 6, side=100), dot))
+
+
+def test_reduce_drawing_rounds_half_up_and_refuses_other_sizes():
+    drawing = np.zeros((400, 400), np.uint8)
+    drawing[:4, :4] = [[255] * 4, [255] * 4, [0] * 4, [0] * 4]  # mean 127.5 -> 128
+    drawing[4:8, :4] = 1  # mean 1
+    drawing[8:12, :4] = [[1] * 4, [1] * 4, [0] * 4, [0] * 4]  # mean 0.5 -> 1
+    canvas = strokes.reduce_drawing(drawing)
+    assert canvas.shape == (100, 100) and (canvas[0, 0], canvas[1, 0], canvas[2, 0]) == (128, 1, 1)
+    for shape in ((400, 399), (150, 150), (900, 900)):
+        with pytest.raises(ValueError, match="need a square grey image of side 100"):
+            strokes.reduce_drawing(np.zeros(shape, np.uint8))
