@@ -1,7 +1,7 @@
 """The drawing reduction: a drawn picture -> the uint8 (100, 100) canvas the model was trained on.
 
-ONE definition, mirrored line for line by `web/js/preprocess.js` (the browser tests check both give
-the same bytes on the same drawing):
+ONE definition (`multidigit.strokes.reduce_drawing`, imported here), mirrored line for line by
+`web/js/preprocess.js` (the browser tests check both give the same bytes on the same drawing):
 
 1. The page draws white strokes on black on a square buffer of side `f * 100` (f = 4: 400 x 400);
    the brush width is in buffer pixels (default 10 = 2.5 canvas pixels, an MNIST stroke at scale 1).
@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from multidigit import strokes
 from multidigit.constants import CANVAS_SIZE
+from multidigit.strokes import MAX_FACTOR  # largest drawing: 800 x 800 (the 1 MB body limit is first)
 
-MAX_FACTOR = 8  # largest accepted drawing: 800 x 800 (a 1 MB body limit applies before this)
 MAX_SIDE = CANVAS_SIZE * MAX_FACTOR
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # First bytes of the images most often sent by mistake, so the error can name what was sent.
@@ -37,24 +38,17 @@ class InputError(ValueError):
 
 
 def reduce_drawing(image: np.ndarray) -> np.ndarray:
-    """Area-average a square grey drawing of side f*100 down to the model's canvas.
+    """THE reduction, `multidigit.strokes.reduce_drawing`; a drawing of another size is an InputError.
 
     Args:
         image: uint8 (f*100, f*100) grey drawing, white on black, 1 <= f <= MAX_FACTOR.
     Returns:
         uint8 (100, 100) canvas.
     """
-    side = image.shape[0]
-    factor = side // CANVAS_SIZE
-    if image.ndim != 2 or image.shape != (side, side) or side % CANVAS_SIZE or not 1 <= factor <= MAX_FACTOR:
-        raise InputError(
-            f"image is {'x'.join(map(str, image.shape))}, need a square grey image of side 100, 200, ..., "
-            f"{CANVAS_SIZE * MAX_FACTOR}"
-        )
-    area = factor * factor
-    # (100, f, 100, f) blocks; int64 sums cannot overflow (at most 64 * 255).
-    sums = image.astype(np.int64).reshape(CANVAS_SIZE, factor, CANVAS_SIZE, factor).sum(axis=(1, 3))
-    return ((sums + area // 2) // area).astype(np.uint8)
+    try:
+        return strokes.reduce_drawing(image)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _png_size(body: bytes) -> tuple[int, int]:
