@@ -1,0 +1,331 @@
+"""The drawn split replayed through the real page: pointer strokes into the page served by gunicorn, in
+headless Debian Chromium, at the default brush and at the slider's ends; the digits the page lists are
+scored beside the Python figure for the same canvases.
+
+    python benchmarks/drawn_page.py [--models models] [--canvases 100] [--brushes 10,4,24]
+    python benchmarks/drawn_page.py --synthetic   # strokes traced from MNIST test digits, no drawn split
+
+For each brush b (an integer on the slider, or `recorded` = each canvas's own brush width):
+- the page: clear, set the brush slider to b, draw the canvas's strokes (400-px buffer coordinates) as
+  mouse pointer events, wait for the debounced detection, read `multidigit.state.detections` (what the
+  page lists, at the manifest's threshold) and the reduced canvas it sent to the model;
+- Python: the same strokes through `multidigit.strokes.render_strokes(..., b)` and `reduce_drawing`,
+  then the same detector (`independent.detections_of`: the artifact, else Keras + numpy NMS) shown at
+  the same threshold. At b = recorded this canvas is the split's own image.
+- truth: each digit's strokes rendered alone at b, reduced, boxed tight; labels from the split.
+
+Figures per brush, page and Python: digit recall and precision (class-aware, IoU >= 0.5, the project's
+matching), sequence accuracy (the listed labels sorted by box x equal the drawn ones sorted the same
+way), and the share of canvases whose page bytes equal Python's. Writes benchmarks/results/drawn_page.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import independent  # noqa: E402
+
+from multidigit.atomic import save_json  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "drawn_page.json"
+BUFFER = 400  # the page's drawing buffer side in pixels
+BRUSHES = ("10", "4", "24")  # the slider's default and its two ends
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+DECIMALS = 4
+
+
+# ---------------------------------------------------------------- what was drawn
+@dataclass
+class DrawnCanvas:
+    """One drawing: its recorded brush width and, per digit, the label and its strokes (buffer px)."""
+
+    brush: float
+    labels: list[int]
+    strokes: list[list[np.ndarray]]  # strokes[d] = digit d's polylines, each (K, 2) float64 (x, y)
+
+    def all_strokes(self) -> list[np.ndarray]:
+        return [s for digit in self.strokes for s in digit]
+
+
+def _owner(stroke: np.ndarray, boxes_px: np.ndarray) -> int:
+    """The digit box (buffer px xywh) holding most of a stroke's points; the nearest when none holds any."""
+    x, y = stroke[:, 0:1], stroke[:, 1:2]
+    x0, y0 = boxes_px[:, 0], boxes_px[:, 1]
+    dx = np.maximum(np.maximum(x0 - x, 0), x - (x0 + boxes_px[:, 2]))  # (K, D) distance outside, 0 inside
+    dy = np.maximum(np.maximum(y0 - y, 0), y - (y0 + boxes_px[:, 3]))
+    outside = np.hypot(dx, dy)
+    inside = (outside == 0).sum(axis=0)
+    return int(np.argmax(inside)) if inside.max() > 0 else int(np.argmin(outside.mean(axis=0)))
+
+
+def drawn_split(limit: int) -> list[DrawnCanvas]:
+    """The first `limit` canvases of the stage-3 drawn split, their strokes grouped by digit.
+
+    `read_strokes` gives each canvas's strokes without saying which digit drew them; a stroke belongs to
+    the split's box that holds most of its points (the boxes contain their centre lines by construction).
+    """
+    from multidigit.canvas import read_canvases
+
+    try:
+        from multidigit.canvas import read_strokes
+    except ImportError:
+        from multidigit.strokes import read_strokes
+    canvases, strokes = read_canvases("stage3", "drawn"), read_strokes("stage3", "drawn")
+    out = []
+    for i in range(min(limit, len(canvases))):
+        keep = canvases.labels[i] >= 0
+        boxes_px = canvases.boxes[i][keep].astype(np.float64) * (BUFFER / canvases.images.shape[1])
+        brush, lines = strokes[i]
+        groups: list[list[np.ndarray]] = [[] for _ in range(int(keep.sum()))]
+        for line in lines:
+            line = np.asarray(line, np.float64).reshape(-1, 2)
+            groups[_owner(line, boxes_px)].append(line)
+        out.append(DrawnCanvas(float(brush), [int(v) for v in canvases.labels[i][keep]], groups))
+    return out
+
+
+def synthetic_drawn(limit: int, seed: int, brush: float = 10.0) -> list[DrawnCanvas]:
+    """Drawn-like canvases without the split: 1-6 MNIST test digits traced into strokes
+    (`strokes.digit_strokes`), 15-60 px tall on the canvas, in one row left to right."""
+    from multidigit.strokes import digit_strokes
+
+    digits, labels = independent.mnist_test_digits()
+    scale = BUFFER / 100  # canvas px -> buffer px
+    out = []
+    for i in range(limit):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD4A3, i]))
+        n = int(rng.integers(1, 7))
+        height = float(rng.uniform(15, min(60, 95 / (0.75 * n))))  # n digits of ~0.75 h width fit
+        x, groups, names = float(rng.uniform(2, 6)) * scale, [], []
+        for index in rng.integers(0, len(labels), size=n):
+            lines = digit_strokes(digits[index])
+            pts = np.concatenate(lines)
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            k = height * scale / max(hi[1] - lo[1], 1.0)
+            y = float(rng.uniform(4, 96 - height)) * scale
+            groups.append([(p - lo) * k + [x, y] for p in lines])
+            names.append(int(labels[index]))
+            x += (hi[0] - lo[0]) * k + (float(rng.uniform(2, 5)) + brush / scale) * scale  # ink apart
+        right = max(float(line[:, 0].max()) for g in groups for line in g)
+        fit = min(1.0, 97 * scale / max(right, 1.0))
+        out.append(DrawnCanvas(brush, names, [[p * fit for p in g] for g in groups]))  # shrink to fit
+    return out
+
+
+def truth_at(canvas: DrawnCanvas, brush: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the reduced canvas uint8 (100, 100), boxes (D, 4) xywh, labels (D,)) of a drawing at a brush;
+    each box is tight around its digit's own pixels, rendered alone."""
+    from multidigit.augment import tight_bounds
+    from multidigit.strokes import reduce_drawing, render_strokes
+
+    image = reduce_drawing(render_strokes(canvas.all_strokes(), brush, BUFFER))
+    alone = np.stack([reduce_drawing(render_strokes(lines, brush, BUFFER)) for lines in canvas.strokes])
+    x0, y0, x1, y1 = tight_bounds(alone).T
+    boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float32)
+    return image, boxes, np.array(canvas.labels, np.int64)
+
+
+def padded(rows: list[np.ndarray], width: int, fill: float, shape: tuple[int, ...] = ()) -> np.ndarray:
+    """Stack ragged per-canvas rows into (N, width, *shape), padded with `fill`."""
+    out = np.full((len(rows), width, *shape), fill, np.float32 if shape else np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+# ---------------------------------------------------------------- the page
+class Page:
+    """The served page in headless Chromium, drawn on with the mouse (pointer events)."""
+
+    def __init__(self, browser: Any, url: str, need_model: bool = True):
+        self.errors: list[str] = []
+        self.page = browser.new_page(viewport={"width": 1000, "height": 760})
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.goto(url + "/")
+        self.page.wait_for_selector("body[data-ready]", state="attached", timeout=60_000)
+        if need_model and self.page.evaluate("document.body.dataset.ready") != "model":
+            raise RuntimeError(f"{url}: the page has no model (is a champion exported?)")
+
+    def idle(self) -> None:
+        """Wait until the debounced detection after the last change has finished."""
+        self.page.wait_for_timeout(200)
+        self.page.wait_for_function("multidigit.state.done === multidigit.state.requested", timeout=60_000)
+
+    def set_brush(self, width: float) -> None:
+        self.page.eval_on_selector(
+            "#brush", "(el, w) => { el.value = w; el.dispatchEvent(new Event('input')); }", width
+        )
+        actual = float(self.page.input_value("#brush"))
+        if actual != width:
+            raise ValueError(f"brush: the slider took {actual}, not {width} (its range is 4-24, step 1)")
+
+    def replay(self, strokes: list[np.ndarray], brush: float) -> tuple[list[dict], np.ndarray]:
+        """Clear, draw buffer-pixel strokes at `brush`; returns (the listed detections, the sent canvas)."""
+        self.page.click("#clear")
+        self.idle()
+        self.set_brush(brush)
+        box = self.page.locator("#draw").bounding_box()
+        to_page = box["width"] / BUFFER
+        mouse = self.page.mouse
+        for stroke in strokes:
+            points = [(box["x"] + x * to_page, box["y"] + y * to_page) for x, y in stroke]
+            mouse.move(*points[0])
+            mouse.down()
+            for point in points[1:]:
+                mouse.move(*point)
+            mouse.up()
+        self.idle()
+        found = self.page.evaluate("multidigit.state.detections")
+        sent = np.array(self.page.evaluate("multidigit.canvasBytes()"), np.uint8).reshape(100, 100)
+        return found, sent
+
+    def threshold(self) -> float:
+        return float(self.page.input_value("#threshold"))
+
+
+def page_detections(found: list[dict]) -> dict[str, np.ndarray]:
+    """The page's listed detections as a `Detections` dict (boxes xywh in canvas pixels)."""
+    boxes = np.array([[d["x"], d["y"], d["w"], d["h"]] for d in found], np.float32).reshape(-1, 4)
+    return {
+        "boxes": boxes,
+        "scores": np.array([d["score"] for d in found], np.float32),
+        "labels": np.array([d["label"] for d in found], np.int64),
+    }
+
+
+# ---------------------------------------------------------------- scoring
+def reading_order(boxes: np.ndarray, labels: np.ndarray) -> list[int]:
+    """Labels sorted by box left edge, as the page lists them (stable for ties)."""
+    return [int(labels[i]) for i in np.argsort(np.asarray(boxes)[:, 0], kind="stable")]
+
+
+def score_listed(boxes: list[np.ndarray], labels: list[np.ndarray], dets: list[dict]) -> dict[str, float]:
+    """Digit recall and precision (class-aware, IoU >= 0.5) and sequence accuracy of listed detections."""
+    mt = independent.evaluation_modules()[1]
+    width = max(len(lab) for lab in labels)
+    gt_boxes, gt_labels = padded(boxes, width, 0.0, (4,)), padded(labels, width, -1)
+    prf = mt.class_prf(mt.match_split(gt_boxes, gt_labels, dets), 0.0)
+    sequence = [
+        reading_order(b, lab) == reading_order(d["boxes"], d["labels"])
+        for b, lab, d in zip(boxes, labels, dets, strict=True)
+    ]
+    return {
+        "recall": round(prf["recall/all"], DECIMALS),
+        "precision": round(prf["precision/all"], DECIMALS),
+        "sequence_accuracy": round(float(np.mean(sequence)), DECIMALS),
+    }
+
+
+def _share(flags) -> float:
+    return round(float(np.mean(list(flags))), DECIMALS)
+
+
+def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) -> dict[str, Any]:
+    """Replay every drawing at one brush ("recorded" = each its own) in the page and in Python; score both."""
+    truths, page_dets, sent = [], [], []
+    start = time.perf_counter()
+    for canvas in drawings:
+        width = canvas.brush if brush == "recorded" else float(brush)
+        truths.append(truth_at(canvas, width))
+        found, image = page.replay(canvas.all_strokes(), width)
+        page_dets.append(page_detections(found))
+        sent.append(image)
+    page_s = time.perf_counter() - start
+    images = np.stack([t[0] for t in truths])
+    _, python_dets, path = independent.detections_of(source, images)
+    boxes, labels = [t[1] for t in truths], [t[2] for t in truths]
+    page_seq = [reading_order(d["boxes"], d["labels"]) for d in page_dets]
+    python_seq = [reading_order(d["boxes"], d["labels"]) for d in python_dets]
+    return {
+        "brush": brush,
+        "canvases": len(drawings),
+        "digits": int(sum(len(lab) for lab in labels)),
+        "page": score_listed(boxes, labels, page_dets),
+        "python": {**score_listed(boxes, labels, python_dets), "path": path},
+        "page_bytes_equal_python": _share(np.array_equal(a, b) for a, b in zip(sent, images, strict=True)),
+        "page_lists_python": _share(a == b for a, b in zip(page_seq, python_seq, strict=True)),
+        "page_seconds_per_canvas": round(page_s / max(len(drawings), 1), 3),
+    }
+
+
+# ---------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder holding tfjs/ and stage3/")
+    p.add_argument("--detector", type=Path, help=".keras detector (default: <models>/stage3/detector.keras)")
+    p.add_argument("--canvases", type=int, default=100, help="drawings replayed per brush")
+    p.add_argument("--brushes", default=",".join(BRUSHES), help="comma list of slider widths or 'recorded'")
+    p.add_argument("--synthetic", action="store_true", help="traced MNIST test digits instead of the split")
+    p.add_argument("--seed", type=int, default=0, help="seed of --synthetic drawings")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    from services.liveserver import live_server
+
+    args = parse_args(argv)
+    brushes = [b.strip() for b in args.brushes.split(",") if b.strip()]
+    drawings = synthetic_drawn(args.canvases, args.seed) if args.synthetic else drawn_split(args.canvases)
+    source = independent.resolve_model(args.models, None, args.detector, None)
+    if not Path(CHROMIUM).exists():
+        raise FileNotFoundError(f"chromium: {CHROMIUM} not found; `make install-browser`")
+    start = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        live_server(Path(tmp), MODELS_DIR=args.models / "tfjs") as url,
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = Page(browser, url)
+        runs = [run_brush(page, source, drawings, b) for b in brushes]
+        page_threshold, errors = page.threshold(), page.errors
+        browser.close()
+    result = {
+        "drawings": "synthetic (traced MNIST test digits)" if args.synthetic else "stage3 drawn split",
+        "model": {
+            "version_dir": independent.workspace_path(source.version_dir),
+            "detector": independent.workspace_path(source.detector),
+            "manifest_threshold": source.threshold,
+            "page_threshold": page_threshold,
+        },
+        "brushes": {r["brush"]: r for r in runs},
+        "page_errors": errors,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    save_json(args.out, result)
+    for r in runs:
+        pg, py = r["page"], r["python"]
+        print(
+            f"brush {r['brush']:>8}: page recall {pg['recall']:.4f} precision {pg['precision']:.4f} "
+            f"sequence {pg['sequence_accuracy']:.4f} | python {py['recall']:.4f} {py['precision']:.4f} "
+            f"{py['sequence_accuracy']:.4f} | bytes equal {r['page_bytes_equal_python']:.2f}"
+        )
+    print(f"-> {independent.workspace_path(args.out)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
