@@ -7,7 +7,6 @@ one core call from multidigit.canvas / multidigit.preview; the bytes do not depe
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect import flow, task, unmapped
@@ -18,10 +17,6 @@ from flows import fanout
 from multidigit import canvas, preview
 from multidigit.constants import CANVAS_OUT, DEFAULT_PARAMS_FILE, PLOTS_DIR
 from multidigit.params import GenerateParams, Params, load_params
-
-# Test hook: when set to a file path, the first shard task that deletes that file fails once,
-# so a test can watch the retry produce the same output.
-FAIL_ONCE_ENV = "MULTIDIGIT_GENERATE_FAIL_ONCE"
 
 
 def task_runner_for(gen: GenerateParams) -> TaskRunner:
@@ -40,23 +35,11 @@ def task_runner_for(gen: GenerateParams) -> TaskRunner:
     return DaskTaskRunner(cluster_kwargs={"n_workers": gen.workers, "threads_per_worker": 1})
 
 
-def _fail_once_if_asked() -> None:
-    marker = os.environ.get(FAIL_ONCE_ENV)
-    if not marker:
-        return
-    try:
-        os.remove(marker)  # exactly one task wins the removal, even across processes
-    except FileNotFoundError:
-        return
-    raise RuntimeError(f"injected shard failure ({FAIL_ONCE_ENV})")
-
-
 # Shard generation is deterministic, but a worker can still die (memory, a killed process): the
 # retry reruns the same seeds and rewrites the same bytes.
 @task(cache_policy=NO_CACHE, task_run_name="shard-{spec.split}-{spec.index}")
 def generate_shard(cfg: Params, spec: canvas.ShardSpec, out_dir: Path) -> dict:
     """Make and write one shard; returns its stats for the manifest."""
-    _fail_once_if_asked()
     return canvas.generate_shard(cfg, spec, out_dir)
 
 

@@ -7,6 +7,7 @@ One Prefect test harness (a temporary database and ephemeral server) serves ever
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -51,6 +52,38 @@ def shard_bytes(stage_dir) -> dict[str, bytes]:
     return {p.relative_to(stage_dir).as_posix(): p.read_bytes() for p in sorted(stage_dir.glob("*/*.npz"))}
 
 
+FAIL_ONCE = "fail-once"  # a marker file beside the stage folder: the shard task that removes it fails
+
+
+def fail_once_then_generate(cfg, spec, out_dir):
+    """The flow's own shard task body, except that the first call to remove the marker raises.
+
+    Module level, so a process-pool worker imports it by name; the marker's path comes from `out_dir`
+    (no environment), and removing a file is atomic, so exactly one task fails even across processes.
+    """
+    from flows import generate
+
+    try:
+        (Path(out_dir).parent / FAIL_ONCE).unlink()
+    except FileNotFoundError:
+        return generate.generate_shard.fn(cfg, spec, out_dir)
+    raise RuntimeError("injected shard failure")
+
+
+def inject_one_shard_failure(monkeypatch, generate, out_root: Path) -> Path:
+    """Swap the flow's shard task for one that fails once (same name and options); returns the marker."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    name = generate.generate_shard.task_run_name
+    flaky = task(fail_once_then_generate, cache_policy=NO_CACHE, task_run_name=name)
+    monkeypatch.setattr(generate, "generate_shard", flaky)
+    out_root.mkdir()
+    marker = out_root / FAIL_ONCE
+    marker.touch()
+    return marker
+
+
 def test_flow_matches_in_process_bytes_and_retries_a_failed_shard(workspace, prefect_harness, monkeypatch):
     from flows import generate
 
@@ -66,9 +99,7 @@ def test_flow_matches_in_process_bytes_and_retries_a_failed_shard(workspace, pre
     assert (root / "plots" / "canvases" / "stage2" / "preview.png").stat().st_size > 10_000
 
     # a shard task fails once: with no retries the flow fails ...
-    marker = root / "fail-once"
-    monkeypatch.setenv(generate.FAIL_ONCE_ENV, str(marker))
-    marker.touch()
+    marker = inject_one_shard_failure(monkeypatch, generate, root / "none")
     with pytest.raises(RuntimeError, match="injected shard failure"):
         generate.generate_flow(
             params=write_params(workspace, "p0.yaml", retries=0), stage="stage2", out_root="none"
@@ -76,7 +107,7 @@ def test_flow_matches_in_process_bytes_and_retries_a_failed_shard(workspace, pre
     assert not marker.exists()
 
     # ... with retries (in a process pool this time) the failed task reruns and the bytes are the same
-    marker.touch()
+    marker = inject_one_shard_failure(monkeypatch, generate, root / "procs")
     params = write_params(workspace, "pp.yaml", task_runner="processes")
     manifest = generate.generate_flow(params=params, stage="stage2", out_root="procs", plots_root="plots")
     assert not marker.exists()  # the failure really was injected
