@@ -1,5 +1,9 @@
 """Boxes, once for training, evaluation and export: converters, IoU, grid targets, decoding, NMS.
 
+`postprocess` is the numpy reference of the post-processing the exported graph runs
+(`multidigit.artifact`): score, threshold, class-aware NMS, the merge, then the one-box-per-digit rule
+(`one_box_per_digit`), which marks each kept box `shown` or not; tests check the graph equals it.
+
 Box format everywhere outside the grid is pixel `x, y, w, h` with `(x, y)` the top-left corner
 (`constants.BOX_FORMAT`). On the grid a box is stored per cell and anchor slot as
 
@@ -30,12 +34,15 @@ ANCHOR_RANGE = (16.0, 44.0)
 MAX_LOG_SIZE = 4.0
 # Offsets are decoded as OFFSET_GAIN * sigmoid - OFFSET_PAD, reaching half a cell beyond each side.
 OFFSET_GAIN, OFFSET_PAD = 2.0, 0.5
+# Class-aware NMS in one pass: each class's boxes move by label * this, further than any box reaches.
+NMS_CLASS_OFFSET = 4.0 * CANVAS_SIZE
 
 
-class Detections(TypedDict):
+class Detections(TypedDict, total=False):
     boxes: np.ndarray  # float32 (M, 4) xywh pixels
     scores: np.ndarray  # float32 (M,)
     labels: np.ndarray  # int32 (M,)
+    shown: np.ndarray  # bool (M,): what the page and the API list (the one-box-per-digit rule)
 
 
 # ---------------------------------------------------------------- converters and IoU
@@ -182,8 +189,50 @@ def _nms_keep(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit
 
 def empty_detections() -> Detections:
     return Detections(
-        boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32), labels=np.zeros(0, np.int32)
+        boxes=np.zeros((0, 4), np.float32),
+        scores=np.zeros(0, np.float32),
+        labels=np.zeros(0, np.int32),
+        shown=np.zeros(0, bool),
     )
+
+
+def shown_only(det: Detections) -> Detections:
+    """The detections the page and the API list: those the one-box-per-digit rule left shown."""
+    keep = np.asarray(det["shown"], bool)
+    return Detections(
+        boxes=det["boxes"][keep], scores=det["scores"][keep], labels=det["labels"][keep], shown=keep[keep]
+    )
+
+
+def containment_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) float32 intersection of a[i] and b[j] over the area of a[i] (1 = a[i] lies inside b[j])."""
+    a, b = xywh_to_xyxy(a)[:, None, :], xywh_to_xyxy(b)[None, :, :]
+    inter_wh = np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    area = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    return np.where(area > 0, inter / np.maximum(area, 1e-9), 0.0).astype(np.float32)
+
+
+def one_box_per_digit(
+    boxes: np.ndarray, labels: np.ndarray, agnostic_iou: float, agnostic_containment: float
+) -> np.ndarray:
+    """Which kept boxes are shown: greedy in score order, a box is hidden when it overlaps a better-scored
+    *shown* box of another class by IoU > `agnostic_iou` or lies inside it by more than
+    `agnostic_containment` (intersection over its own area). A value of 1 turns that test off.
+
+    Args:
+        boxes: (K, 4) xywh, best score first (as NMS returns them).
+        labels: (K,) int classes.
+    Returns:
+        (K,) bool shown.
+    """
+    iou, inside = iou_matrix(boxes, boxes), containment_matrix(boxes, boxes)
+    # conflict[i, j]: box i loses to box j if j is better scored and shown
+    conflict = ((iou > agnostic_iou) | (inside > agnostic_containment)) & (labels[:, None] != labels[None, :])
+    shown = np.ones(len(boxes), bool)
+    for i in range(len(boxes)):
+        shown[i] = not (conflict[i, :i] & shown[:i]).any()
+    return shown
 
 
 def merge_boxes(
@@ -209,8 +258,11 @@ def postprocess(
     iou_threshold: float,
     max_detections: int,
     merge: bool = False,
+    agnostic_iou: float = 1.0,
+    agnostic_containment: float = 1.0,
 ) -> list[Detections]:
-    """Scores, thresholding, class-aware NMS (optionally merging what it suppresses) for a batch.
+    """Scores, thresholding, class-aware NMS (optionally merging what it suppresses), then the
+    one-box-per-digit rule, for a batch: the numpy reference of `multidigit.artifact`'s graph.
 
     Args:
         decoded: (B, N, 15) [x, y, w, h, objectness, 10 class probs] as `inference_model` returns.
@@ -218,8 +270,9 @@ def postprocess(
         iou_threshold: suppress a same-class box overlapping a better one by more than this.
         max_detections: keep at most this many per canvas, best first.
         merge: replace each kept box by `merge_boxes`' weighted mean (scores and labels unchanged).
+        agnostic_iou, agnostic_containment: `one_box_per_digit` limits on the final boxes (1 = off).
     Returns:
-        One `Detections` per canvas, sorted by descending score.
+        One `Detections` per canvas, sorted by descending score; `shown` marks what a user sees.
     """
     decoded = np.asarray(decoded, dtype=np.float32)
     if decoded.ndim != 3 or decoded.shape[-1] != 5 + NUM_CLASSES:
@@ -234,7 +287,7 @@ def postprocess(
             continue
         # Class-aware NMS in one pass: shift each class to its own far-away region of the plane.
         shifted = boxes[sel].copy()
-        shifted[:, :2] += labels[sel, None].astype(np.float32) * (4.0 * CANVAS_SIZE)
+        shifted[:, :2] += labels[sel, None].astype(np.float32) * NMS_CLASS_OFFSET
         local = np.asarray(_nms_keep(shifted, scores[sel], iou_threshold, max_detections), dtype=int)
         keep = sel[local]
         kept_boxes = (
@@ -245,6 +298,7 @@ def postprocess(
                 boxes=kept_boxes.astype(np.float32),
                 scores=scores[keep].astype(np.float32),
                 labels=labels[keep].astype(np.int32),
+                shown=one_box_per_digit(kept_boxes, labels[keep], agnostic_iou, agnostic_containment),
             )
         )
     return results

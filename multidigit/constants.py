@@ -12,12 +12,15 @@ BOX_FORMAT = "xywh"
 
 STAGES = ("stage1", "stage2", "stage3")
 SPLITS = ("train", "val", "test")
+DRAWN_SPLIT = "drawn"  # re-stroked MNIST test digits laid out as people write (a stage may add it)
+CANVAS_SPLITS = (*SPLITS, DRAWN_SPLIT)  # every split a stage can generate; its index seeds the shard
 
 # Repository-relative output folders that dvc.yaml declares as outs.
 DATA_DIR = Path("data")
 MNIST_OUT = DATA_DIR / "mnist"
 CANVAS_OUT = DATA_DIR / "canvases"
 MODELS_DIR = Path("models")
+TFJS_DIR = MODELS_DIR / "tfjs"  # exported versions (<version>/) and champion.json
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")

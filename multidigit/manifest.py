@@ -1,8 +1,10 @@
-"""The manifest beside every exported TF.js model, and the check that its files are the ones exported.
+"""The manifest beside every exported version, and the check that its files are the ones exported.
 
-`models/tfjs/<version>/manifest.json` is the one source of truth for everything the page and the service
-must agree on with training: input shape and preprocessing, classes, grid, output layout, decoding
-thresholds, metrics at export, quantization, and the size + sha256 of every file of the version.
+`models/tfjs/<version>/manifest.json` is the detector contract, the one source of truth for everything
+the page and the service must agree on with training: the graph's inputs (canvas and score threshold)
+and outputs (final detections) by name, preprocessing, classes, grid, the post-processing parameters
+baked into the graph and the calibrated score threshold, metrics at export, quantization, and the
+size + sha256 of every file of the version (TF.js files and the SavedModel under `saved_model/`).
 `verify_model_dir` recomputes the digests and refuses a tampered or missing file with one line naming it.
 """
 
@@ -17,12 +19,20 @@ from multidigit.constants import BOX_FORMAT, CANVAS_SIZE, CLASS_NAMES
 
 MANIFEST_NAME = "manifest.json"
 MODEL_JSON = "model.json"
-FORMAT = "multidigit-tfjs/1"
-# Output channels of the decoded (N, 15) tensor, in order (model contract, brief section 2).
-OUTPUT_CHANNELS = ("x", "y", "w", "h", "objectness", *(f"p{c}" for c in CLASS_NAMES))
-# Class-aware NMS shifts each class's boxes by label * offset so that one NMS pass never lets two
-# classes suppress each other; any offset larger than the canvas works (boxes.postprocess uses 4x).
-NMS_CLASS_OFFSET = 4.0 * CANVAS_SIZE
+FORMAT = "multidigit-detector/2"  # /1 was the raw (N, 15) grid output with post-processing in the page
+SAVED_MODEL = "saved_model"  # the SavedModel folder inside a version (multidigit.artifact.SAVED_MODEL_DIR)
+# The graph's inputs and outputs by signature name (multidigit.artifact): what consumers feed and read.
+INPUTS = {
+    "image": {"shape": [1, CANVAS_SIZE, CANVAS_SIZE, 1], "dtype": "float32"},
+    "score_threshold": {"shape": [], "dtype": "float32"},
+}
+OUTPUTS = {
+    "boxes": {"shape": ["K", 4], "dtype": "float32", "meaning": "x, y, w, h pixels, top-left corner"},
+    "scores": {"shape": ["K"], "dtype": "float32", "meaning": "objectness * max class probability"},
+    "labels": {"shape": ["K"], "dtype": "int32", "meaning": "argmax class"},
+    "shown": {"shape": ["K"], "dtype": "int32", "meaning": "1 = listed (one box per digit), 0 = hidden"},
+    "count": {"shape": [], "dtype": "int32", "meaning": "sum(shown)"},
+}
 
 
 class IntegrityError(ValueError):
@@ -38,12 +48,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _files(model_dir: Path) -> list[str]:
+    """Every file of a version folder, relative POSIX paths, sorted; the manifest itself excluded."""
+    root = Path(model_dir)
+    names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return sorted(name for name in names if name != MANIFEST_NAME)
+
+
 def file_table(model_dir: Path) -> dict[str, dict[str, Any]]:
-    """{file name: {"size": bytes, "sha256": hex}} for every file of a version except the manifest."""
+    """{relative path: {"size": bytes, "sha256": hex}} for every file of a version except the manifest."""
     return {
-        p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in sorted(Path(model_dir).iterdir())
-        if p.is_file() and p.name != MANIFEST_NAME
+        name: {"size": (Path(model_dir) / name).stat().st_size, "sha256": file_sha256(Path(model_dir) / name)}
+        for name in _files(model_dir)
     }
 
 
@@ -63,7 +79,8 @@ def build_manifest(
         model_dir: folder holding model.json and its weight shards.
         version: the version name (also the folder name under models/tfjs/).
         grid: {"stride", "size", "boxes_per_cell", "slots"} of the detector.
-        thresholds: {"score", "score_source", "iou", "max_detections", "merge"} for decoding.
+        thresholds: {"score", "score_source", "iou", "max_detections", "merge", "agnostic_iou",
+            "agnostic_containment"}: the post-processing in the graph and the default score threshold.
         metrics: the stage-3 metrics at export (flat dict of floats).
         quantization: {"dtype", "tolerance", ...} of the weights.
         source: where the model came from (Keras path and its sha256).
@@ -84,14 +101,11 @@ def build_manifest(
         },
         "classes": list(CLASS_NAMES),
         "grid": grid,
-        "output": {
-            "shape": [grid["slots"], len(OUTPUT_CHANNELS)],
-            "channels": list(OUTPUT_CHANNELS),
-            "box_format": BOX_FORMAT,
-            "box_units": "pixels",
-            "score": "objectness * max class probability; label = argmax class",
-        },
-        "thresholds": {**thresholds, "nms_class_offset": NMS_CLASS_OFFSET},
+        "inputs": INPUTS,
+        "outputs": OUTPUTS,
+        "box_format": BOX_FORMAT,
+        "saved_model": SAVED_MODEL,
+        "thresholds": thresholds,
         "metrics": metrics,
         "quantization": quantization,
         "source": source,
@@ -136,8 +150,7 @@ def verify_model_dir(model_dir: Path) -> dict[str, Any]:
         actual = file_sha256(path)
         if actual != entry.get("sha256"):
             raise IntegrityError(f"sha256 mismatch: {path} expected {entry.get('sha256')} got {actual}")
-    extra = sorted(p.name for p in model_dir.iterdir() if p.is_file() and p.name not in files)
-    extra = [name for name in extra if name != MANIFEST_NAME]
+    extra = [name for name in _files(model_dir) if name not in files]
     if extra:
         raise IntegrityError(f"manifest: {model_dir} holds unlisted files {', '.join(extra)}")
     return manifest

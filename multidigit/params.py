@@ -146,6 +146,11 @@ class NmsParams(Block):
     iou_threshold: Fraction = 0.45
     max_detections: PosInt = 20
     merge: bool = False  # a kept box becomes the score-weighted mean of the same-class boxes it suppressed
+    # One box per digit: after NMS and the merge, a box overlapping a better-scored shown box of another
+    # class by IoU > agnostic_iou, or lying inside it by more than agnostic_containment (intersection over
+    # its own area), is not shown (1.0 turns a test off). Chosen on val (README "One box per digit").
+    agnostic_iou: Fraction = 0.5
+    agnostic_containment: Fraction = 0.8
 
 
 # ---------------------------------------------------------------- evaluation, export, tracking
@@ -164,8 +169,9 @@ class ExportParams(Block):
     quantization: Literal["none", "float16", "uint8"] = "uint8"
     parity_canvases: PosInt = 50
     float_tolerance: PosFloat = 1e-3
-    quantized_tolerance: PosFloat = 0.05  # probabilities of candidate slots, quantized model
-    quantized_box_tolerance: PosFloat = 2.0  # pixels, boxes of candidate slots, quantized model
+    quantized_tolerance: PosFloat = 0.05  # final scores, quantized model
+    quantized_box_tolerance: PosFloat = 2.0  # pixels, final boxes, quantized model
+    quantized_mismatches: NonNegInt = 3  # parity canvases whose detections may differ, quantized model
 
 
 class MlflowParams(Block):

@@ -1,4 +1,8 @@
-"""Run a trained detector on canvases: load it, batch through one tf.function, post-process with NMS."""
+"""Run a trained Keras detector on canvases with the numpy reference post-processing (boxes.postprocess).
+
+The served and evaluated detector is the exported artifact (multidigit.artifact), which runs the same
+post-processing inside its graph; this module is the reference its tests compare against.
+"""
 
 from __future__ import annotations
 
@@ -82,4 +86,7 @@ def predict_canvases(
     """
     threshold = nms.score_threshold if score_threshold is None else score_threshold
     decoded = predict_decoded(model, images, batch_size)
-    return postprocess(decoded, threshold, nms.iou_threshold, nms.max_detections, nms.merge)
+    return postprocess(
+        decoded, threshold, nms.iou_threshold, nms.max_detections, nms.merge,
+        nms.agnostic_iou, nms.agnostic_containment,
+    )  # fmt: skip

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from multidigit.atomic import atomic_path, save_json
-from multidigit.constants import DEFAULT_PARAMS_FILE, MODELS_DIR
+from multidigit.constants import DEFAULT_PARAMS_FILE, TFJS_DIR
 from multidigit.manifest import verify_model_dir
 from multidigit.params import MlflowParams, Params, load_params
 from multidigit.tracking import stage_run, tracking_uri
@@ -34,7 +34,6 @@ from multidigit.tracking import stage_run, tracking_uri
 ALIAS = "champion"
 HISTORY_TAG = "multidigit.champion_history"  # JSON list of registry versions that held champion, oldest first
 CHAMPION_FILE = "champion.json"
-TFJS_DIR = MODELS_DIR / "tfjs"
 ACTIONS = ("list", "promote", "rollback")
 
 

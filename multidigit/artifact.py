@@ -1,0 +1,201 @@
+"""The detector artifact: the whole detector, post-processing included, as one TensorFlow graph.
+
+    image (1, 100, 100, 1) float32 in [0, 1], score_threshold () float32
+      -> inference_model                    (N, 15) decoded [x, y, w, h, objectness, 10 class probs]
+      -> score = objectness * max class prob, label = argmax class, keep score >= threshold
+      -> class-aware NMS (NonMaxSuppressionV5 on boxes shifted by label * NMS_CLASS_OFFSET)
+      -> merge: a kept box becomes the score-weighted mean of its same-class candidates (IoU > iou)
+      -> one box per digit: a box overlapping a better-scored shown box of another class is not shown
+      -> {"boxes" (K, 4) xywh px, "scores" (K,), "labels" (K,) int32, "shown" (K,) int32, "count" () int32}
+
+K <= max_detections, best score first. Export saves this module as the version's SavedModel and converts
+it to TF.js, so Python evaluation, /api/detect, the export parity check and the page run one graph;
+`multidigit.boxes.postprocess` is its numpy reference. Every op converts to TF.js (the one-box rule is a
+loop unrolled to max_detections steps, so the graph has no control flow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multidigit.boxes import NMS_CLASS_OFFSET, Detections, shown_only
+from multidigit.constants import CANVAS_SIZE
+from multidigit.params import NmsParams
+from multidigit.preprocess import to_model_input
+
+PostprocessParams = NmsParams  # the params block the graph bakes in (all but the score threshold)
+SAVED_MODEL_DIR = "saved_model"  # inside a version folder
+INPUTS = ("image", "score_threshold")
+OUTPUTS = ("boxes", "scores", "labels", "shown", "count")
+NMS_OP = "NonMaxSuppressionV5"
+__all__ = ["PostprocessParams", "build_detector_fn", "detect_canvases", "load_artifact", "shown_only"]
+
+
+def _xyxy(tf, boxes):
+    """(K, 4) xywh -> x1, y1, x2, y2 as four (K,) tensors."""
+    x, y, w, h = tf.unstack(boxes, axis=1)
+    return x, y, x + w, y + h
+
+
+def _overlaps(tf, a, b):
+    """(K, M) IoU and intersection over the area of a[i], of xywh boxes (as boxes.iou_matrix)."""
+    ax1, ay1, ax2, ay2 = (t[:, None] for t in _xyxy(tf, a))
+    bx1, by1, bx2, by2 = (t[None, :] for t in _xyxy(tf, b))
+    iw = tf.maximum(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1), 0.0)
+    ih = tf.maximum(tf.minimum(ay2, by2) - tf.maximum(ay1, by1), 0.0)
+    inter = iw * ih
+    area_a, area_b = (ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1)
+    union = area_a + area_b - inter
+    iou = tf.where(union > 0, inter / tf.maximum(union, 1e-9), 0.0)
+    inside = tf.where(area_a > 0, inter / tf.maximum(area_a, 1e-9), 0.0)
+    return iou, inside
+
+
+def _class_aware_nms(tf, boxes, scores, labels, valid, post: NmsParams):
+    """Indices kept by one NMS pass over boxes shifted into a far-away region per class."""
+    shift = tf.cast(labels, tf.float32) * NMS_CLASS_OFFSET
+    x, y, w, h = tf.unstack(boxes, axis=1)
+    x1, y1 = x + shift, y + shift
+    corners = tf.stack([y1, x1, y1 + h, x1 + w], axis=1)  # [y1, x1, y2, x2] as tf.image wants
+    # TF's NMS keeps scores strictly above its threshold; below-threshold slots get -1, so a -0.5
+    # floor keeps exactly the slots with score >= the input threshold (numpy's rule).
+    masked = tf.where(valid, scores, -1.0)
+    keep, _ = tf.image.non_max_suppression_with_scores(
+        corners, masked, post.max_detections, iou_threshold=post.iou_threshold, score_threshold=-0.5
+    )
+    return keep
+
+
+def _merge(tf, boxes, scores, labels, valid, keep, iou_threshold: float):
+    """(K, 4) each kept box as the score-weighted mean of same-class candidates with IoU > threshold."""
+    iou, _ = _overlaps(tf, tf.gather(boxes, keep), boxes)
+    same = tf.equal(tf.gather(labels, keep)[:, None], labels[None, :])
+    vote = tf.logical_and(tf.logical_and(iou > iou_threshold, same), valid[None, :])
+    weight = tf.where(vote, scores[None, :], 0.0)
+    return tf.matmul(weight, boxes) / tf.reduce_sum(weight, axis=1, keepdims=True)
+
+
+def _one_box_per_digit(tf, boxes, labels, post: NmsParams):
+    """(K,) int32 shown, greedy in score order as boxes.one_box_per_digit, unrolled to max_detections."""
+    k, limit = tf.shape(labels)[0], post.max_detections
+    iou, inside = _overlaps(tf, boxes, boxes)
+    other = tf.not_equal(labels[:, None], labels[None, :])
+    hit = tf.logical_or(iou > post.agnostic_iou, inside > post.agnostic_containment)
+    # conflict[i, j] = 1: box i is hidden if box j (better scored, j < i) is shown
+    index = tf.range(k)
+    earlier = index[None, :] < index[:, None]
+    conflict = tf.cast(tf.logical_and(tf.logical_and(hit, other), earlier), tf.float32)
+    conflict = tf.reshape(tf.pad(conflict, [[0, limit - k], [0, limit - k]]), (limit, limit))
+    rows, eye = tf.unstack(conflict, axis=0), np.eye(limit, dtype=np.float32)
+    shown = tf.ones((limit,))
+    for i in range(1, limit):
+        blocked = tf.reduce_max(rows[i] * shown)  # 1 if a shown earlier box conflicts with box i
+        shown = shown * (1.0 - eye[i] * blocked)
+    return tf.cast(shown[:k], tf.int32)
+
+
+def _postprocess(tf, decoded, score_threshold, post: NmsParams) -> dict[str, Any]:
+    """(N, 15) decoded slots of one canvas -> the output dict (see the module docstring)."""
+    boxes, probs = decoded[:, :4], decoded[:, 5:]
+    labels = tf.argmax(probs, axis=-1, output_type=tf.int32)
+    scores = decoded[:, 4] * tf.reduce_max(probs, axis=-1)
+    valid = scores >= score_threshold
+    keep = _class_aware_nms(tf, boxes, scores, labels, valid, post)
+    kept = _merge(tf, boxes, scores, labels, valid, keep, post.iou_threshold) if post.merge else None
+    kept = tf.gather(boxes, keep) if kept is None else kept
+    kept_labels = tf.gather(labels, keep)
+    shown = _one_box_per_digit(tf, kept, kept_labels, post)
+    return {
+        "boxes": tf.identity(kept, name="boxes"),
+        "scores": tf.gather(scores, keep, name="scores"),
+        "labels": tf.identity(kept_labels, name="labels"),
+        "shown": tf.identity(shown, name="shown"),
+        "count": tf.reduce_sum(shown, name="count"),
+    }
+
+
+def build_detector_fn(detector: Any, post: PostprocessParams) -> Any:
+    """The whole detector as a `tf.Module` with one traced `detect(image, score_threshold)`.
+
+    Args:
+        detector: the Keras training detector (B, 100, 100, 1) -> (B, G, G, A, 15) raw logits.
+        post: the nms block (iou_threshold, max_detections, merge, agnostic_iou, agnostic_containment);
+            the score threshold is an input, so the page's slider and evaluation's floor share the graph.
+    Returns:
+        A tf.Module; `module.detect(image (1, 100, 100, 1) float32, score_threshold () float32)` returns
+        the dict of the module docstring. `module.post` holds the params it was built with.
+    """
+    import tensorflow as tf
+
+    from multidigit.model import inference_model
+
+    model = inference_model(detector)
+
+    class DetectorModule(tf.Module):
+        def __init__(self):
+            super().__init__(name="multidigit_detector")
+            self.model, self.post = model, post
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec((1, CANVAS_SIZE, CANVAS_SIZE, 1), tf.float32, name="image"),
+                tf.TensorSpec((), tf.float32, name="score_threshold"),
+            ]
+        )
+        def detect(self, image, score_threshold):
+            decoded = self.model(image, training=False)[0]  # (N, 15)
+            return _postprocess(tf, decoded, score_threshold, self.post)
+
+    return DetectorModule()
+
+
+def save_artifact(module: Any, out_dir: Path) -> Path:
+    """Write `module` as a SavedModel whose serving_default signature is `detect`; returns `out_dir`."""
+    import tensorflow as tf
+
+    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.detect})
+    return Path(out_dir)
+
+
+def load_artifact(version_dir: Path) -> Any:
+    """The SavedModel of an exported version (`<version>/saved_model/`), with the same `.detect`.
+
+    Raises:
+        FileNotFoundError: the version has no SavedModel.
+    """
+    import tensorflow as tf
+
+    path = Path(version_dir) / SAVED_MODEL_DIR
+    if not (path / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"artifact: no SavedModel at {path}")
+    return tf.saved_model.load(str(path))
+
+
+def as_detections(out: dict[str, Any]) -> Detections:
+    """The output dict of one `detect` call (tensors or arrays) as numpy `Detections`."""
+    return Detections(
+        boxes=np.asarray(out["boxes"], np.float32).reshape(-1, 4),
+        scores=np.asarray(out["scores"], np.float32),
+        labels=np.asarray(out["labels"], np.int32),
+        shown=np.asarray(out["shown"]).astype(bool),
+    )
+
+
+def detect_canvases(fn: Any, images_uint8: np.ndarray, score_threshold: float) -> list[Detections]:
+    """Run the artifact on canvases, one traced call each.
+
+    Args:
+        fn: a `build_detector_fn` module or a `load_artifact` SavedModel (anything with `.detect`).
+        images_uint8: uint8 (B, 100, 100) canvases.
+        score_threshold: keep scores >= this (the operating point, or a low floor for COCO mAP).
+    Returns:
+        One `Detections` per canvas, best score first, with `shown`.
+    """
+    import tensorflow as tf
+
+    x = to_model_input(images_uint8)
+    threshold = tf.constant(score_threshold, tf.float32)
+    return [as_detections(fn.detect(tf.constant(x[i : i + 1]), threshold)) for i in range(len(x))]
