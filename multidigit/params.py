@@ -58,8 +58,8 @@ class SplitCounts(Block):
 
 class StageDataParams(Block):
     digits: tuple[PosInt, PosInt]  # [min, max] digits per canvas
-    scale: tuple[PosFloat, PosFloat] = (1.0, 1.0)  # [min, max] digit size relative to 28 px
-    max_overlap: Fraction = 0.0  # largest fraction of a digit's box another digit may cover
+    scale: tuple[PosFloat, PosFloat]  # [min, max] digit size relative to 28 px
+    max_overlap: Fraction  # largest fraction of a digit's box another digit may cover
     canvases: SplitCounts  # canvases per split
 
     @model_validator(mode="after")
@@ -119,25 +119,26 @@ class LossParams(Block):
 
 class PretrainParams(Block):
     source: Literal["mnist", "synthetic", "none"] = "mnist"  # B, A, C of the ablation
-    epochs: NonNegInt = 2
+    epochs: NonNegInt = 1
     batch_size: PosInt = 128
     lr: PosFloat = 2e-3
-    limit: NonNegInt = 0  # train digits to use; 0 = all
+    limit: NonNegInt = 20000  # train digits to use; 0 = all
 
 
 class StageTrainParams(Block):
     epochs: PosInt
     lr: PosFloat
-    patience: PosInt = 3  # early stopping on val loss
-    init: Literal["pretrained", "previous", "scratch"] = "previous"
-    canvases: NonNegInt = 0  # train canvases used (the first n); 0 = all
+    # No defaults: params.yaml sets every key for every stage, and the stages differ.
+    patience: PosInt  # early stopping on val loss
+    init: Literal["pretrained", "previous", "scratch"]
+    canvases: NonNegInt  # train canvases used (the first n); 0 = all
 
 
 class TrainParams(Block):
     batch_size: PosInt = 32
     prefetch: PosInt = 4  # batches the generator runs ahead
     warmup: Fraction = 0.05  # fraction of a stage's steps spent warming the LR up from 0 (then cosine)
-    neighbour_cells: bool = False  # also make the 2 cells beside a digit's centre cell responsible for it
+    neighbour_cells: bool = True  # also make the 2 cells beside a digit's centre cell responsible for it
     stages: dict[Literal["stage1", "stage2", "stage3"], StageTrainParams]
 
 
@@ -145,7 +146,7 @@ class NmsParams(Block):
     score_threshold: Fraction = 0.5  # default operating point; evaluation calibrates on val
     iou_threshold: Fraction = 0.45
     max_detections: PosInt = 20
-    merge: bool = False  # a kept box becomes the score-weighted mean of the same-class boxes it suppressed
+    merge: bool = True  # a kept box becomes the score-weighted mean of the same-class boxes it suppressed
     # One box per digit: after NMS and the merge, a box overlapping a better-scored shown box of another
     # class by IoU > agnostic_iou, or lying inside it by more than agnostic_containment (intersection over
     # its own area), is not shown (1.0 turns a test off). Chosen on val (README "One box per digit").
@@ -155,18 +156,18 @@ class NmsParams(Block):
 
 # ---------------------------------------------------------------- evaluation, export, tracking
 class GateParams(Block):
-    map50: Fraction = 0.0
-    map50_95: Fraction = 0.0
+    map50: Fraction  # no defaults: every stage's gate is set in params.yaml
+    map50_95: Fraction
 
 
 class EvaluateParams(Block):
     batch_size: PosInt = 256
     gallery_size: PosInt = 16
-    gates: dict[Literal["stage1", "stage2", "stage3"], GateParams] = {}
+    gates: dict[Literal["stage1", "stage2", "stage3"], GateParams]  # no default: an ungated run is a choice
 
 
 class ExportParams(Block):
-    quantization: Literal["none", "float16", "uint8"] = "uint8"
+    quantization: Literal["none", "float16", "uint8"] = "float16"
     parity_canvases: PosInt = 50
     float_tolerance: PosFloat = 1e-3
     quantized_tolerance: PosFloat = 0.05  # final scores, quantized model
@@ -189,7 +190,7 @@ class Params(Block):
     pretrain: PretrainParams = PretrainParams()
     train: TrainParams
     nms: NmsParams = NmsParams()
-    evaluate: EvaluateParams = EvaluateParams()
+    evaluate: EvaluateParams
     export: ExportParams = ExportParams()
     mlflow: MlflowParams = MlflowParams()
 
