@@ -116,3 +116,89 @@ def test_smoke_overrides_name_real_keys_and_validate():
     assert merged.generate.stages["stage3"].canvases.train < 1000
     with pytest.raises(KeyError, match="trian"):
         merge(base, {"trian": {}})
+
+
+# ---------------------------------------------------------------- one source of defaults
+def _block_of(annotation: object) -> type | None:
+    from pydantic import BaseModel
+
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _entry_block(annotation: object) -> type | None:
+    """The block class of a `dict[str, Block]` field (per-stage entries), else None."""
+    import typing
+
+    args = typing.get_args(annotation)
+    return _block_of(args[1]) if typing.get_origin(annotation) is dict and len(args) == 2 else None
+
+
+def _walk_keys(cls, raw: dict, obj, path: str, slots: dict, seen: dict) -> None:
+    """Record, per key path (`*` for a per-stage entry), how many blocks could set it and the values set."""
+    for name, field in cls.model_fields.items():
+        slots[f"{path}{name}"] = slots.get(f"{path}{name}", 0) + 1
+        if name not in raw:
+            continue
+        value, sub = raw[name], getattr(obj, name)
+        if _block_of(field.annotation) and isinstance(value, dict):
+            _walk_keys(field.annotation, value, sub, f"{path}{name}.", slots, seen)
+            continue
+        entry = _entry_block(field.annotation)
+        if entry and isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, dict):
+                    _walk_keys(entry, item, sub[key], f"{path}{name}.*.", slots, seen)
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        seen.setdefault(f"{path}{name}", []).append((field.is_required(), default, sub))
+
+
+def default_contradictions(data: dict, schema: type | None = None) -> list[str]:
+    """Keys whose params.py default disagrees with what the params mapping sets.
+
+    A block's key set in the file must equal its default (or have none). For per-stage entries
+    (`train.stages.*.patience`) the default is the value of the stages that omit the key, so a stage may
+    differ from it; but when every stage sets the key the default is never used, and it must then agree
+    with all of them or go.
+    """
+    from multidigit.params import Params
+
+    schema = schema or Params
+    slots: dict[str, int] = {}
+    seen: dict[str, list] = {}
+    _walk_keys(schema, data, schema.model_validate(data), "", slots, seen)
+    found = []
+    for key, values in seen.items():
+        required, default = values[0][0], values[0][1]
+        differing = [v for _, _, v in values if v != default]
+        if required or not differing or len(values) < slots[key]:
+            continue
+        found.append(f"{key}: params.py default {default!r:.40}, params.yaml sets {differing[0]!r:.40}")
+    return sorted(found)
+
+
+def test_params_py_defaults_never_contradict_params_yaml():
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    found = default_contradictions(data)
+    assert not found, f"{len(found)} defaults differ from params.yaml: " + "; ".join(found)
+
+
+def test_default_check_catches_a_drift():
+    from multidigit.params import Block
+
+    class Entry(Block):
+        a: int
+        b: int = 1
+
+    class Top(Block):
+        x: int = 5
+        inner: Entry = Entry(a=0)
+        entries: dict[str, Entry]
+
+    def found(x=5, inner_b=1, bs=(2, None)):
+        entries = {f"s{i}": {"a": 0} | ({} if b is None else {"b": b}) for i, b in enumerate(bs)}
+        return default_contradictions({"x": x, "inner": {"a": 3, "b": inner_b}, "entries": entries}, Top)
+
+    assert found() == []  # a required key may be anything; one stage overriding b is what b's default is for
+    assert [f.split(":")[0] for f in found(x=6, inner_b=2)] == ["inner.b", "x"]
+    assert [f.split(":")[0] for f in found(bs=(2, 2))] == ["entries.*.b"]  # b's default is never used
+    assert found(bs=(1, 1)) == []
