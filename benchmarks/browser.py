@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     keras_out = model.predict(inputs, batch_size=export.BATCH, verbose=0)
     keras_map = export.map50_95(keras_out, test.boxes, test.labels, cfg.nms)
     results: dict[str, Any] = {
-        "detector": str(args.detector),
+        "detector": os.path.relpath(Path(args.detector).resolve(), ROOT),  # relative: no machine paths
         "detector_sha256": file_sha256(Path(args.detector)),
         "test_canvases": len(test),
         "runs": args.runs,
