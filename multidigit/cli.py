@@ -69,8 +69,8 @@ COMMANDS: list[tuple[str, str, str, tuple[Callable[[argparse.ArgumentParser], No
     ("train", "train:main", "train one curriculum stage of the detector", (_params_arg, _stage_arg)),
     (
         "evaluate",
-        "evaluate:main",
-        "evaluate a stage on its test split, apply its gate",
+        "evaluation.stage:main",
+        "evaluate a stage on its test split (stage 3: and the drawn split), apply its gate",
         (_params_arg, _stage_arg),
     ),
     ("export", "export:main", "convert the stage-3 detector to a quantized TF.js model", (_params_arg,)),
@@ -80,7 +80,12 @@ COMMANDS: list[tuple[str, str, str, tuple[Callable[[argparse.ArgumentParser], No
         "list, promote or roll back registered models",
         (_params_arg, _registry_args),
     ),
-    ("report", "report:main", "regenerate reports/summary.md and the README results", (_params_arg,)),
+    (
+        "report",
+        "evaluation.report:main",
+        "regenerate reports/summary.md and the README results",
+        (_params_arg,),
+    ),
 ]
 
 

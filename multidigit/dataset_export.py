@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from multidigit.atomic import atomic_path, save_json
 from multidigit.canvas import Canvases, read_canvases
-from multidigit.coco import coco_ground_truth
+from multidigit.evaluation.coco import coco_ground_truth
 from multidigit.constants import CANVAS_OUT, CLASS_NAMES, SPLITS
 
 FORMATS = ("yolo", "coco")

@@ -155,15 +155,28 @@ class NmsParams(Block):
 
 
 # ---------------------------------------------------------------- evaluation, export, tracking
+class DrawnGateParams(Block):
+    map50: Fraction  # minimum drawn-split mAP@0.5
+    sequence_accuracy: Fraction  # minimum share of drawn canvases the page reads exactly, in order
+
+
 class GateParams(Block):
     map50: Fraction  # no defaults: every stage's gate is set in params.yaml
     map50_95: Fraction
+    drawn: DrawnGateParams | None = None  # stage3 only: the drawn split's floors
 
 
 class EvaluateParams(Block):
     batch_size: PosInt = 256
     gallery_size: PosInt = 16
     gates: dict[Literal["stage1", "stage2", "stage3"], GateParams]  # no default: an ungated run is a choice
+
+    @model_validator(mode="after")
+    def _drawn_gate_on_stage3(self) -> EvaluateParams:
+        for stage, gate in self.gates.items():
+            if gate.drawn is not None and stage != "stage3":
+                raise ValueError(f"gates.{stage}.drawn: only stage3 scores the drawn split, remove it")
+        return self
 
 
 class ExportParams(Block):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from multidigit.coco import coco_detections, coco_ground_truth, coco_metrics
+from multidigit.evaluation.coco import coco_detections, coco_ground_truth, coco_metrics
 
 
 def ground_truth(canvases: list[list[tuple[int, tuple[float, float, float, float]]]]):
@@ -122,3 +122,62 @@ def test_no_detections_at_all_give_zero():
     result = evaluate([[(3, A)], [(7, B)]], [dets(), dets()])
     assert result.stats["metrics/mAP50"] == 0.0
     assert result.stats["metrics/AR100"] == 0.0
+
+
+def random_split(seed: int = 5, n: int = 8):
+    """Canvases of 1-4 digits and jittered, sometimes misread detections (a mix of hits and misses)."""
+    rng = np.random.default_rng(seed)
+    canvases = [
+        [
+            (int(rng.integers(4)), (*rng.uniform(0, 70, 2), *rng.uniform(12, 30, 2)))
+            for _ in range(rng.integers(1, 5))
+        ]
+        for _ in range(n)
+    ]
+    boxes, labels = ground_truth(canvases)
+    detections = []
+    for b, lab in zip(boxes, labels, strict=True):
+        keep = lab >= 0
+        label = np.where(rng.uniform(size=keep.sum()) < 0.7, lab[keep], 1).astype(np.int32)
+        jitter = (b[keep] + rng.normal(0, 3, (keep.sum(), 4))).astype(np.float32)
+        detections.append(
+            {"boxes": jitter, "scores": rng.uniform(0, 1, keep.sum()).astype(np.float32), "labels": label}
+        )
+    return boxes, labels, detections
+
+
+def plain_cocoeval(gt, results, image_ids=None):
+    """pycocotools exactly as its README runs it (all four area ranges, imgIds for a subset)."""
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    from multidigit.evaluation.coco import _coco_objects
+
+    evaluator = COCOeval(*_coco_objects(gt, results), iouType="bbox")
+    if image_ids is not None:
+        evaluator.params.imgIds = sorted(image_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats
+
+
+def test_one_evaluation_serves_the_split_and_its_subsets_as_plain_cocoeval_does():
+    from multidigit.evaluation.coco import run_cocoeval
+
+    boxes, labels, detections = random_split()
+    gt, results = coco_ground_truth(boxes, labels), coco_detections(detections)
+    evaluator = run_cocoeval(gt, results)
+    for subset in (None, [1, 2, 5], [8]):
+        ours = coco_metrics(gt, results, image_ids=subset, evaluator=evaluator).stats
+        plain = plain_cocoeval(gt, results, subset)
+        assert (ours["metrics/mAP50-95"], ours["metrics/mAP50"], ours["metrics/AR100"]) == pytest.approx(
+            (max(plain[0], 0), max(plain[1], 0), max(plain[8], 0)), abs=1e-12
+        ), subset
+    whole = coco_metrics(gt, results, evaluator=evaluator).stats["metrics/mAP50"]
+    assert 0.05 < whole < 0.95  # neither trivial case
+    # The subsets left the evaluator whole: scoring it again gives the same figures.
+    assert coco_metrics(gt, results, evaluator=evaluator).stats["metrics/mAP50"] == whole

@@ -1,5 +1,5 @@
-"""Stage evaluate: metrics from detections, the gate line, the figures; the real model path and a real
-`dvc repro` whose gate fails are the slow tests at the end."""
+"""Stage evaluate (multidigit/evaluation/stage.py): metrics from detections, the figures; the real model
+path and real `dvc repro` runs whose gates fail (test and drawn) are the slow tests at the end."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from multidigit import evaluate
-from multidigit import metrics as mt
-from multidigit.params import GateParams
+from multidigit.evaluation import matching as mt
+from multidigit.evaluation import stage as evaluate
 from scripts.smoke import make_workspace, workspace_env
 from tests.conftest import ROOT, pipeline_env
 from tests.test_coco import A, B, C, dets, ground_truth
@@ -37,12 +36,14 @@ def perfect(boxes, labels, score=0.9):
     return out
 
 
+def at(detections, threshold):
+    """What the page shows at `threshold` when every box is shown (the Keras path)."""
+    return [mt.keep_above(d, threshold) for d in detections]
+
+
 def test_perfect_detections_score_one_everywhere():
     boxes, labels = split()
-    ev = evaluate.evaluate_detections(
-        boxes, labels, perfect(boxes, labels), mt.match_split(boxes, labels, perfect(boxes, labels))
-    )
-    m = ev.metrics
+    m = evaluate.score_split(boxes, labels, perfect(boxes, labels), perfect(boxes, labels), 0.9).metrics
     for key in (
         "metrics/mAP50",
         "metrics/mAP50-95",
@@ -59,6 +60,7 @@ def test_perfect_detections_score_one_everywhere():
     assert m["confusion/missed"] == m["confusion/false_positives"] == m["confusion/misread"] == 0.0
     assert (m["data/test_canvases"], m["data/test_digits"]) == (4.0, 12.0)
     assert "ap/8" not in m  # no digit 8 in the split: COCO leaves the class out
+    assert not [k for k in m if k.startswith("speed/")]  # timings live in benchmarks/inference.py
 
 
 def test_threshold_comes_from_val_and_shapes_test_metrics():
@@ -66,11 +68,12 @@ def test_threshold_comes_from_val_and_shapes_test_metrics():
     # Val: a 0.4 false positive on top of perfect 0.9 hits: max F1 keeps only the hits -> threshold 0.9.
     val = perfect(boxes, labels)
     val[0] = dets((3, A, 0.9), (8, D, 0.4))
-    val_matches = mt.match_split(boxes, labels, val)
+    threshold, val_f1 = evaluate.calibrate_threshold(boxes, labels, val)
+    assert (threshold, val_f1) == (pytest.approx(0.9), 1.0)
     # Test: the same false positive at 0.5 is dropped by the val threshold, a true 0.6 digit too.
     test = perfect(boxes, labels)
     test[0] = dets((3, A, 0.6), (8, D, 0.5))
-    m = evaluate.evaluate_detections(boxes, labels, test, val_matches).metrics
+    m = evaluate.score_split(boxes, labels, test, at(test, threshold), threshold).metrics
     assert m["operating/score_threshold"] == pytest.approx(0.9)
     assert m["recall/3"] == 0.5 and m["recall/all"] == pytest.approx(11 / 12)  # one of two 3s lost
     assert m["confusion/missed"] == 1.0 and m["confusion/false_positives"] == 0.0
@@ -79,24 +82,27 @@ def test_threshold_comes_from_val_and_shapes_test_metrics():
     assert m["metrics/mAP50"] == pytest.approx(1.0, abs=1e-9)
 
 
-@pytest.mark.parametrize(
-    ("values", "gate", "expected"),
-    [
-        ((0.953, 0.9), GateParams(map50=0.97, map50_95=0.85), "gate failed: stage3 map50 0.953 < 0.970"),
-        ((0.99, 0.8), GateParams(map50=0.97, map50_95=0.85), "gate failed: stage3 map50_95 0.800 < 0.850"),
-        (
-            (0.5, 0.2),
-            GateParams(map50=0.97, map50_95=0.85),
-            "gate failed: stage3 map50 0.500 < 0.970, map50_95 0.200 < 0.850",
-        ),
-        ((0.9695, 0.9), GateParams(map50=0.97, map50_95=0.85), "gate failed: stage3 map50 0.9695 < 0.9700"),
-        ((0.97, 0.85), GateParams(map50=0.97, map50_95=0.85), None),
-        ((0.1, 0.1), None, None),
-    ],
-)
-def test_gate_message(values, gate, expected):
-    metrics = {"metrics/mAP50": values[0], "metrics/mAP50-95": values[1]}
-    assert evaluate.gate_failure("stage3", metrics, gate) == expected
+def test_user_facing_figures_count_only_shown_boxes_while_map_sees_every_candidate():
+    """A second class on a found digit (the page hides it: shown 0) costs COCO nothing it does not cost
+    on the candidates, and costs the page's precision, count and confusion only when it is shown."""
+    boxes, labels = split()
+    page = perfect(boxes, labels)
+    page[0] = dets((3, A, 0.9), (8, A, 0.8))  # an 8 on the 3, below it in score
+    page[0]["shown"] = np.array([True, False])
+    for d in page[1:]:
+        d["shown"] = np.ones(len(d["scores"]), bool)
+    hidden = evaluate.score_split(boxes, labels, page, page, 0.5).metrics
+    assert (hidden["precision/all"], hidden["count/accuracy"], hidden["canvas/accuracy"]) == (1.0, 1.0, 1.0)
+    assert hidden["confusion/false_positives"] == 0.0
+    page[0]["shown"] = np.array([True, True])
+    listed = evaluate.score_split(boxes, labels, page, page, 0.5).metrics
+    assert listed["precision/all"] == pytest.approx(12 / 13) and listed["count/accuracy"] == 0.75
+    assert listed["confusion/false_positives"] == 1.0 and listed["canvas/accuracy"] == 0.75
+    # mAP is computed on the candidates, shown or not: the same both times.
+    assert hidden["metrics/mAP50"] == listed["metrics/mAP50"]
+    # The val sweep also runs on what the page would show: a hidden box never lowers the operating F1.
+    page[0]["shown"] = np.array([True, False])
+    assert evaluate.calibrate_threshold(boxes, labels, page)[1] == 1.0
 
 
 def test_figures_and_curve_csvs(tmp_path):
@@ -105,10 +111,14 @@ def test_figures_and_curve_csvs(tmp_path):
     images = rng.integers(0, 255, (len(labels), 100, 100), dtype=np.uint8)
     test = perfect(boxes, labels)
     test[1] = dets((7, B, 0.8), (9, D, 0.7))  # misses the 2 at C, one false positive
-    ev = evaluate.evaluate_detections(boxes, labels, test, mt.match_split(boxes, labels, test))
+    threshold, _ = evaluate.calibrate_threshold(boxes, labels, test)
+    assert threshold == pytest.approx(0.8)  # 0.7 adds only the false positive
+    shown = at(test, threshold)
+    ev = evaluate.score_split(boxes, labels, test, shown, threshold)
     out = tmp_path / "plots" / "stage2"
+    out.mkdir(parents=True)
     canvases = SimpleNamespace(images=images, boxes=boxes, labels=labels)
-    evaluate.write_figures(ev, canvases, test, out, "stage2", gallery_size=3)
+    evaluate.write_figures(ev, canvases, shown, out, "stage2", gallery_size=3)
     names = sorted(p.name for p in out.iterdir())
     assert names == [
         "confusion.png", "f1_confidence.csv", "f1_confidence.png", "gallery.png", "pr_curve.csv",
@@ -118,18 +128,14 @@ def test_figures_and_curve_csvs(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, png.name
     rows = (out / "f1_confidence.csv").read_text().splitlines()
     assert rows[0] == "threshold,precision,recall,f1" and len(rows) == 102
-    threshold = ev.metrics["operating/score_threshold"]
-    assert threshold == pytest.approx(0.8)  # 0.7 adds only the false positive
     at_80 = rows[1 + 80].split(",")
     assert float(at_80[3]) == pytest.approx(ev.metrics["f1/all"], abs=1e-5)
     assert (out / "pr_curve.csv").read_text().splitlines()[0] == "recall,precision"
 
 
-def test_metrics_are_written_rounded_and_json_clean(tmp_path):
+def test_metrics_are_written_rounded_and_json_clean():
     boxes, labels = split()
-    ev = evaluate.evaluate_detections(
-        boxes, labels, perfect(boxes, labels), mt.match_split(boxes, labels, perfect(boxes, labels))
-    )
+    ev = evaluate.score_split(boxes, labels, perfect(boxes, labels), perfect(boxes, labels), 0.9)
     rounded = {k: round(float(v), evaluate.DECIMALS) for k, v in ev.metrics.items()}
     text = json.dumps(rounded, allow_nan=False)  # no NaN may reach DVC
     assert all(isinstance(v, float) for v in json.loads(text).values())
@@ -180,8 +186,9 @@ def test_stage_runs_the_real_model_writes_outputs_and_fails_its_gate(
     assert written == metrics
     assert failure is not None and failure.startswith("gate failed: stage1 map50 ")
     assert failure.endswith(" < 1.000") and "\n" not in failure
-    assert metrics["data/test_canvases"] == 40.0 and metrics["speed/ms_batch1"] > 0
-    assert metrics["speed/canvases_per_s_b256"] > 0 and 0 < metrics["operating/score_threshold"] <= 1
+    assert metrics["data/test_canvases"] == 40.0 and 0 < metrics["operating/score_threshold"] <= 1
+    # Model quality only: no timing and no drawn split outside stage 3.
+    assert not [k for k in metrics if k.startswith(("speed/", "drawn/"))]
     assert len(list((tmp_path / "plots/stage1").glob("*.png"))) == 5
     runs = mlflow.search_runs(filter_string="attributes.run_name = 'evaluate@stage1'", output_format="list")
     assert [r.data.tags["gate"] for r in runs] == ["failed"]
@@ -190,15 +197,18 @@ def test_stage_runs_the_real_model_writes_outputs_and_fails_its_gate(
     assert "plots/confusion.png" in [a.path for a in artifacts]
 
 
-@pytest.mark.slow
-def test_dvc_repro_below_the_gate_fails_with_one_line_and_export_never_runs(eval_inputs, tmp_path, mnist_dir):
-    """The real DVC stage (Prefect flow) under an impossible stage-3 gate: non-zero exit, the gate line,
-    metrics written for a person to read, no dvc.lock entry, and the export stage after it not run."""
+def repro_below_gate(eval_inputs, tmp_path, mnist_dir, gate: dict) -> tuple[object, str, object]:
+    """`dvc repro --downstream evaluate@stage3` (the real DVC stage and Prefect flow) in a fresh workspace
+    whose stage-3 gate is `gate` and which already serves a champion; returns (repo, output, lock)."""
     repo = make_workspace(tmp_path / "repo")
     (repo / "dvc.lock").unlink(missing_ok=True)  # the checkout's lock records its own passing run
     shutil.copytree(eval_inputs, repo, dirs_exist_ok=True)
+    champion = repo / "models" / "tfjs"
+    (champion / "v-previous").mkdir(parents=True)
+    (champion / "v-previous" / "manifest.json").write_text('{"version": "v-previous"}')
+    (champion / "champion.json").write_text('{"version": "v-previous"}')
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["evaluate"]["gates"]["stage3"] = IMPOSSIBLE_GATE
+    params["evaluate"]["gates"]["stage3"] = gate
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # Prefect's ephemeral server gets 20 s to start by default: too little on a loaded shared machine.
     env = (
@@ -213,11 +223,39 @@ def test_dvc_repro_below_the_gate_fails_with_one_line_and_export_never_runs(eval
     )
     output = run.stdout + run.stderr
     assert run.returncode != 0, output[-3000:]
-    gate_line = re.compile(r"gate failed: stage3 map50 \d\.\d{3} < 1\.000$")
-    assert any(gate_line.search(line) for line in output.splitlines()), output[-3000:]
-    assert json.loads((repo / "metrics/stage3.json").read_text())["metrics/mAP50"] < 1.0
     lock = repo / "dvc.lock"
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
     assert "evaluate@stage3" not in stages and "export" not in stages
     assert "export" in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]  # it exists, yet did not run
-    assert not (repo / "models" / "tfjs").exists()
+    # Nothing exported: the champion and its folder are as they were, no version beside them.
+    assert sorted(p.name for p in champion.iterdir()) == ["champion.json", "v-previous"]
+    assert (champion / "champion.json").read_text() == '{"version": "v-previous"}'
+    return repo, output, stages
+
+
+@pytest.mark.slow
+def test_dvc_repro_below_the_gate_fails_with_one_line_and_export_never_runs(eval_inputs, tmp_path, mnist_dir):
+    """Under an impossible stage-3 test gate: non-zero exit, the gate line, metrics written for a person
+    to read, no dvc.lock entry, export not run and the champion unchanged."""
+    repo, output, _ = repro_below_gate(eval_inputs, tmp_path, mnist_dir, IMPOSSIBLE_GATE)
+    gate_line = re.compile(r"gate failed: stage3 map50 \d\.\d{3} < 1\.000$")
+    assert any(gate_line.search(line) for line in output.splitlines()), output[-3000:]
+    assert json.loads((repo / "metrics/stage3.json").read_text())["metrics/mAP50"] < 1.0
+
+
+@pytest.mark.slow
+def test_the_drawn_gate_alone_blocks_export_and_the_champion_stays(eval_inputs, tmp_path, mnist_dir):
+    """The test-split gate passes (0 / 0); only the drawn gate is out of reach. evaluate@stage3 fails
+    on it, nothing is exported and the champion stays. Without a drawn split in the workspace the drawn
+    gate fails as missing rather than passing unchecked."""
+    gate = {"map50": 0.0, "map50_95": 0.0, "drawn": {"map50": 1.0, "sequence_accuracy": 1.0}}
+    repo, output, _ = repro_below_gate(eval_inputs, tmp_path, mnist_dir, gate)
+    metrics = json.loads((repo / "metrics/stage3.json").read_text())
+    if "drawn/mAP50" in metrics:
+        expected = (
+            r"gate failed: stage3 drawn map50 \d\.\d{3} < 1\.000, drawn sequence_accuracy \d\.\d{3} < 1\.000$"
+        )
+    else:
+        expected = r"gate failed: stage3 drawn map50 missing \(drawn/mAP50 not in the metrics\), drawn seq"
+    assert any(re.search(expected, line) for line in output.splitlines()), output[-3000:]
+    assert "gate failed: stage3 map50" not in output  # the test split met its gate

@@ -1,4 +1,5 @@
-"""The README results block is rebuilt from the metrics and benchmark files, never typed by hand."""
+"""reports/summary.md and the README results block are rebuilt from the metrics and benchmark files, never
+typed by hand: every stage, class, bucket and drawn-split bucket, dashes where absent."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from multidigit import report
+from multidigit.evaluation import report
 
 
 def _write(path, data):
@@ -61,3 +62,45 @@ def test_update_readme_without_markers_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="no '<!-- results:start -->'"):
         report.update_readme(readme, "x")
     assert readme.read_text() == "no markers here\n"
+
+
+def test_summary_tabulates_stages_classes_buckets_and_drawn(tmp_path):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    stage1 = {"metrics/mAP50": 0.9512, "metrics/mAP50-95": 0.7, "f1/all": 0.93, "ap50/3": 0.88, "ap/3": 0.61}
+    stage1 |= {
+        "f1/3": 0.9,
+        "bucket/1/mAP50": 0.95,
+        "bucket/1/canvas_accuracy": 0.9,
+        "bucket/1/canvases": 100.0,
+    }
+    (metrics_dir / "stage1.json").write_text(json.dumps(stage1))
+    stage3 = {"drawn/mAP50": 0.9712, "drawn/sequence_accuracy": 0.81, "drawn/canvases": 500.0}
+    stage3 |= {"drawn/brush_4-8/recall": 0.93, "drawn/brush_4-8/canvases": 120.0}
+    (metrics_dir / "stage3.json").write_text(json.dumps(stage3))
+    out = report.write_summary(metrics_dir, tmp_path / "reports" / "summary.md")
+    text = out.read_text()
+    stage_rows = [line for line in text.splitlines() if line.startswith("| stage")]
+    assert len(stage_rows) == 4  # header + stage1..3
+    assert stage_rows[1].startswith("| stage1 | 0.951 | 0.700 | – |")
+    assert stage_rows[3].startswith("| stage3 | – | – |")
+    assert "| 3 | 0.880 / 0.610 / 0.900 | – / – / – | – / – / – |" in text
+    assert "| 1 | 0.950 / 0.900 / 100 |" in text
+    assert "| all | 0.971 | – | – | – | – | 0.810 | 500 |" in text
+    assert "| brush_4-8 | – | 0.930 | – | – | – | – | 120 |" in text
+    assert "speed" not in text and "ms/canvas" not in text  # timings are benchmarks, not metrics
+    # header + separator + rows: 3 stages, 10 classes, 5 buckets, drawn all + 4 brush + 3 size buckets
+    assert sum(line.startswith("| ") for line in text.splitlines()) == (2 + 3) + (2 + 10) + (2 + 5) + (2 + 8)
+
+
+def test_summary_names_a_broken_metrics_file(tmp_path):
+    (tmp_path / "stage2.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"stage2\.json: not valid JSON"):
+        report.read_stage_metrics(tmp_path)
+
+
+def test_inference_timings_come_from_the_benchmark_file(outputs):
+    _write(outputs / "benchmarks/results/inference.json", {"ms_batch1": 3.456, "canvases_per_s_b256": 812.3})
+    block = report.render_results(outputs)
+    assert "| Python detector + NMS, batch 1, median | 3.46 ms |" in block
+    assert "| Python detector + NMS, batch 256 | 812 canvases/s |" in block

@@ -1,11 +1,12 @@
-"""Matching, P/R/F1, the max-F1 operating point, confusion matrix, counts and buckets on hand-built cases."""
+"""Operating-point figures on COCOeval's matches: P/R/F1, the max-F1 point, confusion, counts, buckets,
+on hand-built cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from multidigit import metrics
+from multidigit.evaluation import matching as metrics
 from tests.test_coco import A, B, C, dets, ground_truth
 
 D = (70.0, 5.0, 20.0, 20.0)  # far from A, B and C
@@ -13,19 +14,46 @@ A_NEAR = (11.0, 10.0, 20.0, 20.0)  # IoU with A = 380 / 420 = 0.905
 A_OFF = (20.0, 10.0, 20.0, 20.0)  # IoU with A = 200 / 600 = 0.333: not a match
 
 
-def test_match_canvas_takes_best_iou_in_score_order():
-    gt_b = np.array([A, B], np.float32)
-    gt_l = np.array([3, 7])
+def test_matches_are_cocoevals_best_iou_in_score_order():
+    boxes, labels = ground_truth([[(3, A), (7, B)]])
     det = dets((3, A_NEAR, 0.6), (3, A, 0.9), (7, A_OFF, 0.8), (7, B, 0.5))
-    gt_index, iou = metrics.match_canvas(gt_b, gt_l, det)
+    m = metrics.match_split(boxes, labels, [det])
     # 0.9 takes A first, so the 0.6 duplicate finds it taken; A_OFF overlaps A too little.
-    assert gt_index.tolist() == [-1, 0, -1, 1]
-    assert iou[[1, 3]] == pytest.approx([1.0, 1.0])
+    assert m.det_gt.tolist() == [-1, 0, -1, 1]
+    assert m.det_iou[[1, 3]] == pytest.approx([1.0, 1.0]) and m.det_iou[[0, 2]].tolist() == [0.0, 0.0]
     # Class-agnostic: the wrong-class A_OFF still does not reach IoU 0.5, the 0.6 box still loses A.
-    assert metrics.match_canvas(gt_b, gt_l, det, class_aware=False)[0].tolist() == [-1, 0, -1, 1]
-    wrong = dets((5, A_NEAR, 0.9))
-    assert metrics.match_canvas(gt_b, gt_l, wrong)[0].tolist() == [-1]
-    assert metrics.match_canvas(gt_b, gt_l, wrong, class_aware=False)[0].tolist() == [0]
+    assert metrics.match_split(boxes, labels, [det], class_aware=False).det_gt.tolist() == [-1, 0, -1, 1]
+    wrong = [dets((5, A_NEAR, 0.9))]
+    assert metrics.match_split(boxes, labels, wrong).det_gt.tolist() == [-1]
+    agnostic = metrics.match_split(boxes, labels, wrong, class_aware=False)
+    assert agnostic.det_gt.tolist() == [0] and agnostic.det_iou[0] == pytest.approx(380 / 420)
+
+
+def test_matches_equal_cocoevals_own_per_image_matches():
+    """The flattened matches are COCOeval's evalImgs dtMatches at IoU 0.5, mapped back to our order."""
+    from multidigit.evaluation import coco
+
+    rng = np.random.default_rng(3)
+    canvases = [
+        [(int(rng.integers(3)), (*rng.uniform(0, 60, 2), 20.0, 20.0)) for _ in range(4)] for _ in range(6)
+    ]
+    boxes, labels = ground_truth(canvases)
+    detections = []
+    for b, lab in zip(boxes, labels, strict=True):
+        jitter = b + rng.normal(0, 4, b.shape).astype(np.float32)
+        label = np.where(rng.uniform(size=len(b)) < 0.8, lab, 2).astype(np.int32)
+        detections.append(
+            {"boxes": jitter, "scores": rng.uniform(0, 1, len(b)).astype(np.float32), "labels": label}
+        )
+    m = metrics.match_split(boxes, labels, detections)
+    gt, results = coco.coco_ground_truth(boxes, labels), coco.coco_detections(detections)
+    evaluator = coco.run_cocoeval(gt, results)
+    expected = {}
+    for e in evaluator.evalImgs:
+        if e is not None:
+            expected.update(zip(e["dtIds"], e["dtMatches"][0], strict=True))
+    assert [int(expected[n + 1]) - 1 for n in range(len(results))] == m.det_gt.tolist()
+    assert 0 < m.det_is_tp.sum() < len(results)  # the case has both hits and misses
 
 
 def hand_case():
@@ -41,7 +69,8 @@ def hand_case():
 
 def test_confusion_matrix_counts_hand_case():
     boxes, labels, detections = hand_case()
-    cm = metrics.confusion_matrix(boxes, labels, detections, threshold=0.5)
+    at = [metrics.keep_above(d, 0.5) for d in detections]
+    cm = metrics.confusion_matrix(metrics.match_split(boxes, labels, at, class_aware=False))
     expected = np.zeros((11, 11), int)
     expected[3, 3] = 2  # two 3s read as 3
     expected[2, 2] = 1
@@ -50,7 +79,17 @@ def test_confusion_matrix_counts_hand_case():
     expected[1, 10] = 1  # the 1 at D missed
     np.testing.assert_array_equal(cm, expected)
     # At threshold 0.2 the 0.3 "9" counts too: a second false positive.
-    assert metrics.confusion_matrix(boxes, labels, detections, threshold=0.2)[10, 9] == 1
+    at = [metrics.keep_above(d, 0.2) for d in detections]
+    assert metrics.confusion_matrix(metrics.match_split(boxes, labels, at, class_aware=False))[10, 9] == 1
+
+
+def test_shown_only_keeps_what_the_page_lists():
+    det = dets((3, A, 0.9), (5, A_NEAR, 0.7), (7, B, 0.6))
+    det["shown"] = np.array([True, False, True])
+    kept = metrics.shown_only(det)
+    assert kept["labels"].tolist() == [3, 7] and kept["shown"].all() and kept["boxes"].shape == (2, 4)
+    unmarked = dets((3, A, 0.9))
+    assert metrics.shown_only(unmarked) is unmarked  # no mark (Keras path): every box is shown
 
 
 def test_per_class_precision_recall_f1_hand_case():

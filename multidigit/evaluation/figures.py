@@ -1,6 +1,7 @@
-"""Evaluation figures: PR curves, F1-confidence curve, confusion matrix, canvas galleries, curve CSVs.
+"""Figures: PR curves, F1-confidence curve, confusion matrix, canvas galleries, learning curves, curve CSVs.
 
-Every function takes plain arrays and writes one file atomically (matplotlib's Agg backend, no display).
+Every function takes plain arrays (or a CSV) and writes one file atomically (matplotlib's Agg backend,
+no display).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def plot_f1_confidence(
     """F1 against the score threshold: one thin line per class, a thick one for all, the operating point.
 
     Args:
-        curves: name ("0".."9", "all") -> {"threshold", "f1"} from `metrics.f1_curve`.
+        curves: name ("0".."9", "all") -> {"threshold", "f1"} from `matching.f1_curve`.
         threshold: the operating threshold chosen on val (a dashed vertical line).
         path: the PNG to write.
         title: figure title.
@@ -157,7 +158,7 @@ def plot_canvases(
     Args:
         images: (N, 100, 100) uint8 canvases.
         boxes: (N, K, 4) ground-truth xywh; labels: (N, K) padded with -1.
-        detections: N detection dicts (already filtered at the operating threshold).
+        detections: N detection dicts, as the page lists them (shown, at the operating threshold).
         indices: the canvases to draw, in order.
         path: the PNG to write.
         title: figure title.
@@ -188,3 +189,28 @@ def write_curve_csv(path: str | Path, columns: Mapping[str, Sequence]) -> None:
         writer.writerow(names)
         for row in zip(*(columns[n] for n in names), strict=True):
             writer.writerow([f"{v:.6g}" if isinstance(v, float | np.floating) else v for v in row])
+
+
+def plot_learning_curves(history_csv: str | Path, out_png: str | Path) -> None:
+    """Learning curves (train vs val per loss term) from a Keras CSVLogger file.
+
+    Args:
+        history_csv: models/<stage>/history.csv (columns epoch, loss, val_loss, obj_loss, ...).
+        out_png: the PNG to write.
+    """
+    with open(history_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    keys = ["loss", "obj_loss", "box_loss", "cls_loss", "box_iou"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for ax, key in zip(axes, keys, strict=True):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            if rows and prefix + key in rows[0]:
+                ax.plot(epochs, [float(r[prefix + key]) for r in rows], style, label=prefix[:-1] or "train")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)

@@ -1,72 +1,46 @@
-"""Detection metrics beyond COCO mAP: matching, P/R/F1 at an operating point, confusion, counts, buckets.
+"""Operating-point figures built on COCOeval's own matches: P/R/F1, the F1 sweep, counts, confusion,
+buckets.
 
-Everything here works on plain arrays, so it is tested on hand-built cases without a model:
-ground truth as the canvas contract has it (boxes (N, K, 4) pixel xywh, labels (N, K) padded with -1)
-and detections as `multidigit.boxes.postprocess` returns them (one dict per canvas with "boxes" (M, 4)
-xywh, "scores" (M,), "labels" (M,)).
+Everything here works on plain arrays, so it is tested on hand-built cases without a model: ground
+truth as the canvas contract has it (boxes (N, K, 4) pixel xywh, labels (N, K) padded with -1) and
+detections as the detector returns them (one dict per canvas with "boxes" (M, 4) xywh, "scores" (M,),
+"labels" (M,), and "shown" (M,) bool where the artifact marks what the page lists).
 
-Matching follows COCO: detections in descending score order each take the unmatched ground-truth box of
-highest IoU, if that IoU is at least the threshold. Greedy score order makes the matches of the
-detections above any threshold independent of those below it, so one matching serves every threshold.
+There is no second matcher: `match_split` reads COCOeval's per-image matches at IoU 0.5
+(`coco.matched_ground_truth`), which are greedy in descending score order, so the matches of the
+detections above any threshold do not depend on those below it and one matching serves every threshold.
+The user-facing figures are computed on exactly what the page shows (`shown_only` of the detections
+run at the operating threshold); the F1 sweep that picks that threshold runs on the shown candidates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from multidigit.boxes import Detections, iou_matrix
+from multidigit.boxes import Detections
 from multidigit.constants import CLASS_NAMES, NUM_CLASSES
+from multidigit.evaluation import coco
 
 BACKGROUND = NUM_CLASSES  # row/column index of "no digit" in the confusion matrix
-MATCH_IOU = 0.5
 # (name, smallest, largest) digits per canvas for the digit-count buckets.
 COUNT_BUCKETS = (("1", 1, 1), ("2-5", 2, 5), ("6-10", 6, 10))
+FIELDS = ("boxes", "scores", "labels")
 
 
 def keep_above(det: Detections, threshold: float) -> Detections:
-    """The detections of one canvas scoring at least `threshold`."""
+    """The detections of one canvas scoring at least `threshold` (every field filtered alike)."""
     keep = np.asarray(det["scores"]) >= threshold
     return {k: np.asarray(v)[keep] for k, v in det.items()}  # type: ignore[return-value]
 
 
-def match_canvas(
-    gt_boxes: np.ndarray,
-    gt_labels: np.ndarray,
-    det: Detections,
-    iou_threshold: float = MATCH_IOU,
-    class_aware: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Match one canvas's detections to its ground truth, COCO style.
-
-    Args:
-        gt_boxes: (G, 4) xywh of the real digits (no padding).
-        gt_labels: (G,) digit classes.
-        det: detections of this canvas.
-        iou_threshold: smallest IoU of a match.
-        class_aware: only a detection of the same class may take a ground-truth box.
-    Returns:
-        (gt_index (M,) int, -1 where unmatched; iou (M,) float, 0 where unmatched), in `det` order.
-    """
-    scores = np.asarray(det["scores"])
-    gt_index = np.full(len(scores), -1, dtype=np.int64)
-    ious_out = np.zeros(len(scores), dtype=np.float64)
-    if len(scores) == 0 or len(gt_labels) == 0:
-        return gt_index, ious_out
-    ious = iou_matrix(np.asarray(det["boxes"], np.float64), np.asarray(gt_boxes, np.float64))
-    if class_aware:
-        same = np.asarray(det["labels"])[:, None] == np.asarray(gt_labels)[None, :]
-        ious = np.where(same, ious, -1.0)
-    taken = np.zeros(len(gt_labels), dtype=bool)
-    for d in np.argsort(-scores, kind="stable"):
-        candidates = np.where(taken, -1.0, ious[d])
-        g = int(np.argmax(candidates))
-        if candidates[g] >= iou_threshold:
-            taken[g] = True
-            gt_index[d], ious_out[d] = g, candidates[g]
-    return gt_index, ious_out
+def shown_only(det: Detections) -> Detections:
+    """What the page lists of one canvas: the detections marked `shown` (all of them without the mark)."""
+    if "shown" not in det:
+        return det
+    keep = np.asarray(det["shown"], bool)
+    return {k: np.asarray(v)[keep] for k, v in det.items()}  # type: ignore[return-value]
 
 
 def _real(boxes: np.ndarray, labels: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,62 +49,89 @@ def _real(boxes: np.ndarray, labels: np.ndarray, i: int) -> tuple[np.ndarray, np
     return boxes[i][keep], labels[i][keep]
 
 
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of row i of `a` with row i of `b`, both (M, 4) xywh (COCO's continuous box area)."""
+    ix = np.clip(np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = ix * iy
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 @dataclass(frozen=True)
 class SplitMatches:
-    """Class-aware matches of a whole split, flattened: one row per detection and per ground-truth digit."""
+    """COCOeval's matches of a whole split, flattened: one row per detection and per ground-truth digit."""
 
     num_canvases: int
     det_canvas: np.ndarray  # (D,) canvas index of each detection
     det_score: np.ndarray  # (D,)
     det_label: np.ndarray  # (D,)
+    det_gt: np.ndarray  # (D,) row of the matched digit in the gt_* arrays, -1 when a false positive
     det_iou: np.ndarray  # (D,) IoU with the matched digit, 0 when a false positive
-    det_is_tp: np.ndarray  # (D,) bool
     gt_canvas: np.ndarray  # (G,) canvas index of each digit
     gt_label: np.ndarray  # (G,)
+
+    @property
+    def det_is_tp(self) -> np.ndarray:
+        """(D,) bool: the detection found a digit."""
+        return self.det_gt >= 0
 
     def kept(self, threshold: float) -> np.ndarray:
         """(D,) bool: the detections a score threshold keeps."""
         return self.det_score >= threshold
 
 
-def match_split(
-    boxes: np.ndarray, labels: np.ndarray, detections: list[Detections], iou_threshold: float = MATCH_IOU
+def matches_from(
+    ground_truth: dict, results: list[dict], num_canvases: int, class_aware: bool = True, evaluator=None
 ) -> SplitMatches:
-    """Class-aware matching of every canvas of a split.
+    """Flatten COCOeval's matches at IoU 0.5 of a split given as COCO JSON.
+
+    Args:
+        ground_truth: `coco.coco_ground_truth` of the split; results: `coco.coco_detections`.
+        num_canvases: canvases in the split.
+        class_aware: only a detection of the digit's class may match it (COCO's useCats).
+        evaluator: a `coco.run_cocoeval` of the same inputs and class_aware, reused when given.
+    Returns:
+        The `SplitMatches`.
+    """
+    if evaluator is None:
+        evaluator = coco.run_cocoeval(ground_truth, results, class_aware)
+    det_gt = coco.matched_ground_truth(evaluator, len(results))
+    anns = ground_truth["annotations"]
+    gt_boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+    det_boxes = np.array([r["bbox"] for r in results], np.float64).reshape(-1, 4)
+    hit = det_gt >= 0
+    det_iou = np.zeros(len(results))
+    det_iou[hit] = _pair_iou(det_boxes[hit], gt_boxes[det_gt[hit]])
+    return SplitMatches(
+        num_canvases=num_canvases,
+        det_canvas=np.array([r["image_id"] - 1 for r in results], np.int64),
+        det_score=np.array([r["score"] for r in results], np.float64),
+        det_label=np.array([r["category_id"] for r in results], np.int64),
+        det_gt=det_gt,
+        det_iou=det_iou,
+        gt_canvas=np.array([a["image_id"] - 1 for a in anns], np.int64),
+        gt_label=np.array([a["category_id"] for a in anns], np.int64),
+    )
+
+
+def match_split(
+    boxes: np.ndarray, labels: np.ndarray, detections: list[Detections], class_aware: bool = True
+) -> SplitMatches:
+    """COCOeval's matches at IoU 0.5 of every canvas of a split.
 
     Args:
         boxes: (N, K, 4) ground-truth xywh, padded with 0.
         labels: (N, K) ground-truth classes, padded with -1.
-        detections: N detection dicts.
-        iou_threshold: smallest IoU of a match.
+        detections: N detection dicts (all of their detections count; pass `shown_only` ones for the page).
+        class_aware: only a detection of the digit's class may match it.
     Returns:
         The flattened `SplitMatches`.
     """
     if len(detections) != len(labels):
         raise ValueError(f"detections: {len(detections)} canvases, ground truth has {len(labels)}")
-    rows: dict[str, list[Any]] = {k: [] for k in ("dc", "ds", "dl", "di", "dt", "gc", "gl")}
-    for i, det in enumerate(detections):
-        gt_b, gt_l = _real(boxes, labels, i)
-        gt_index, ious = match_canvas(gt_b, gt_l, det, iou_threshold)
-        scores = np.asarray(det["scores"], np.float64)
-        rows["dc"].append(np.full(len(scores), i))
-        rows["ds"].append(scores)
-        rows["dl"].append(np.asarray(det["labels"], np.int64))
-        rows["di"].append(ious)
-        rows["dt"].append(gt_index >= 0)
-        rows["gc"].append(np.full(len(gt_l), i))
-        rows["gl"].append(gt_l.astype(np.int64))
-    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in rows.items()}
-    return SplitMatches(
-        num_canvases=len(labels),
-        det_canvas=cat["dc"].astype(np.int64),
-        det_score=cat["ds"].astype(np.float64),
-        det_label=cat["dl"].astype(np.int64),
-        det_iou=cat["di"].astype(np.float64),
-        det_is_tp=cat["dt"].astype(bool),
-        gt_canvas=cat["gc"].astype(np.int64),
-        gt_label=cat["gl"].astype(np.int64),
-    )
+    gt = coco.coco_ground_truth(boxes, labels)
+    return matches_from(gt, coco.coco_detections(detections), len(labels), class_aware)
 
 
 def _prf(tp: np.ndarray, n_det: np.ndarray, n_gt: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -247,38 +248,26 @@ def matched_iou_stats(m: SplitMatches, threshold: float) -> dict[str, float]:
     }
 
 
-def confusion_matrix(
-    boxes: np.ndarray,
-    labels: np.ndarray,
-    detections: list[Detections],
-    threshold: float,
-    iou_threshold: float = MATCH_IOU,
-) -> np.ndarray:
-    """11 x 11 counts: rows the true class, columns the predicted class, index 10 the background.
+def confusion_matrix(m: SplitMatches) -> np.ndarray:
+    """11 x 11 counts from class-agnostic matches: rows the true class, columns the predicted class,
+    index 10 the background.
 
-    Matching ignores the class, so a digit read as the wrong class lands off the diagonal; row 10 counts
-    false positives by predicted class, column 10 missed digits by true class; [10, 10] stays 0.
+    A digit read as the wrong class lands off the diagonal; row 10 counts false positives by predicted
+    class, column 10 missed digits by true class; [10, 10] stays 0.
 
     Args:
-        boxes: (N, K, 4) ground truth xywh; labels: (N, K) padded with -1.
-        detections: N detection dicts; only scores >= threshold count.
-        threshold: the operating score threshold.
-        iou_threshold: smallest IoU of a match.
+        m: `match_split(..., class_aware=False)` of the detections that count (the page's, at the
+            operating threshold).
     Returns:
         (11, 11) int64 counts.
     """
     cm = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)
-    for i, det in enumerate(detections):
-        det = keep_above(det, threshold)
-        gt_b, gt_l = _real(boxes, labels, i)
-        gt_index, _ = match_canvas(gt_b, gt_l, det, iou_threshold, class_aware=False)
-        pred = det["labels"].astype(np.int64)
-        hit = gt_index >= 0
-        np.add.at(cm, (gt_l[gt_index[hit]], pred[hit]), 1)
-        np.add.at(cm, (BACKGROUND, pred[~hit]), 1)
-        missed = np.ones(len(gt_l), bool)
-        missed[gt_index[hit]] = False
-        np.add.at(cm, (gt_l[missed], BACKGROUND), 1)
+    hit = m.det_gt >= 0
+    np.add.at(cm, (m.gt_label[m.det_gt[hit]], m.det_label[hit]), 1)
+    np.add.at(cm, (BACKGROUND, m.det_label[~hit]), 1)
+    missed = np.ones(len(m.gt_label), bool)
+    missed[m.det_gt[hit]] = False
+    np.add.at(cm, (m.gt_label[missed], BACKGROUND), 1)
     return cm
 
 
@@ -291,6 +280,8 @@ def count_buckets(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 def overlap_buckets(boxes: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Canvas indices split by whether any two digit boxes intersect ("overlap", "no-overlap")."""
+    from multidigit.boxes import iou_matrix
+
     touching = np.zeros(len(labels), dtype=bool)
     for i in range(len(labels)):
         gt_b, _ = _real(boxes, labels, i)

@@ -2,8 +2,9 @@
 pipeline and the benchmarks wrote. No figure is typed by hand: a missing source shows as a dash.
 
 Sources: metrics/<stage>.json (evaluate), models/<stage>/train_info.json and
-models/pretrain/pretrain_info.json (training), benchmarks/results/*.json (benchmarks),
-reports/ablation.json (scripts/ablation.py).
+models/pretrain/pretrain_info.json (training), benchmarks/results/*.json (benchmarks, inference timings
+included), reports/ablation.json (scripts/ablation.py). The summary is regenerated whole each time, a
+stage without a metrics file shows as dashes, so its tables keep a stable shape.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from multidigit.atomic import atomic_path
-from multidigit.constants import METRICS_DIR, MODELS_DIR, REPORTS_DIR, STAGES
-from multidigit.summary import read_stage_metrics, write_summary
+from multidigit.constants import CLASS_NAMES, METRICS_DIR, MODELS_DIR, REPORTS_DIR, STAGES
+from multidigit.evaluation.drawn import BRUSH_BUCKETS, PREFIX, SIZE_BUCKETS
 
+SUMMARY_FILE = REPORTS_DIR / "summary.md"
 README = Path("README.md")
 RESULTS = Path("benchmarks/results")
 ABLATION_FILE = REPORTS_DIR / "ablation.json"
@@ -25,6 +27,30 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 SEED_STUDY = {"A": "96%", "B": "92%", "C": "about 50%"}
 BACKENDS = ("wasm", "webgl", "cpu")
 ABLATION_ROWS = (("A", "synthetic crops"), ("B", "plain MNIST"), ("C", "from scratch"))
+# (column title, metrics key, format) of the summary's stage table
+STAGE_COLUMNS = (
+    ("mAP50", "metrics/mAP50", ".3f"),
+    ("mAP50-95", "metrics/mAP50-95", ".3f"),
+    ("AR100", "metrics/AR100", ".3f"),
+    ("P", "precision/all", ".3f"),
+    ("R", "recall/all", ".3f"),
+    ("F1", "f1/all", ".3f"),
+    ("score thr", "operating/score_threshold", ".3f"),
+    ("count acc", "count/accuracy", ".3f"),
+    ("canvas acc", "canvas/accuracy", ".3f"),
+    ("mean IoU", "iou/mean", ".3f"),
+)
+BUCKETS = ("1", "2-5", "6-10", "no-overlap", "overlap")
+# (column title, figure under drawn/ or drawn/<bucket>/, format) of the drawn tables
+DRAWN_COLUMNS = (
+    ("mAP50", "mAP50", ".3f"),
+    ("recall", "recall", ".3f"),
+    ("precision", "precision", ".3f"),
+    ("count acc", "count_accuracy", ".3f"),
+    ("canvas acc", "canvas_accuracy", ".3f"),
+    ("sequence acc", "sequence_accuracy", ".3f"),
+    ("canvases", "canvases", ".0f"),
+)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -40,9 +66,82 @@ def _fmt(value: Any, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table as lines: header, separator, one line per row."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+# ---------------------------------------------------------------- reports/summary.md
+def read_stage_metrics(metrics_dir: str | Path = METRICS_DIR) -> dict[str, dict[str, float]]:
+    """stage -> its metrics dict, for every metrics/<stage>.json that exists."""
+    return {s: m for s in STAGES if (m := _read_json(Path(metrics_dir) / f"{s}.json"))}
+
+
+def drawn_rows(metrics: dict[str, float]) -> list[list[str]]:
+    """The drawn split overall, then per brush-width and per size bucket (a stage-3 metrics dict)."""
+    names = ["all"] + [name for name, _, _ in BRUSH_BUCKETS + SIZE_BUCKETS]
+    rows = []
+    for name in names:
+        base = PREFIX if name == "all" else f"{PREFIX}/{name}"
+        key = {"canvases": f"{PREFIX}/canvases"} if name == "all" else {}
+        rows.append([name] + [_fmt(metrics.get(key.get(k, f"{base}/{k}")), f) for _, k, f in DRAWN_COLUMNS])
+    return rows
+
+
+def render_summary(by_stage: dict[str, dict[str, float]]) -> str:
+    """The markdown of the summary: stage, per-class, bucket and drawn-split tables.
+
+    Args:
+        by_stage: stage -> metrics (missing stages show dashes).
+    Returns:
+        The markdown text.
+    """
+    lines = ["# Evaluation summary", "", "Test split of each stage; P/R/F1 and accuracies at the operating"]
+    lines += ["score threshold chosen on val (max F1), on what the page shows. From `metrics/*.json`.", ""]
+    stage_rows = [[s] + [_fmt(by_stage.get(s, {}).get(k), f) for _, k, f in STAGE_COLUMNS] for s in STAGES]
+    lines += markdown_table(["stage"] + [t for t, _, _ in STAGE_COLUMNS], stage_rows)
+    lines += ["", "## Per class (AP50 / AP50-95 / F1)", ""]
+
+    def cell(stage: str, keys: list[str], fmts: list[str]) -> str:
+        return " / ".join(_fmt(by_stage.get(stage, {}).get(k), f) for k, f in zip(keys, fmts, strict=True))
+
+    per_class = [[f"{k}/{c}" for k in ("ap50", "ap", "f1")] for c in CLASS_NAMES]
+    class_rows = [
+        [c] + [cell(s, keys, [".3f"] * 3) for s in STAGES]
+        for c, keys in zip(CLASS_NAMES, per_class, strict=True)
+    ]
+    lines += markdown_table(["class", *STAGES], class_rows)
+    lines += ["", "## Buckets (mAP50 / canvas accuracy / canvases)", ""]
+    fmts = [".3f", ".3f", ".0f"]
+    per_bucket = [[f"bucket/{b}/{k}" for k in ("mAP50", "canvas_accuracy", "canvases")] for b in BUCKETS]
+    bucket_rows = [
+        [b] + [cell(s, keys, fmts) for s in STAGES] for b, keys in zip(BUCKETS, per_bucket, strict=True)
+    ]
+    lines += markdown_table(["digits / overlap", *STAGES], bucket_rows)
+    lines += ["", "## Stage 3, drawn split (brush width in buffer px, size = median digit height in px)", ""]
+    lines += markdown_table(
+        ["drawn", *(t for t, _, _ in DRAWN_COLUMNS)], drawn_rows(by_stage.get("stage3", {}))
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(metrics_dir: str | Path = METRICS_DIR, out: str | Path = SUMMARY_FILE) -> Path:
+    """Regenerate the summary markdown from the metrics files, atomically.
+
+    Args:
+        metrics_dir: folder of <stage>.json files.
+        out: the markdown file to write.
+    Returns:
+        The path written.
+    """
+    text = render_summary(read_stage_metrics(metrics_dir))
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    return Path(out)
+
+
+# ---------------------------------------------------------------- the README results block
 
 
 def stage_rows(metrics: dict[str, dict[str, float]], models_dir: Path) -> list[list[str]]:
@@ -99,6 +198,7 @@ def system_rows(results_dir: Path, models_dir: Path) -> list[list[str]]:
     info = _read_json(models_dir / "stage3" / "train_info.json")
     pre = _read_json(models_dir / "pretrain" / "pretrain_info.json")
     pipeline = _read_json(results_dir / "pipeline.json")
+    speed = _read_json(results_dir / "inference.json")
     rows = [
         ["whole `dvc repro`, fresh workspace", f"{_fmt(pipeline.get('dvc_repro_wall_seconds'), '.0f')} s"],
         ["generator, 1 process", f"{_fmt(gen.get('canvases_per_s_1_process'), '.0f')} canvases/s"],
@@ -108,6 +208,8 @@ def system_rows(results_dir: Path, models_dir: Path) -> list[list[str]]:
         ["detector parameters", _fmt(info.get("params"), ",.0f")],
         ["multiply-adds per canvas", f"{_fmt(info['macs'] / 1e6 if 'macs' in info else None, '.1f')} M"],
         ["Python TF, batch 1, p50", f"{_fmt(browser.get('python_tf_batch1', {}).get('p50_ms'), '.2f')} ms"],
+        ["Python detector + NMS, batch 1, median", f"{_fmt(speed.get('ms_batch1'), '.2f')} ms"],
+        ["Python detector + NMS, batch 256", f"{_fmt(speed.get('canvases_per_s_b256'), '.0f')} canvases/s"],
     ]
     rows.append(
         [
@@ -141,19 +243,27 @@ def render_results(root: Path = Path()) -> str:
     lines = ["Regenerated by `make report` from `metrics/*.json` (as `dvc metrics show` prints them),"]
     lines += ["training records and `benchmarks/results/`; full tables in `reports/summary.md`.", ""]
     header = ["stage", "mAP50", "mAP50-95", "class acc", "count acc", "canvas acc", "score thr", "train s"]
-    lines += _table(header, stage_rows(metrics, models_dir))
+    lines += markdown_table(header, stage_rows(metrics, models_dir))
     lines += ["", "Stage 3, per class:", ""]
-    lines += _table(["class", "AP50", "AP50-95", "F1"], class_rows(metrics.get("stage3", {})))
+    lines += markdown_table(["class", "AP50", "AP50-95", "F1"], class_rows(metrics.get("stage3", {})))
+    lines += [
+        "",
+        "Stage 3, drawn split (what the page lists; brush in buffer px, size = median digit height px):",
+        "",
+    ]
+    lines += markdown_table(
+        ["drawn", *(t for t, _, _ in DRAWN_COLUMNS)], drawn_rows(metrics.get("stage3", {}))
+    )
     ablation = _read_json(root / ABLATION_FILE)
     budget = ablation.get("budget", "not run yet: `python scripts/ablation.py`")
     lines += ["", f"Transfer-learning ablation ({budget}):", ""]
     header = ["backbone init", "mAP50", "mAP50-95", "class acc", "seed study class acc"]
-    lines += _table(header, ablation_rows(ablation))
+    lines += markdown_table(header, ablation_rows(ablation))
     lines += ["", "TF.js export, latency in headless Chromium (ms per canvas, p50 / p95):", ""]
     header = ["quantization", "size KB", "mAP50-95 cost", *(f"{b} p50 / p95" for b in BACKENDS)]
-    lines += _table(header, export_rows(root / RESULTS))
+    lines += markdown_table(header, export_rows(root / RESULTS))
     lines += ["", "System:", ""]
-    lines += _table(["figure", "value"], system_rows(root / RESULTS, models_dir))
+    lines += markdown_table(["figure", "value"], system_rows(root / RESULTS, models_dir))
     return "\n".join(lines)
 
 

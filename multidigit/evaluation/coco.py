@@ -1,7 +1,10 @@
 """COCO JSON for canvases and detections, and the pycocotools COCOeval wrapper (no homemade AP).
 
 Ids: canvas i of a split is image id i + 1; annotation ids start at 1 (COCOeval treats id 0 as
-"unmatched"); the category id is the digit itself, 0..9, named "0".."9".
+"unmatched"), ground truth numbered in row-major (canvas, slot) order and results in `coco_detections`
+order; the category id is the digit itself, 0..9, named "0".."9". One `run_cocoeval` serves both the
+mAP figures (`coco_metrics`, also on image subsets, without evaluating again) and the per-detection
+matches at IoU 0.5 (`matched_ground_truth`) that `matching` builds the operating-point figures on.
 """
 
 from __future__ import annotations
@@ -17,10 +20,15 @@ import numpy as np
 from multidigit.boxes import Detections
 from multidigit.constants import CANVAS_SIZE, CLASS_NAMES, NUM_CLASSES
 
+# Detections down to this score feed COCO mAP and the F1 sweep (COCO practice); the operating threshold
+# is chosen afterwards on val.
+SCORE_FLOOR = 0.001
 # COCOeval's default IoU thresholds .50:.05:.95; index 0 is IoU 0.5.
 IOU50 = 0
 # Index of maxDets=100 in COCOeval's default [1, 10, 100] and of area "all" in its area ranges.
 MAXDET100, AREA_ALL = 2, 0
+# Only area "all" is reported; COCO's small/medium/large ranges would quadruple evaluate()'s work.
+AREA_RANGES, AREA_LABELS = [[0.0, 1e10]], ["all"]
 
 
 def coco_ground_truth(boxes: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -111,28 +119,83 @@ def _class_ap(precision: np.ndarray) -> np.ndarray:
     return out
 
 
-def coco_metrics(
-    ground_truth: dict[str, Any], results: list[dict[str, Any]], image_ids: Sequence[int] | None = None
-) -> CocoResult:
-    """Run pycocotools COCOeval (bbox) and collect its numbers.
+def run_cocoeval(ground_truth: dict[str, Any], results: list[dict[str, Any]], class_aware: bool = True):
+    """pycocotools COCOeval (bbox) over area "all", with `evaluate()` done (the per-image matching).
 
     Args:
         ground_truth: a dataset from `coco_ground_truth`.
         results: detections from `coco_detections`.
-        image_ids: evaluate only these image ids (a bucket); None = every image.
+        class_aware: False pools the classes (COCO's useCats=0): any label may match any digit.
     Returns:
-        The `CocoResult`; all zeros when there are no detections.
+        The evaluated `COCOeval`; `coco_metrics` and `matched_ground_truth` read it.
     """
     from pycocotools.cocoeval import COCOeval
 
     gt, dt = _coco_objects(ground_truth, results)
     evaluator = COCOeval(gt, dt, iouType="bbox")
-    if image_ids is not None:
-        evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+    evaluator.params.useCats = int(class_aware)
+    evaluator.params.areaRng, evaluator.params.areaRngLbl = AREA_RANGES, AREA_LABELS
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
+    return evaluator
+
+
+def matched_ground_truth(evaluator, num_results: int) -> np.ndarray:
+    """COCOeval's own matches at IoU 0.5: for each result, the ground truth it matched.
+
+    COCOeval matches each image (and class, when class-aware) greedily in descending score order, each
+    detection taking the unmatched ground-truth box of highest IoU >= 0.5.
+
+    Args:
+        evaluator: from `run_cocoeval`.
+        num_results: len(results) given to it.
+    Returns:
+        (num_results,) int64: 0-based index of the matched annotation, -1 for a false positive.
+    """
+    out = np.full(num_results, -1, np.int64)
+    for e in evaluator.evalImgs:
+        if e is None or not e["dtIds"]:  # None: an image (and class) without digits or detections
+            continue
+        ids = np.asarray(e["dtIds"], np.int64) - 1
+        out[ids] = e["dtMatches"][IOU50].astype(np.int64) - 1  # annotation id 0 = unmatched
+    return out
+
+
+def coco_metrics(
+    ground_truth: dict[str, Any],
+    results: list[dict[str, Any]],
+    image_ids: Sequence[int] | None = None,
+    evaluator=None,
+) -> CocoResult:
+    """COCOeval's accumulate + summarize on the whole split or an image subset (a bucket).
+
+    Args:
+        ground_truth: a dataset from `coco_ground_truth`.
+        results: detections from `coco_detections`.
+        image_ids: only these image ids (a bucket); None = every image.
+        evaluator: a class-aware `run_cocoeval` of the same inputs, reused instead of evaluating again.
+    Returns:
+        The `CocoResult`; all zeros when there are no detections.
+    """
+    evaluator = evaluator if evaluator is not None else run_cocoeval(ground_truth, results)
+    full = evaluator.evalImgs
+    if image_ids is not None:
+        # accumulate() skips None entries, so blanking the other images' entries scores exactly the
+        # subset (the same numbers as evaluating with params.imgIds = the subset, one evaluate() less).
+        # evalImgs is ordered [category][area][image], the image innermost.
+        keep, ids = {int(i) for i in image_ids}, evaluator._paramsEval.imgIds
+        evaluator.evalImgs = [e if ids[j % len(ids)] in keep else None for j, e in enumerate(full)]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator.accumulate()
+            evaluator.summarize()
+    finally:
+        evaluator.evalImgs = full
+    return _result(evaluator)
+
+
+def _result(evaluator) -> CocoResult:
+    """The `CocoResult` of an accumulated and summarized COCOeval."""
     s = [max(float(v), 0.0) for v in evaluator.stats]  # -1 = nothing to evaluate; report 0
     # precision: (T iou, R recall, K class, A area, M maxDets)
     precision = evaluator.eval["precision"][:, :, :, AREA_ALL, MAXDET100]
@@ -151,3 +214,15 @@ def coco_metrics(
         recall_points=np.asarray(evaluator.params.recThrs),
         precision50=precision[IOU50].T.copy(),
     )
+
+
+def score_detections(boxes: np.ndarray, labels: np.ndarray, detections: Sequence[Detections]) -> CocoResult:
+    """COCO figures of a split's detections in one call (export's quantization cost, benchmarks).
+
+    Args:
+        boxes: (N, K, 4) ground-truth xywh, padded with 0; labels: (N, K) padded with -1.
+        detections: N detection dicts, scores down to SCORE_FLOOR.
+    Returns:
+        The `CocoResult`.
+    """
+    return coco_metrics(coco_ground_truth(boxes, labels), coco_detections(detections))
