@@ -22,6 +22,7 @@ way), and the share of canvases whose page bytes equal Python's. Writes benchmar
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ class DrawnCanvas:
     brush: float
     labels: list[int]
     strokes: list[list[np.ndarray]]  # strokes[d] = digit d's polylines, each (K, 2) float64 (x, y)
+    image: np.ndarray | None = None  # the split's canvas (uint8 (100, 100)), when from the split
+    boxes: np.ndarray | None = None  # the split's boxes (D, 4) xywh, when from the split
 
     def all_strokes(self) -> list[np.ndarray]:
         return [s for digit in self.strokes for s in digit]
@@ -76,30 +79,49 @@ def _owner(stroke: np.ndarray, boxes_px: np.ndarray) -> int:
     return int(np.argmax(inside)) if inside.max() > 0 else int(np.argmin(outside.mean(axis=0)))
 
 
-def drawn_split(limit: int) -> list[DrawnCanvas]:
-    """The first `limit` canvases of the stage-3 drawn split, their strokes grouped by digit.
+def _stroke_digits(root: Path) -> list[np.ndarray] | None:
+    """Per canvas the digit slot of each stroke, from the drawn shards' `stroke_digit`; None without it."""
+    out = []
+    for path in sorted((root / "stage3" / "drawn").glob("shard-*.npz")):
+        with np.load(path) as f:
+            if "stroke_digit" not in f.files:
+                return None
+            slots, ranges = f["stroke_digit"], f["canvas_strokes"]
+            out += [slots[a:b] for a, b in itertools.pairwise(ranges)]
+    return out
 
-    `read_strokes` gives each canvas's strokes without saying which digit drew them; a stroke belongs to
-    the split's box that holds most of its points (the boxes contain their centre lines by construction).
-    """
-    from multidigit.canvas import read_canvases
 
-    try:
-        from multidigit.canvas import read_strokes
-    except ImportError:
-        from multidigit.strokes import read_strokes
-    canvases, strokes = read_canvases("stage3", "drawn"), read_strokes("stage3", "drawn")
+def drawn_split(limit: int, root: Path) -> list[DrawnCanvas]:
+    """The first `limit` canvases of the stage-3 drawn split under `root` (data/canvases), strokes grouped
+    by digit: by the shards' `stroke_digit` slots, else by the split's box holding most of a stroke."""
+    from multidigit.canvas import read_canvases, read_strokes
+
+    canvases, strokes = read_canvases("stage3", "drawn", root), read_strokes("stage3", "drawn", root)
+    slots = _stroke_digits(root)
     out = []
     for i in range(min(limit, len(canvases))):
         keep = canvases.labels[i] >= 0
         boxes_px = canvases.boxes[i][keep].astype(np.float64) * (BUFFER / canvases.images.shape[1])
         brush, lines = strokes[i]
         groups: list[list[np.ndarray]] = [[] for _ in range(int(keep.sum()))]
-        for line in lines:
+        for k, line in enumerate(lines):
             line = np.asarray(line, np.float64).reshape(-1, 2)
-            groups[_owner(line, boxes_px)].append(line)
-        out.append(DrawnCanvas(float(brush), [int(v) for v in canvases.labels[i][keep]], groups))
+            groups[int(slots[i][k]) if slots is not None else _owner(line, boxes_px)].append(line)
+        labels = [int(v) for v in canvases.labels[i][keep]]
+        out.append(DrawnCanvas(float(brush), labels, groups, canvases.images[i], canvases.boxes[i][keep]))
     return out
+
+
+def make_drawn_split(root: Path, mnist_dir: Path, params: Path) -> None:
+    """Write the stage-3 drawn shards of `params` under `root` with the project's generator, for a
+    workspace whose pipeline predates the split (the baseline); other splits are not made."""
+    from multidigit.canvas import generate_shard, plan_shards
+    from multidigit.params import load_params
+
+    cfg = load_params(params)
+    for spec in plan_shards(cfg.generate, "stage3"):
+        if spec.split == "drawn":
+            generate_shard(cfg, spec, root / "stage3", mnist_dir)
 
 
 def synthetic_drawn(limit: int, seed: int, brush: float = 10.0) -> list[DrawnCanvas]:
@@ -212,9 +234,15 @@ def page_detections(found: list[dict]) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------- scoring
-def reading_order(boxes: np.ndarray, labels: np.ndarray) -> list[int]:
-    """Labels sorted by box left edge, as the page lists them (stable for ties)."""
-    return [int(labels[i]) for i in np.argsort(np.asarray(boxes)[:, 0], kind="stable")]
+def read_digits(boxes: np.ndarray, labels: np.ndarray) -> tuple[int, ...]:
+    """The digits as a person reads them: the evaluation's rule (rows top to bottom, each left to right)
+    when multidigit/evaluation/drawn.py exists, else by box left edge as the page lists them."""
+    try:
+        from multidigit.evaluation.drawn import read_digits as evaluation_read_digits
+    except ImportError:
+        order = np.argsort(np.asarray(boxes, np.float64).reshape(-1, 4)[:, 0], kind="stable")
+        return tuple(int(labels[i]) for i in order)
+    return evaluation_read_digits(boxes, labels)
 
 
 def score_listed(boxes: list[np.ndarray], labels: list[np.ndarray], dets: list[dict]) -> dict[str, float]:
@@ -224,7 +252,7 @@ def score_listed(boxes: list[np.ndarray], labels: list[np.ndarray], dets: list[d
     gt_boxes, gt_labels = padded(boxes, width, 0.0, (4,)), padded(labels, width, -1)
     prf = mt.class_prf(mt.match_split(gt_boxes, gt_labels, dets), 0.0)
     sequence = [
-        reading_order(b, lab) == reading_order(d["boxes"], d["labels"])
+        read_digits(b, lab) == read_digits(d["boxes"], d["labels"])
         for b, lab, d in zip(boxes, labels, dets, strict=True)
     ]
     return {
@@ -250,10 +278,18 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
         sent.append(image)
     page_s = time.perf_counter() - start
     images = np.stack([t[0] for t in truths])
+    checks = {}
+    if brush == "recorded" and all(c.image is not None for c in drawings):  # our replay is the split's
+        checks["replay_equals_split_image"] = _share(
+            np.array_equal(c.image, t[0]) for c, t in zip(drawings, truths, strict=True)
+        )
+        checks["truth_equals_split_boxes"] = _share(
+            np.array_equal(c.boxes, t[1]) for c, t in zip(drawings, truths, strict=True)
+        )
     _, python_dets, path = independent.detections_of(source, images)
     boxes, labels = [t[1] for t in truths], [t[2] for t in truths]
-    page_seq = [reading_order(d["boxes"], d["labels"]) for d in page_dets]
-    python_seq = [reading_order(d["boxes"], d["labels"]) for d in python_dets]
+    page_seq = [read_digits(d["boxes"], d["labels"]) for d in page_dets]
+    python_seq = [read_digits(d["boxes"], d["labels"]) for d in python_dets]
     return {
         "brush": brush,
         "canvases": len(drawings),
@@ -263,6 +299,7 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
         "page_bytes_equal_python": _share(np.array_equal(a, b) for a, b in zip(sent, images, strict=True)),
         "page_lists_python": _share(a == b for a, b in zip(page_seq, python_seq, strict=True)),
         "page_seconds_per_canvas": round(page_s / max(len(drawings), 1), 3),
+        **checks,
     }
 
 
@@ -275,6 +312,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--brushes", default=",".join(BRUSHES), help="comma list of slider widths or 'recorded'")
     p.add_argument("--synthetic", action="store_true", help="traced MNIST test digits instead of the split")
     p.add_argument("--seed", type=int, default=0, help="seed of --synthetic drawings")
+    p.add_argument(
+        "--data", type=Path, default=ROOT / "data" / "canvases", help="canvases folder of the split"
+    )
+    p.add_argument(
+        "--make-split", action="store_true", help="first write the drawn split of params.yaml into --data"
+    )
+    p.add_argument(
+        "--mnist", type=Path, default=ROOT / "data" / "mnist", help="MNIST npz splits, for --make-split"
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -288,7 +334,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     args = parse_args(argv)
     brushes = [b.strip() for b in args.brushes.split(",") if b.strip()]
-    drawings = synthetic_drawn(args.canvases, args.seed) if args.synthetic else drawn_split(args.canvases)
+    if args.make_split:
+        make_drawn_split(args.data, args.mnist, ROOT / "params.yaml")
+    drawings = (
+        synthetic_drawn(args.canvases, args.seed) if args.synthetic else drawn_split(args.canvases, args.data)
+    )
     source = independent.resolve_model(args.models, None, args.detector, None)
     if not Path(CHROMIUM).exists():
         raise FileNotFoundError(f"chromium: {CHROMIUM} not found; `make install-browser`")
@@ -305,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         browser.close()
     result = {
         "drawings": "synthetic (traced MNIST test digits)" if args.synthetic else "stage3 drawn split",
+        "split": None if args.synthetic else independent.workspace_path(args.data),
         "model": {
             "version_dir": independent.workspace_path(source.version_dir),
             "detector": independent.workspace_path(source.detector),

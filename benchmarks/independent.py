@@ -238,6 +238,17 @@ def _has_artifact(source: ModelSource) -> bool:
     return source.version_dir is not None and (source.version_dir / "saved_model").is_dir()
 
 
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def _loaded(loader: Any, path: Path) -> Any:
+    """`loader(path)`, once per path (drawn_page.py scores several brushes with one model)."""
+    key = (loader.__name__, str(path))
+    if key not in _MODELS:
+        _MODELS[key] = loader(path)
+    return _MODELS[key]
+
+
 def detections_of(source: ModelSource, images: np.ndarray) -> tuple[list, list, str]:
     """(every box down to the score floor, the boxes a user is shown, which path produced them).
 
@@ -249,7 +260,7 @@ def detections_of(source: ModelSource, images: np.ndarray) -> tuple[list, list, 
     if _has_artifact(source):
         from multidigit.artifact import detect_canvases, load_artifact, shown_only
 
-        fn = load_artifact(source.version_dir)
+        fn = _loaded(load_artifact, source.version_dir)
         floor = detect_canvases(fn, images, score_floor)
         shown = [shown_only(d) for d in detect_canvases(fn, images, source.threshold)]
         return floor, shown, "artifact"
@@ -263,7 +274,8 @@ def detections_of(source: ModelSource, images: np.ndarray) -> tuple[list, list, 
     keys = {"iou": "iou_threshold", "max_detections": "max_detections", "merge": "merge"}
     nms = load_params(ROOT / "params.yaml").nms
     nms = nms.model_copy(update={v: source.thresholds[k] for k, v in keys.items() if k in source.thresholds})
-    floor = predict_canvases(load_detector(source.detector), images, nms, score_threshold=score_floor)
+    model = _loaded(load_detector, source.detector)
+    floor = predict_canvases(model, images, nms, score_threshold=score_floor)
     return floor, [mt.keep_above(d, source.threshold) for d in floor], "keras"
 
 
@@ -307,7 +319,8 @@ def workspace_path(path: Path | None) -> str | None:
     if path.is_relative_to(ROOT):
         return path.relative_to(ROOT).as_posix()
     parts = path.parts
-    return Path(*parts[parts.index("models") :]).as_posix() if "models" in parts else path.name
+    top = [i for i, part in enumerate(parts) if part in ("models", "data")]
+    return Path(*parts[top[0] :]).as_posix() if top else path.name
 
 
 def write_preview(data: IndependentSet, shown: list | None, path: Path, count: int = 16) -> None:
