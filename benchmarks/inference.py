@@ -1,11 +1,12 @@
 """Inference speed of a trained stage detector, detections included (moved out of metrics/<stage>.json:
 timings vary with the machine's load, so `dvc metrics diff` was never clean while they sat there).
 
-Times the same detections evaluation scores (`multidigit.predict.predict_canvases`: tf.function forward
-pass + post-processing at the params' score threshold) on the stage's test canvases: milliseconds per
-canvas at batch 1 (median of SPEED_REPEATS calls) and canvases per second at batch 256 (median of 3),
-each after a warm-up call that traces the graph. Writes benchmarks/results/inference.json, which
-`make report` puts in the README.
+On the stage's test canvases, at the params' score threshold, each after a warm-up call that traces:
+- ms_batch1: median of SPEED_REPEATS calls of the detector artifact (`artifact.build_detector_fn`, one
+  canvas per call, post-processing in the graph), what evaluation, /api/detect and export run;
+- canvases_per_s_b256: the Keras forward pass at batch 256 plus the numpy reference post-processing
+  (`predict.predict_canvases`), median of 3, the batch throughput figure.
+Writes benchmarks/results/inference.json, which `make report` puts in the README.
 
     python -m benchmarks.inference [--stage stage3] [--params params.yaml]
 """
@@ -28,35 +29,38 @@ SPEED_REPEATS = 30  # single-canvas calls timed for ms at batch 1
 SPEED_BATCH = 256  # the batch of the throughput figure (fixed: it names the key)
 
 
-def inference_speed(model: Any, images: np.ndarray, nms: NmsParams) -> dict[str, float]:
-    """Milliseconds per canvas at batch 1 and canvases per second at batch 256.
+def _median_seconds(call, repeats: int) -> float:
+    call()  # traces the graph
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def inference_speed(detector: Any, images: np.ndarray, nms: NmsParams) -> dict[str, float]:
+    """Milliseconds per canvas through the artifact and canvases per second at batch 256.
 
     Args:
-        model: the inference model from `predict.load_detector`.
+        detector: the Keras training detector (models/<stage>/detector.keras).
         images: (N, 100, 100) uint8 canvases to time on (repeated to fill a batch of 256).
-        nms: the NMS params.
+        nms: the nms block (post-processing and the score threshold).
     Returns:
         {"ms_batch1", "canvases_per_s_b256"}.
     """
+    from multidigit.artifact import build_detector_fn, detect_canvases
+    from multidigit.model import inference_model
     from multidigit.predict import predict_canvases
 
-    predict_canvases(model, images[:1], nms, batch_size=1)  # traces the batch-1 graph
-    single = []
-    for i in range(SPEED_REPEATS):
-        start = time.perf_counter()
-        predict_canvases(model, images[i % len(images)][None], nms, batch_size=1)
-        single.append(time.perf_counter() - start)
-    batch = np.resize(images, (SPEED_BATCH, *images.shape[1:]))
-    predict_canvases(model, batch, nms, batch_size=SPEED_BATCH)  # traces the batch-256 graph
-    full = []
-    for _ in range(3):
-        start = time.perf_counter()
-        predict_canvases(model, batch, nms, batch_size=SPEED_BATCH)
-        full.append(time.perf_counter() - start)
-    return {
-        "ms_batch1": round(1000.0 * float(np.median(single)), 3),
-        "canvases_per_s_b256": round(SPEED_BATCH / float(np.median(full)), 1),
-    }
+    fn = build_detector_fn(detector, nms)
+    single = iter(np.resize(images, (SPEED_REPEATS + 1, *images.shape[1:])))
+    batch1 = _median_seconds(
+        lambda: detect_canvases(fn, next(single)[None], nms.score_threshold), SPEED_REPEATS
+    )
+    model, batch = inference_model(detector), np.resize(images, (SPEED_BATCH, *images.shape[1:]))
+    full = _median_seconds(lambda: predict_canvases(model, batch, nms, batch_size=SPEED_BATCH), 3)
+    return {"ms_batch1": round(1000.0 * batch1, 3), "canvases_per_s_b256": round(SPEED_BATCH / full, 1)}
 
 
 def main() -> None:
@@ -66,11 +70,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
 
+    import keras
+
+    import multidigit.model  # noqa: F401  registers the custom layers for deserialisation
     from multidigit.canvas import read_canvases
-    from multidigit.predict import load_detector
 
     cfg = load_params(args.params)
-    model = load_detector(MODELS_DIR / args.stage / "detector.keras")
+    model = keras.saving.load_model(MODELS_DIR / args.stage / "detector.keras", compile=False)
     result = {
         "stage": args.stage,
         "model": f"models/{args.stage}/detector.keras",  # repo-relative, as every results file records

@@ -167,7 +167,6 @@ class GateParams(Block):
 
 
 class EvaluateParams(Block):
-    batch_size: PosInt = 256
     gallery_size: PosInt = 16
     gates: dict[Literal["stage1", "stage2", "stage3"], GateParams]  # no default: an ungated run is a choice
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from multidigit.boxes import Detections
+from multidigit.boxes import Detections, iou_matrix
+from multidigit.boxes import shown_only as marked_shown
 from multidigit.constants import CLASS_NAMES, NUM_CLASSES
 from multidigit.evaluation import coco
 
 BACKGROUND = NUM_CLASSES  # row/column index of "no digit" in the confusion matrix
 # (name, smallest, largest) digits per canvas for the digit-count buckets.
 COUNT_BUCKETS = (("1", 1, 1), ("2-5", 2, 5), ("6-10", 6, 10))
-FIELDS = ("boxes", "scores", "labels")
 
 
 def keep_above(det: Detections, threshold: float) -> Detections:
@@ -36,11 +36,9 @@ def keep_above(det: Detections, threshold: float) -> Detections:
 
 
 def shown_only(det: Detections) -> Detections:
-    """What the page lists of one canvas: the detections marked `shown` (all of them without the mark)."""
-    if "shown" not in det:
-        return det
-    keep = np.asarray(det["shown"], bool)
-    return {k: np.asarray(v)[keep] for k, v in det.items()}  # type: ignore[return-value]
+    """What the page lists of one canvas: `boxes.shown_only` where the detector marked `shown`, every
+    detection of a hand-built or unmarked one."""
+    return marked_shown(det) if "shown" in det else det
 
 
 def _real(boxes: np.ndarray, labels: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,8 +278,6 @@ def count_buckets(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 def overlap_buckets(boxes: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Canvas indices split by whether any two digit boxes intersect ("overlap", "no-overlap")."""
-    from multidigit.boxes import iou_matrix
-
     touching = np.zeros(len(labels), dtype=bool)
     for i in range(len(labels)):
         gt_b, _ = _real(boxes, labels, i)

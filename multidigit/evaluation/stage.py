@@ -49,21 +49,19 @@ class Evaluation:
 
 
 # ---------------------------------------------------------------- the detector
-def detector_for(model_path: Path, nms: NmsParams, batch_size: int) -> Detect:
+def detector_for(model_path: Path, nms: NmsParams) -> Detect:
     """THE one place evaluation gets detections from: a function of (images, score threshold).
 
-    Today `predict.predict_canvases` (Keras + numpy post-processing), every box shown; once the artifact
-    (`multidigit.artifact.build_detector_fn` + `detect_canvases`) lands, only this body changes.
+    It runs the detector artifact (`artifact.build_detector_fn`, the graph export saves and the page and
+    /api/detect run), so the figures count exactly what the page shows: `shown` from its one-box rule.
     """
-    from multidigit.predict import load_detector, predict_canvases
+    import keras
 
-    model = load_detector(model_path)
+    import multidigit.model  # noqa: F401  registers the custom layers for deserialisation
+    from multidigit.artifact import build_detector_fn, detect_canvases
 
-    def detect(images: np.ndarray, score_threshold: float) -> list[Detections]:
-        dets = predict_canvases(model, images, nms, score_threshold=score_threshold, batch_size=batch_size)
-        return [{**d, "shown": np.ones(len(d["scores"]), bool)} for d in dets]  # type: ignore[misc]
-
-    return detect
+    fn = build_detector_fn(keras.saving.load_model(model_path, compile=False), nms)
+    return lambda images, score_threshold: detect_canvases(fn, images, score_threshold)
 
 
 # ---------------------------------------------------------------- scoring (no model needed)
@@ -249,7 +247,7 @@ def evaluate_stage(cfg: Params, stage: str) -> Evaluation:
     model_path = MODELS_DIR / stage / "detector.keras"
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: no trained detector; run `dvc repro train@{stage}` first")
-    detect, params = detector_for(model_path, cfg.nms, cfg.evaluate.batch_size), cfg.evaluate
+    detect, params = detector_for(model_path, cfg.nms), cfg.evaluate
     val = read_canvases(stage, "val")
     threshold, val_f1 = calibrate_threshold(val.boxes, val.labels, detect(val.images, SCORE_FLOOR))
     test = read_canvases(stage, "test")
