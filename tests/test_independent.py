@@ -64,10 +64,14 @@ def test_scoring_perfect_and_degraded_detections(small_set):
     m = independent.score_canvases(small_set.boxes, small_set.labels, perfect, perfect)
     assert m["metrics/mAP50-95"] == 1.0 and m["count/accuracy"] == 1.0 and m["canvas/accuracy"] == 1.0
     assert m["bucket/n1/count_accuracy"] == 1.0
+    names = [name for name, _, _ in independent.HEIGHT_BUCKETS]
+    assert all(m[f"height/{name}/recall"] == 1.0 for name in names)
+    assert sum(m[f"height/{name}/digits"] for name in names) == keep.sum()
     # drop the first digit of every canvas and shift the rest by 2 px: count fails, mAP@.5:.95 falls
     worse = [
         {"boxes": d["boxes"][1:] + 2.0, "scores": d["scores"][1:], "labels": d["labels"][1:]} for d in perfect
     ]
     w = independent.score_canvases(small_set.boxes, small_set.labels, worse, worse)
     assert w["count/accuracy"] == 0.0 and w["recall"] < 1.0
+    assert min(w[f"height/{name}/recall"] for name in names) < 1.0
     assert w["metrics/mAP50-95"] < m["metrics/mAP50-95"]
