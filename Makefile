@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# gunicorn processes x threads; each process loads the Keras model on its first POST /api/detect
+# gunicorn processes x threads; each worker loads the champion's SavedModel when it starts (before serving)
 WORKERS ?= 2
 THREADS ?= 8
 PYTEST_ARGS ?=
@@ -55,7 +55,7 @@ repro: install ## rebuild the pipeline only
 
 serve: install install-web ## serve the page and the champion model with gunicorn (HOST, PORT, WORKERS, THREADS)
 	@echo "serving on http://$(HOST):$(PORT)/"
-	gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) \
+	gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) --timeout 180 \
 		--access-logfile - 'services.app:create_app()'
 
 test: install-dev ## run the whole test suite

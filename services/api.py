@@ -1,7 +1,8 @@
 """JSON API: POST /api/detect (server-side detection), /api/examples, /api/openapi.json.
 
 Every error under /api/ is JSON {"error": "one line"} with a 4xx status (503 only while no model is
-trained); `services.app` registers the handlers that keep it so for 404, 405 and 413 too.
+exported); `services.app` registers the handlers that keep it so for 404, 405 and 413 too. /api/detect runs
+the champion version's artifact with the thresholds of its manifest (services/inference.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from services.drawing import InputError, canvas_from_body
 from services.examples import load_examples
-from services.inference import ModelMissingError, detect_canvas, get_detector, nms_params
-from services.models import champion_manifest
+from services.inference import ModelMissingError, detect_canvas, get_artifact
+from services.models import champion_manifest, models_dir
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -29,19 +30,21 @@ def json_error(message: str, status: int) -> tuple[Response, int]:
     return jsonify({"error": message}), status
 
 
-def _score_threshold(nms: Any) -> float:
-    """?score_threshold=, else the champion's calibrated threshold, else params' nms.score_threshold."""
+def _score_threshold(manifest: dict[str, Any]) -> float:
+    """?score_threshold=, else the champion manifest's calibrated `thresholds.score`."""
     raw = request.args.get("score_threshold")
-    if raw is not None:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise InputError(f"score_threshold={raw!r} is not a number in [0, 1]") from None
-        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-            raise InputError(f"score_threshold={raw!r} is outside [0, 1]")
+    if raw is None:
+        value = manifest_score_threshold(manifest)
+        if value is None:
+            raise ModelMissingError(f"the manifest of {manifest.get('version')} has no thresholds.score")
         return value
-    calibrated = manifest_score_threshold(champion_manifest())
-    return calibrated if calibrated is not None else float(nms.score_threshold)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"score_threshold={raw!r} is not a number in [0, 1]") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise InputError(f"score_threshold={raw!r} is outside [0, 1]")
+    return value
 
 
 def manifest_score_threshold(manifest: dict[str, Any] | None) -> float | None:
@@ -56,15 +59,17 @@ def detect() -> Response | tuple[Response, int]:
     """Detect digits in a PNG drawing or a JSON 100 x 100 pixel array (see services/drawing.py)."""
     try:
         canvas = canvas_from_body(request.get_data(cache=False), request.mimetype)
-        nms = nms_params(current_app.config.get("PARAMS_FILE"), champion_manifest())
-        threshold = _score_threshold(nms)
-        model = get_detector(current_app.config["DETECTOR_PATH"])
+        manifest = champion_manifest()
+        if manifest is None:
+            raise ModelMissingError("no champion version exported")
+        threshold = _score_threshold(manifest)
+        fn = get_artifact(models_dir() / manifest["version"])
     except InputError as exc:
         return json_error(str(exc), 400)
     except ModelMissingError as exc:
-        return json_error(f"no model trained yet: {exc}", 503)
-    detections = detect_canvas(model, canvas, nms, threshold)
-    return jsonify({"detections": detections, "score_threshold": threshold})
+        return json_error(f"no model exported yet: {exc}", 503)
+    detections = detect_canvas(fn, canvas, threshold)
+    return jsonify({"detections": detections, "score_threshold": threshold, "model": manifest["version"]})
 
 
 @lru_cache(maxsize=4)

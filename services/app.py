@@ -1,6 +1,8 @@
 """Flask app factory: the drawing page, the champion's TF.js files, and a small JSON API.
 
-Run it with gunicorn (`make serve`): `gunicorn 'services.app:create_app()'`. Configuration, in order:
+Run it with gunicorn (`make serve`): `gunicorn 'services.app:create_app()'`; gunicorn calls the factory
+in each worker after the fork, so PRELOAD_MODEL loads the champion's SavedModel at worker start (a
+promote/rollback later loads the new champion on its first request). Configuration, in order:
 the defaults below, then `MULTIDIGIT_*` environment variables (e.g. `MULTIDIGIT_MODELS_DIR=/srv/tfjs`),
 or only `test_config` when one is passed. Relative paths are taken from the repository root.
 """
@@ -13,27 +15,20 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from multidigit.constants import CANVAS_OUT, MNIST_OUT, MODELS_DIR
-from services import api, headers, models, pages
+from multidigit.constants import CANVAS_OUT, MNIST_OUT, TFJS_DIR
+from services import api, headers, inference, models, pages
 
 ROOT = Path(__file__).resolve().parents[1]
-PATH_KEYS = (
-    "MODELS_DIR",
-    "DETECTOR_PATH",
-    "WEB_DIR",
-    "NODE_MODULES",
-    "CANVAS_DIR",
-    "MNIST_DIR",
-    "PARAMS_FILE",
-)
+PATH_KEYS = ("MODELS_DIR", "WEB_DIR", "NODE_MODULES", "CANVAS_DIR", "MNIST_DIR")
 DEFAULTS: dict[str, Any] = {
-    "MODELS_DIR": MODELS_DIR / "tfjs",  # champion.json + <version>/ from the export stage
-    "DETECTOR_PATH": MODELS_DIR / "stage3" / "detector.keras",  # Keras model behind /api/detect
+    "MODELS_DIR": TFJS_DIR,  # champion.json + <version>/ (TF.js files, saved_model/) from the export stage
     "WEB_DIR": "web",
     "NODE_MODULES": "node_modules",
     "CANVAS_DIR": CANVAS_OUT,
     "MNIST_DIR": MNIST_OUT,
-    "PARAMS_FILE": "params.yaml",  # its nms block sets /api/detect's IoU and max detections
+    # Load the champion's SavedModel when the app is created, i.e. when a gunicorn worker starts, so no
+    # request pays the TensorFlow import (tests get False unless their config asks for it).
+    "PRELOAD_MODEL": True,
     "MAX_CONTENT_LENGTH": 1024 * 1024,  # larger bodies get 413
 }
 
@@ -68,7 +63,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config is None:
         app.config.from_prefixed_env("MULTIDIGIT")
     else:
-        app.config.from_mapping(test_config)
+        app.config.from_mapping({"PRELOAD_MODEL": False, **test_config})
     _resolve_paths(app.config)
     app.json.sort_keys = False
     app.register_blueprint(models.bp)
@@ -76,4 +71,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_error_handler(HTTPException, _error)
     headers.init_app(app)
+    if app.config["PRELOAD_MODEL"]:
+        with app.app_context():
+            version = models.champion_version()
+            inference.preload(models.models_dir() / version if version else None)
     return app

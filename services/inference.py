@@ -1,80 +1,88 @@
-"""Server-side detection for POST /api/detect: the Keras detector, loaded once per process, lazily.
+"""Server-side detection for POST /api/detect: the champion version's exported artifact, cached per version.
 
-TensorFlow is imported on the first detection, not at app creation, so the page and model files
-are served at once and a worker that never detects never pays the ~10 s import.
+The artifact is the version's SavedModel (`<version>/saved_model/`, `multidigit.artifact.load_artifact`):
+the same graph the page runs as TF.js, post-processing included, so the API and the page answer alike.
+Loaded versions are cached per process, keyed by version folder, so `registry promote` / `rollback`
+take effect on the next request without a restart; `preload` loads the champion when a gunicorn worker
+starts (`services.app.create_app` with PRELOAD_MODEL), so no request pays the TensorFlow import.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+CACHED_VERSIONS = 4  # the champion and the versions a promote/rollback may switch between
 _lock = threading.Lock()
-_loaded: dict[str, Any] = {}  # resolved model path -> loaded detector
+_loaded: OrderedDict[str, Any] = OrderedDict()  # resolved version folder -> loaded SavedModel
 
 
 class ModelMissingError(FileNotFoundError):
-    """No Keras detector at the configured path (the pipeline has not trained one yet)."""
+    """The champion version has no SavedModel (or there is no champion yet)."""
 
 
-def get_detector(path: str | Path) -> Any:
-    """The detector at `path`, loaded on first use and shared by every thread of this process.
+def get_artifact(version_dir: str | Path) -> Any:
+    """The SavedModel of a version folder, loaded on first use and shared by every thread of the process.
 
     Args:
-        path: a `.keras` file written by the train stage.
+        version_dir: models/tfjs/<version>.
     Returns:
-        The object `multidigit.predict.load_detector` returns.
+        The object `multidigit.artifact.load_artifact` returns (it has `.detect`).
+    Raises:
+        ModelMissingError: the folder has no SavedModel.
     """
-    key = str(Path(path).resolve())
-    if key in _loaded:
-        return _loaded[key]
-    if not Path(key).is_file():
-        raise ModelMissingError(f"no detector at {path}")
+    key = str(Path(version_dir).resolve())
     with _lock:
-        if key not in _loaded:
-            from multidigit.predict import load_detector  # heavy: imports TensorFlow
+        if key in _loaded:
+            _loaded.move_to_end(key)
+            return _loaded[key]
+        from multidigit.artifact import load_artifact  # heavy: imports TensorFlow
 
-            _loaded[key] = load_detector(key)
-    return _loaded[key]
-
-
-def nms_params(params_file: str | Path | None, manifest: dict[str, Any] | None = None) -> Any:
-    """NMS settings: the champion manifest's `thresholds` (iou, max_detections, merge), as the page decodes,
-    else the `nms` block of params.yaml, else the schema defaults."""
-    from multidigit.params import NmsParams, load_params
-
-    nms = load_params(params_file).nms if params_file and Path(params_file).is_file() else NmsParams()
-    thresholds = (manifest or {}).get("thresholds")
-    if isinstance(thresholds, dict):
-        keys = {"iou": "iou_threshold", "max_detections": "max_detections", "merge": "merge"}
-        update = {field: thresholds[key] for key, field in keys.items() if key in thresholds}
-        nms = NmsParams(**{**nms.model_dump(), **update})
-    return nms
+        try:
+            fn = load_artifact(Path(key))
+        except FileNotFoundError as exc:
+            raise ModelMissingError(str(exc)) from None
+        _loaded[key] = fn
+        while len(_loaded) > CACHED_VERSIONS:
+            _loaded.popitem(last=False)
+        return fn
 
 
-def detect_canvas(model: Any, canvas: np.ndarray, nms: Any, score_threshold: float) -> list[dict[str, Any]]:
-    """Detections on one canvas as JSON-ready dicts, the shape the page's detector.js returns.
+def preload(version_dir: str | Path | None) -> bool:
+    """Load a version's artifact and run it once (traces nothing new, warms the kernels); False if absent."""
+    if version_dir is None:
+        return False
+    try:
+        fn = get_artifact(version_dir)
+    except ModelMissingError:
+        return False
+    detect_canvas(fn, np.zeros((100, 100), np.uint8), 0.5)
+    return True
+
+
+def detect_canvas(fn: Any, canvas: np.ndarray, score_threshold: float) -> list[dict[str, Any]]:
+    """The shown detections on one canvas as JSON-ready dicts, the shape the page's detector.js returns.
 
     Args:
-        model: a loaded detector (see `get_detector`).
+        fn: a loaded artifact (see `get_artifact`).
         canvas: uint8 (100, 100), white digits on black.
-        nms: an `NmsParams` (IoU threshold, max detections).
         score_threshold: minimum objectness x class probability.
     Returns:
         [{"x", "y", "w", "h" (pixels, top-left corner), "label": int, "score": float}], best first.
     """
-    from multidigit.predict import predict_canvases
+    from multidigit.artifact import detect_canvases, shown_only
 
-    (found,) = predict_canvases(model, canvas[None], nms, score_threshold=score_threshold, batch_size=1)
-    order = np.argsort(-found["scores"], kind="stable")
+    (found,) = detect_canvases(fn, canvas[None], score_threshold)
+    found = shown_only(found)
     return [
         {
             **{k: round(float(v), 2) for k, v in zip("xywh", found["boxes"][i], strict=True)},
             "label": int(found["labels"][i]),
             "score": round(float(found["scores"][i]), 4),
         }
-        for i in order
+        for i in range(len(found["labels"]))
     ]

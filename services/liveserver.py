@@ -15,6 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+# A worker loads TensorFlow and the champion's SavedModel before it serves (services.app PRELOAD_MODEL):
+# ~10 s on idle cores, more on busy ones; gunicorn's default 30 s would kill it while loading.
+WORKER_TIMEOUT_S = 180
 
 
 def free_port() -> int:
@@ -58,6 +61,7 @@ def live_server(log_dir: Path, workers: int = 1, threads: int = 4, **config: str
         "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers),
         "--threads", str(threads),
+        "--timeout", str(WORKER_TIMEOUT_S),
         "--access-logfile", str(log_dir / "access.log"),
         "--error-logfile", str(log_dir / "error.log"),
         "services.app:create_app()",
@@ -65,7 +69,7 @@ def live_server(log_dir: Path, workers: int = 1, threads: int = 4, **config: str
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_up(f"{url}/healthz", proc, timeout=60)
+        _wait_up(f"{url}/healthz", proc, timeout=WORKER_TIMEOUT_S)
         yield url
     finally:
         proc.terminate()

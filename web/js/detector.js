@@ -1,23 +1,19 @@
-// The page's own inference code: load an exported TF.js version, check its files, run it, decode it.
+// The page's own inference code: load an exported version, check its files, run its graph.
 //
-// Contract (common brief, section 4; the browser parity test runs exactly this file):
-//   loadDetector(baseUrl, {backend, vendorUrl, verify}) -> {manifest, backend, detect, raw, dispose}
+// Contract (the browser parity test runs exactly this file; the manifest is the detector contract):
+//   loadDetector(baseUrl, {backend, vendorUrl, verify}) -> {manifest, backend, detect, run, dispose}
 //     baseUrl   the version folder, e.g. "/models/20250101-120000-ab12cd34/"
 //     backend   TF.js backend to use ("wasm", "webgl", "cpu"); default: keep the page's, else the first
 //               of BACKENDS that starts
-//   raw(pixels)    pixels: Float32Array(100 * 100) in [0, 1], row-major, white digits on black.
-//                  -> Float32Array(N * 15), per box slot [x, y, w, h (pixels, top-left), objectness,
-//                  10 class probabilities] (manifest.output.channels).
-//   detect(pixels, {scoreThreshold}) -> [{x, y, w, h, label, score}] best first:
-//                  score = objectness * max class prob, label = argmax class, keep score >= threshold,
-//                  class-aware NMS, at most max_detections, boxes merged when the manifest says so. Same rule
-//                  as multidigit.boxes.postprocess.
-// Every decoding constant (thresholds, NMS IoU, max detections, class offset, grid, input size) is
-// read from the version's manifest.json: the export stage writes it, nothing is repeated here.
+//   run(pixels, {scoreThreshold}) -> every kept box [{x, y, w, h, label, score, shown}], best first
+//   detect(pixels, {scoreThreshold}) -> the shown ones only: what the page lists
+//     pixels    Float32Array(100 * 100) in [0, 1], row-major, white digits on black.
+// The graph does all the post-processing (scoring, threshold, class-aware NMS, merge, one box per digit);
+// this file feeds manifest.inputs and reads manifest.outputs by name. The default score threshold is the
+// manifest's (calibrated by evaluation); nothing about decoding is repeated here.
 //
 // TF.js comes from the page's global `tf` (its UMD bundles via <script>) or, when absent, the same
 // bundles added here as classic scripts from /vendor/ (the CSP allows same-origin scripts only).
-
 export const BACKENDS = ["wasm", "webgl", "cpu"];
 const DEFAULT_VENDOR = "/vendor";
 
@@ -101,76 +97,31 @@ export async function loadDetector(baseUrl, { backend, vendorUrl = DEFAULT_VENDO
   const response = await fetch(`${base}manifest.json`);
   if (!response.ok) throw new Error(`${base}manifest.json: HTTP ${response.status}`);
   const manifest = await response.json();
+  if (!manifest.outputs?.shown) throw new Error(`${base}manifest.json: no graph outputs (exported before post-processing moved into the graph)`);
   const chosen = tf.engine().backendName; // set when the page already picked a backend
   const usedBackend = backend || !chosen ? await useBackend(tf, backend, vendorUrl) : chosen;
   const model = await loadGraph(tf, base, manifest, verify);
-  const [, height, width, channels] = manifest.input.shape;
-  const [slots, row] = manifest.output.shape;
-  const { score, iou, max_detections: maxDetections, nms_class_offset: classOffset } = manifest.thresholds;
-  const merge = manifest.thresholds.merge === true; // manifests before the merge option had none
-  const numClasses = manifest.classes.length;
+  const [, height, width, channels] = manifest.inputs.image.shape;
+  const names = Object.keys(manifest.outputs); // boxes, scores, labels, shown, count
 
-  async function raw(pixels) {
+  async function run(pixels, { scoreThreshold = manifest.thresholds.score } = {}) {
     if (pixels.length !== height * width * channels) {
       throw new Error(`pixels has ${pixels.length} values, need ${height * width * channels}`);
     }
-    const output = tf.tidy(() => model.execute(tf.tensor4d(pixels, [1, height, width, channels], "float32")));
-    const data = await output.data();
-    output.dispose();
-    return data;
-  }
-
-  async function detect(pixels, { scoreThreshold = score } = {}) {
-    const out = await raw(pixels);
-    // Candidates: score >= threshold (tf's NMS filter is strict '>', so filter here as Python does).
-    const index = [];
-    const labels = [];
-    const scores = [];
-    for (let i = 0; i < slots; i++) {
-      let label = 0;
-      for (let c = 1; c < numClasses; c++) if (out[i * row + 5 + c] > out[i * row + 5 + label]) label = c;
-      const s = out[i * row + 4] * out[i * row + 5 + label];
-      if (s >= scoreThreshold) index.push(i), labels.push(label), scores.push(s);
-    }
-    if (index.length === 0) return [];
-    // Class-aware NMS in one pass: each class moves to its own far-away region of the plane.
-    const corners = new Float32Array(index.length * 4); // [y1, x1, y2, x2] as tf.image wants
-    index.forEach((i, k) => {
-      const shift = labels[k] * classOffset;
-      const [x, y, w, h] = [out[i * row], out[i * row + 1], out[i * row + 2], out[i * row + 3]];
-      corners.set([y + shift, x + shift, y + h + shift, x + w + shift], k * 4);
+    const image = tf.tensor4d(pixels, [1, height, width, channels], "float32");
+    const threshold = tf.scalar(scoreThreshold, "float32");
+    const tensors = await model.executeAsync({ image, score_threshold: threshold }, names);
+    const out = Object.fromEntries(await Promise.all(names.map(async (name, i) => [name, await tensors[i].data()])));
+    tf.dispose([image, threshold, ...tensors]);
+    return Array.from(out.scores, (score, k) => {
+      const [x, y, w, h] = out.boxes.subarray(k * 4, k * 4 + 4);
+      return { x, y, w, h, label: out.labels[k], score, shown: out.shown[k] === 1 };
     });
-    const boxes = tf.tensor2d(corners, [index.length, 4]);
-    const scoreTensor = tf.tensor1d(scores);
-    const keep = await tf.image.nonMaxSuppressionAsync(boxes, scoreTensor, maxDetections, iou);
-    const kept = await keep.data();
-    tf.dispose([boxes, scoreTensor, keep]);
-    const boxOf = (k) => Array.from(out.subarray(index[k] * row, index[k] * row + 4));
-    return Array.from(kept, (k) => {
-      const [x, y, w, h] = merge ? mergedBox(k) : boxOf(k);
-      return { x, y, w, h, label: labels[k], score: scores[k] };
-    });
-
-    // Same rule as multidigit.boxes.merge_boxes: the score-weighted mean of the same-class candidates
-    // overlapping the kept box by more than the NMS IoU, itself included.
-    function mergedBox(k) {
-      const sum = [0, 0, 0, 0];
-      let total = 0;
-      for (let m = 0; m < index.length; m++) {
-        if (labels[m] !== labels[k] || iouXywh(boxOf(k), boxOf(m)) <= iou) continue;
-        boxOf(m).forEach((v, c) => (sum[c] += scores[m] * v));
-        total += scores[m];
-      }
-      return sum.map((v) => v / total);
-    }
   }
 
-  function iouXywh(a, b) {
-    const iw = Math.max(Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0]), 0);
-    const ih = Math.max(Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]), 0);
-    const union = a[2] * a[3] + b[2] * b[3] - iw * ih;
-    return union > 0 ? (iw * ih) / union : 0;
+  async function detect(pixels, options) {
+    return (await run(pixels, options)).filter((d) => d.shown);
   }
 
-  return { manifest, backend: usedBackend, raw, detect, dispose: () => model.dispose() };
+  return { manifest, backend: usedBackend, run, detect, dispose: () => model.dispose() };
 }
