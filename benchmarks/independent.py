@@ -391,6 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "generator": generator,
         "model": {
             "version_dir": workspace_path(source.version_dir), "detector": workspace_path(source.detector),
+            "workspace": "this checkout" if args.models.resolve().is_relative_to(ROOT) else "another one",
             "path": path, "score_threshold": source.threshold,
         },
         "metrics": metrics,
