@@ -1,7 +1,10 @@
 """Per-digit augmentation: seeded Keras RandomRotation / RandomZoom / RandomTranslation on a batch, then
-resizing to each digit's scale and cropping tight around its non-zero pixels.
+either resizing to each digit's scale, or re-stroking (the digit's skeleton traced and redrawn with the
+page's round brush at its final size, so the stroke width follows the brush, not the digit's size), and
+cropping tight around its non-zero pixels.
 
-Everything here works on whole batches; the only Python loops run over distinct output sizes.
+The Keras steps and resizing work on whole batches; re-stroking loops over the digits (a few segments
+each).
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ import os
 
 import numpy as np
 
+from multidigit import strokes
 from multidigit.constants import DIGIT_SIZE
 from multidigit.params import AugmentParams
+
+BUFFER_FACTOR = 4  # the page's buffer pixels per canvas pixel (400 / 100)
 
 # Interpolation leaves faint dust (values 1..7 of 255) around strokes; it is invisible but would
 # widen the tight boxes, so it is zeroed before boxes are measured.
@@ -113,3 +119,63 @@ def scaled_crops(images: np.ndarray, scales: np.ndarray) -> list[np.ndarray]:
         out = keras.ops.image.affine_transform(padded, transform, interpolation="bilinear")
         pixels = _to_uint8(np.asarray(out)[..., 0])
     return [img[y0:y1, x0:x1] for img, (x0, y0, x1, y1) in zip(pixels, tight_bounds(pixels), strict=True)]
+
+
+def brush_widths(params: AugmentParams, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) brush widths in buffer pixels from the triangular law `params.brush` (min, mode, max)."""
+    lo, mode, hi = params.brush
+    if lo == hi:  # one fixed width (numpy refuses a degenerate triangle)
+        return np.full(n, lo)
+    return rng.triangular(lo, mode, hi, n)
+
+
+def stroke_patch(lines: list[np.ndarray], widths: np.ndarray) -> np.ndarray:
+    """Render buffer-pixel polylines into the smallest patch that holds them, reduced like the page.
+
+    The patch origin sits on the 4 x 4 block grid, so the result equals the page's canvas pixels of the
+    same strokes drawn at an integer canvas position.
+
+    Returns:
+        uint8 (h, w) canvas-pixel patch, not yet cropped.
+    """
+    pts = np.concatenate(lines)
+    reach = float(np.max(widths)) / 2 + 1
+    origin = np.floor((pts.min(axis=0) - reach) / BUFFER_FACTOR) * BUFFER_FACTOR
+    size = np.ceil((pts.max(axis=0) + reach - origin) / BUFFER_FACTOR).astype(int) * BUFFER_FACTOR
+    buf = np.zeros((size[1], size[0]), np.uint8)
+    strokes.paint_strokes(buf, [line - origin for line in lines], widths)
+    return strokes.reduce_blocks(buf, BUFFER_FACTOR)
+
+
+def restroked_crops(
+    images: np.ndarray, scales: np.ndarray, params: AugmentParams, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Redraw each (augmented) digit from its strokes with the page's brush at its final size.
+
+    Per digit: one brush width from `params.brush`, each stroke's width jittered by `width_jitter`, each
+    stroke point moved by N(0, point_jitter) digit pixels; strokes scaled by 4 * scale into buffer
+    pixels, rendered, reduced 4 x 4 and cropped tight (the brush's faint edge is real ink, as on the page).
+
+    Args:
+        images: (D, 28, 28) float32 in [0, 255] (after the Keras layers).
+        scales: (D,) the digit's 28 px box becomes 28 * scale canvas px.
+        params: the augment block (brush, width_jitter, point_jitter).
+        rng: the shard's generator.
+    Returns:
+        D uint8 tight crops; a digit with no ink comes back as shape (0, 0).
+    """
+    skeletons = strokes.thin(images > strokes.INK_LEVEL)
+    widths = brush_widths(params, len(images), rng)
+    out = []
+    for image, skeleton, scale, width in zip(images, skeletons, scales, widths, strict=True):
+        lines = strokes.digit_strokes(image, skeleton)
+        if not lines:
+            out.append(np.zeros((0, 0), np.uint8))
+            continue
+        j = params.width_jitter
+        stroke_widths = width * rng.uniform(1 - j, 1 + j, len(lines))
+        jittered = [line + rng.normal(0.0, params.point_jitter, line.shape) for line in lines]
+        patch = stroke_patch([line * (BUFFER_FACTOR * scale) for line in jittered], stroke_widths)
+        x0, y0, x1, y1 = tight_bounds(patch[None])[0]
+        out.append(patch[y0:y1, x0:x1])
+    return out

@@ -1,9 +1,11 @@
-"""Canvases: MNIST digits augmented, scaled and placed on a 100 x 100 canvas, with tight boxes.
+"""Canvases: MNIST digits augmented or re-stroked, scaled and placed on a 100 x 100 canvas, tight boxes.
 
 Owns the shard contract: `data/canvases/<stage>/<split>/shard-NNNNN.npz` holding `images` uint8
 (N, 100, 100), `boxes` float32 (N, K, 4) pixel xywh, `labels` int16 (N, K) padded with -1 (K = the stage's
 max digit count), plus `data/canvases/<stage>/manifest.json`. Every shard's randomness comes from
 `SeedSequence([seed, stage, split, shard])`, so its bytes do not depend on workers or order.
+Splits: train, val, test (from the MNIST split of that name) and, where a stage asks for it, `drawn`
+(multidigit/drawn.py: MNIST test digits only), whose shards also hold the strokes (`read_strokes`).
 The DVC stage runs flows/generate.py; `multidigit generate` runs the same shards in-process.
 """
 
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from multidigit import augment
 from multidigit.atomic import atomic_path, save_json
-from multidigit.constants import CANVAS_OUT, MNIST_OUT, NUM_CLASSES, SPLITS, STAGES
+from multidigit.constants import CANVAS_OUT, CANVAS_SPLITS, DRAWN_SPLIT, MNIST_OUT, NUM_CLASSES, STAGES
 from multidigit.mnist import read_split
 from multidigit.params import GenerateParams, Params, StageDataParams, load_params
 
@@ -34,7 +36,7 @@ ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 # ---------------------------------------------------------------- seeds and placement
 def shard_seed(seed: int, stage: str, split: str, index: int) -> np.random.SeedSequence:
     """The seed sequence of one shard, derived only from its identity."""
-    return np.random.SeedSequence([seed, STAGES.index(stage), SPLITS.index(split), index])
+    return np.random.SeedSequence([seed, STAGES.index(stage), CANVAS_SPLITS.index(split), index])
 
 
 def _rect_sums(sat: np.ndarray, x: np.ndarray, y: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -126,6 +128,7 @@ class Shard:
     boxes: np.ndarray  # (N, K, 4) float32 pixel xywh, 0-padded
     labels: np.ndarray  # (N, K) int16, -1-padded
     resampled: int = 0  # canvases drawn again because placement failed
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # drawn split: strokes, brush, source
 
 
 @dataclass
@@ -135,15 +138,25 @@ class _Draw:
     crops: list[np.ndarray] = field(default_factory=list)  # D tight uint8 crops
 
 
-def _draw_canvases(n, digits, stage: StageDataParams, augmenter, rng) -> _Draw:
-    """Draw digit counts, digits (uniform over the split), scales; augment and crop them as one batch."""
+def _draw_canvases(n, digits, gen: GenerateParams, stage: StageDataParams, augmenter, rng) -> _Draw:
+    """Draw digit counts, digits (uniform over the split), scales; augment and crop them as one batch,
+    re-stroking a `stage.restroke` share of the digits with the page's brush."""
     lo, hi = stage.digits
     counts = rng.integers(lo, hi + 1, n)
     total = int(counts.sum())
     digit_ids = rng.integers(0, len(digits), total)
     scales = rng.uniform(*stage.scale, total)
     augmented = augment.augment_digits(augmenter, digits[digit_ids])
-    return _Draw(counts, digit_ids, augment.scaled_crops(augmented, scales))
+    if not stage.restroke:  # no draw from rng: stages without re-stroking keep their bytes
+        return _Draw(counts, digit_ids, augment.scaled_crops(augmented, scales))
+    redraw = rng.random(total) < stage.restroke
+    crops: list[np.ndarray] = [np.zeros((0, 0), np.uint8)] * total
+    kept = augment.scaled_crops(augmented[~redraw], scales[~redraw])
+    redrawn = augment.restroked_crops(augmented[redraw], scales[redraw], gen.augment, rng)
+    for ids, parts in ((np.flatnonzero(~redraw), kept), (np.flatnonzero(redraw), redrawn)):
+        for i, crop in zip(ids, parts, strict=True):
+            crops[i] = crop
+    return _Draw(counts, digit_ids, crops)
 
 
 def _layout(crops, gen: GenerateParams, stage: StageDataParams, rng) -> np.ndarray | None:
@@ -184,7 +197,7 @@ def make_shard(
     )
     todo = np.arange(n)
     for _ in range(MAX_ROUNDS):
-        draw = _draw_canvases(len(todo), digits, stage, augmenter, rng)
+        draw = _draw_canvases(len(todo), digits, gen, stage, augmenter, rng)
         starts = np.concatenate([[0], np.cumsum(draw.counts)])
         failed = []
         for j, slot in enumerate(todo):
@@ -202,6 +215,26 @@ def make_shard(
         if len(todo) == 0:
             return out
     raise RuntimeError(f"{len(todo)} canvases failed placement {MAX_ROUNDS} times; loosen the stage params")
+
+
+def make_drawn_shard(
+    digits: np.ndarray,
+    labels: np.ndarray,
+    n: int,
+    gen: GenerateParams,
+    stage: str,
+    seed: np.random.SeedSequence,
+) -> Shard:
+    """`n` canvases of the drawn split (multidigit/drawn.py) from the MNIST TEST digits passed in.
+
+    K (the padded digit slots) is the stage's, or the drawn layout's, largest digit count.
+    """
+    from multidigit import drawn
+
+    k = max(gen.stages[stage].digits[1], gen.drawn.digits[1])
+    arrays = drawn.make_drawn(digits, labels, n, gen.drawn, gen.augment, k, np.random.default_rng(seed))
+    core = {key: arrays.pop(key) for key in ("images", "boxes", "labels")}
+    return Shard(**core, extra=arrays)
 
 
 # ---------------------------------------------------------------- shards on disk
@@ -222,8 +255,8 @@ class ShardSpec:
 def plan_shards(gen: GenerateParams, stage: str) -> list[ShardSpec]:
     """Every shard of a stage, split by split, each holding `shard_size` canvases (the last fewer)."""
     specs = []
-    for split in SPLITS:
-        total = getattr(gen.stages[stage].canvases, split)
+    for split in CANVAS_SPLITS:
+        total = getattr(gen.stages[stage].canvases, split)  # drawn: 0 unless the stage asks for it
         for index, start in enumerate(range(0, total, gen.shard_size)):
             specs.append(ShardSpec(stage, split, index, min(gen.shard_size, total - start)))
     return specs
@@ -235,12 +268,13 @@ def save_shard(path: str | Path, shard: Shard) -> str:
     np.savez_compressed stamps entries with the current time, which would make equal shards differ.
     """
     buf = io.BytesIO()
+    arrays = {"images": shard.images, "boxes": shard.boxes, "labels": shard.labels, **shard.extra}
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name in ("images", "boxes", "labels"):
+        for name, array in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             with zf.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, getattr(shard, name), allow_pickle=False)
+                np.lib.format.write_array(fh, array, allow_pickle=False)
     data = buf.getvalue()
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -278,9 +312,14 @@ def generate_shard(
     Returns:
         The shard's stats plus `file` (relative to out_dir), `index`, `split` and `sha256`.
     """
-    digits, labels = _split_digits(spec.split, str(mnist_dir))
     seed = shard_seed(cfg.seed, spec.stage, spec.split, spec.index)
-    shard = make_shard(digits, labels, spec.canvases, cfg.generate, cfg.generate.stages[spec.stage], seed)
+    if spec.split == DRAWN_SPLIT:
+        shard = make_drawn_shard(
+            *_split_digits("test", str(mnist_dir)), spec.canvases, cfg.generate, spec.stage, seed
+        )
+    else:
+        digits, labels = _split_digits(spec.split, str(mnist_dir))
+        shard = make_shard(digits, labels, spec.canvases, cfg.generate, cfg.generate.stages[spec.stage], seed)
     sha = save_shard(Path(out_dir) / spec.relpath, shard)
     return {
         "split": spec.split,
@@ -299,7 +338,7 @@ def _sum_lists(rows: list[list[int]]) -> list[int]:
 def merge_manifest(cfg: Params, stage: str, results: list[dict]) -> dict:
     """One manifest for a stage from its shard results: per split totals, histograms and shard list."""
     splits = {}
-    for split in SPLITS:
+    for split in CANVAS_SPLITS:
         rows = sorted((r for r in results if r["split"] == split), key=lambda r: r["index"])
         if not rows:
             continue
@@ -351,7 +390,7 @@ def read_canvases(stage: str, split: str, root: str | Path = CANVAS_OUT) -> Canv
 
     Args:
         stage: stage1..stage3.
-        split: train, val or test.
+        split: train, val, test or drawn.
         root: the canvases folder (data/canvases).
     Returns:
         The concatenated `Canvases`.
@@ -360,17 +399,44 @@ def read_canvases(stage: str, split: str, root: str | Path = CANVAS_OUT) -> Canv
     """
     if stage not in STAGES:
         raise ValueError(f"stage: {stage!r} is not one of {', '.join(STAGES)}")
-    if split not in SPLITS:
-        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
-    files = sorted((Path(root) / stage / split).glob("shard-*.npz"))
-    if not files:
-        raise FileNotFoundError(f"{Path(root) / stage / split}: no shards; run `dvc repro generate@{stage}`")
     parts = {"images": [], "boxes": [], "labels": []}
-    for path in files:
+    for path in _shard_files(stage, split, root):
         with np.load(path) as f:
             for key, items in parts.items():
                 items.append(f[key])
     return Canvases(**{key: np.concatenate(items) for key, items in parts.items()})
+
+
+def _shard_files(stage: str, split: str, root: str | Path) -> list[Path]:
+    if stage not in STAGES:
+        raise ValueError(f"stage: {stage!r} is not one of {', '.join(STAGES)}")
+    if split not in CANVAS_SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(CANVAS_SPLITS)}")
+    files = sorted((Path(root) / stage / split).glob("shard-*.npz"))
+    if not files:
+        raise FileNotFoundError(f"{Path(root) / stage / split}: no shards; run `dvc repro generate@{stage}`")
+    return files
+
+
+def read_strokes(stage: str, split: str = DRAWN_SPLIT, root: str | Path = CANVAS_OUT) -> list[tuple]:
+    """The pen strokes of a drawn split, in the canvas order of `read_canvases`.
+
+    Returns:
+        Per canvas `(brush_width, strokes)`: the brush in 400-px buffer pixels and a list of (K, 2) float64
+        polylines (x, y) in buffer pixels; `render_strokes(strokes, brush)` then `reduce_drawing` gives the
+        canvas's image exactly.
+    Raises:
+        ValueError: unknown stage or split. FileNotFoundError: no shards, or shards without strokes.
+    """
+    from multidigit import drawn
+
+    out = []
+    for path in _shard_files(stage, split, root):
+        with np.load(path) as f:
+            if "stroke_points" not in f.files:
+                raise FileNotFoundError(f"{path}: no strokes (only the drawn split stores them)")
+            out += drawn.strokes_of({key: f[key] for key in f.files})
+    return out
 
 
 # ---------------------------------------------------------------- stage entry

@@ -19,6 +19,7 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 PosFloat = Annotated[float, Field(gt=0.0)]
+NonNegFloat = Annotated[float, Field(ge=0.0)]
 
 
 class ParamsError(ValueError):
@@ -48,18 +49,50 @@ class AugmentParams(Block):
     translate: Annotated[float, Field(ge=0.0, le=0.3)] = 0.08  # fraction of the 28 px digit box
     zoom: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1  # +- fraction (RandomZoom)
     rotate_deg: Annotated[float, Field(ge=0.0, le=45.0)] = 10.0  # +- degrees (RandomRotation)
+    # Re-stroking (a stage's `restroke` share of digits, and the drawn split): the digit's skeleton redrawn
+    # with the page's round brush. Brush widths in 400-px buffer pixels (the page's slider), drawn from a
+    # triangular law [min, mode, max], whatever the digit's size.
+    brush: tuple[PosFloat, PosFloat, PosFloat] = (4.0, 10.0, 24.0)
+    width_jitter: Fraction = 0.15  # each stroke's width times U(1 - j, 1 + j) (training digits only)
+    point_jitter: Annotated[float, Field(ge=0.0, le=2.0)] = 0.3  # stroke-point offset sd, digit pixels
+
+    @model_validator(mode="after")
+    def _brush_order(self) -> AugmentParams:
+        lo, mode, hi = self.brush
+        if not lo <= mode <= hi:
+            raise ValueError(f"brush: need min <= mode <= max, got {list(self.brush)}")
+        return self
 
 
 class SplitCounts(Block):
     train: PosInt
     val: PosInt
     test: PosInt
+    drawn: NonNegInt = 0  # canvases of the drawn split (MNIST test digits re-stroked); 0 = none
+
+
+class DrawnParams(Block):
+    """Layout of the drawn split: digits written in a row or two, as people draw them on the page."""
+
+    digits: tuple[PosInt, PosInt] = (1, 6)  # [min, max] digits per canvas
+    height: tuple[PosFloat, PosFloat] = (15.0, 60.0)  # [min, max] digit height, canvas pixels
+    two_rows: Fraction = 0.3  # probability that a canvas of 3 or more digits is written in two rows
+    slant_deg: Annotated[float, Field(ge=0.0, le=30.0)] = 6.0  # baseline angle drawn from +- this
+    gap: tuple[NonNegFloat, NonNegFloat] = (0.1, 0.5)  # [min, max] gap between digits, in digit heights
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DrawnParams:
+        _check_range(*self.digits, "digits")
+        _check_range(*self.height, "height")
+        _check_range(*self.gap, "gap")
+        return self
 
 
 class StageDataParams(Block):
     digits: tuple[PosInt, PosInt]  # [min, max] digits per canvas
     scale: tuple[PosFloat, PosFloat]  # [min, max] digit size relative to 28 px
     max_overlap: Fraction  # largest fraction of a digit's box another digit may cover
+    restroke: Fraction  # share of digits redrawn from their strokes with the page's brush
     canvases: SplitCounts  # canvases per split
 
     @model_validator(mode="after")
@@ -77,6 +110,7 @@ class GenerateParams(Block):
     retries: NonNegInt = 2  # Prefect retries for a shard task
     max_attempts: PosInt = 50  # placement tries per digit before the canvas is re-sampled
     augment: AugmentParams = AugmentParams()
+    drawn: DrawnParams = DrawnParams()
     stages: dict[Literal["stage1", "stage2", "stage3"], StageDataParams]
 
     @model_validator(mode="after")

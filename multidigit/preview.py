@@ -1,5 +1,6 @@
-"""Previews of a stage's canvases for a person to look at: a 4 x 4 grid with boxes and labels, and the
-class and digit-count histograms (CSV files DVC plots, plus a PNG).
+"""Previews of a stage's canvases for a person to look at: a 4 x 4 grid with boxes and labels (beside it
+a second grid of the drawn split, with each canvas's brush width, when the stage has one), and the class
+and digit-count histograms (CSV files DVC plots, plus a PNG).
 
 Outputs: plots/canvases/<stage>/{preview.png, histograms.png, classes.csv, digit_counts.csv}.
 """
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from multidigit.atomic import atomic_path
-from multidigit.canvas import read_canvases
-from multidigit.constants import CANVAS_OUT, MNIST_OUT, NUM_CLASSES, PLOTS_DIR, SPLITS
+from multidigit.canvas import read_canvases, read_strokes
+from multidigit.constants import CANVAS_OUT, CANVAS_SPLITS, DRAWN_SPLIT, MNIST_OUT, NUM_CLASSES, PLOTS_DIR
 from multidigit.mnist import read_split
 
 GRID = 4  # canvases per side of the preview grid
@@ -26,21 +27,42 @@ def preview_dir(stage: str, plots_root: str | Path = PLOTS_DIR) -> Path:
     return Path(plots_root) / "canvases" / stage
 
 
-def draw_grid(images: np.ndarray, boxes: np.ndarray, labels: np.ndarray, path: str | Path) -> None:
+def draw_grid(
+    images: np.ndarray, boxes: np.ndarray, labels: np.ndarray, path: str | Path, extra: dict | None = None
+) -> None:
     """Save up to 16 canvases in a 4 x 4 grid, each box outlined and labelled with its class.
 
     Args:
         images: (n, S, S) uint8; boxes: (n, K, 4) pixel xywh; labels: (n, K) int, -1 = padding.
         path: the PNG to write.
+        extra: a second grid beside the first, {"title", "images", "boxes", "labels", "captions"}.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    panels = [{"title": "", "images": images, "boxes": boxes, "labels": labels, "captions": None}]
+    panels += [extra] if extra else []
+    fig, axes = plt.subplots(GRID, GRID * len(panels), figsize=(10 * len(panels), 10), squeeze=False)
+    for k, panel in enumerate(panels):
+        _draw_panel(axes[:, k * GRID : (k + 1) * GRID], panel)
+        axes[0, k * GRID].set_title(panel["title"], loc="left", fontsize=12)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def _draw_panel(axes, panel: dict) -> None:
+    """One 4 x 4 grid of canvases with their boxes, labels and optional captions."""
     from matplotlib.patches import Rectangle
 
-    fig, axes = plt.subplots(GRID, GRID, figsize=(10, 10))
-    for ax, image, canvas_boxes, canvas_labels in zip(axes.flat, images, boxes, labels, strict=False):
+    captions = panel["captions"] or [None] * len(panel["images"])
+    rows = zip(axes.flat, panel["images"], panel["boxes"], panel["labels"], captions, strict=False)
+    for ax, image, canvas_boxes, canvas_labels, caption in rows:
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         for (x, y, w, h), label in zip(canvas_boxes, canvas_labels, strict=True):
             if label < 0:
@@ -51,12 +73,8 @@ def draw_grid(images: np.ndarray, boxes: np.ndarray, labels: np.ndarray, path: s
             above = y >= LABEL_ROOM
             ty, va = (y - 1.5, "bottom") if above else (y + h + 0.5, "top")
             ax.text(x - 0.5, ty, str(label), color="yellow", fontsize=8, va=va)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+        if caption:
+            ax.set_title(caption, fontsize=8)
 
 
 def _csv(path: Path, header: str, rows: list[tuple]) -> None:
@@ -78,7 +96,7 @@ def write_histograms(manifest: dict, mnist_dir: str | Path, out: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / (len(splits) + 1)
-    for i, split in enumerate(s for s in SPLITS if s in splits):
+    for i, split in enumerate(s for s in CANVAS_SPLITS if s in splits):
         classes = np.asarray(splits[split]["classes"], float)
         left.bar(np.arange(NUM_CLASSES) + i * width, classes / classes.sum(), width, label=split)
         counts = np.asarray(splits[split]["digit_counts"], float)
@@ -110,8 +128,14 @@ def write_previews(
     out.mkdir(parents=True, exist_ok=True)
     data = read_canvases(stage, PREVIEW_SPLIT, canvas_root)
     n = GRID * GRID
-    draw_grid(data.images[:n], data.boxes[:n], data.labels[:n], out / "preview.png")
     manifest = json.loads((Path(canvas_root) / stage / "manifest.json").read_text())
+    extra = None
+    if DRAWN_SPLIT in manifest["splits"]:
+        drawn = read_canvases(stage, DRAWN_SPLIT, canvas_root)
+        brushes = [f"brush {w:g}" for w, _ in read_strokes(stage, DRAWN_SPLIT, canvas_root)[:n]]
+        extra = {"title": "drawn split (MNIST test digits, re-stroked)", "captions": brushes}
+        extra |= {"images": drawn.images[:n], "boxes": drawn.boxes[:n], "labels": drawn.labels[:n]}
+    draw_grid(data.images[:n], data.boxes[:n], data.labels[:n], out / "preview.png", extra)
     write_histograms(manifest, mnist_dir, out)
     return out
 

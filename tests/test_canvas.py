@@ -1,5 +1,6 @@
-"""multidigit/canvas.py and multidigit/augment.py: determinism, tight boxes, overlap limits, counts,
-class balance, split sources, re-sampling, shard files, manifest and reader."""
+"""multidigit/canvas.py, multidigit/augment.py and multidigit/drawn.py: determinism, tight boxes, overlap
+limits, counts, class balance, split sources, re-sampling, re-stroking, the drawn split, shard files,
+manifest and readers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from multidigit import augment, canvas
+from multidigit import augment, canvas, strokes
 from multidigit.mnist import read_split
 from multidigit.params import ParamsError, validate_params
 from tests.conftest import ROOT
@@ -158,6 +159,121 @@ def test_scaled_crops_are_tight_at_every_scale(train_digits):
     assert heights[-1] > 1.8 * heights[0] * 0.8  # the big ones really are bigger
     for crop in crops:
         assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()
+
+
+# ---------------------------------------------------------------- re-stroking
+def ink_width(crop: np.ndarray) -> float:
+    """Mean stroke width in pixels: ink area over skeleton length."""
+    ink = crop > 127
+    return ink.sum() / max(strokes.thin(ink).sum(), 1)
+
+
+def test_restroke_width_follows_the_brush_not_the_digit_size(cfg, train_digits):
+    digits = train_digits[0][:40].astype(np.float32)
+    fixed = cfg.generate.augment.model_copy(update={"brush": (12.0, 12.0, 12.0), "width_jitter": 0.0})
+    widths = {}
+    for scale in (1.0, 2.5):
+        scales = np.full(len(digits), scale)
+        redrawn = augment.restroked_crops(digits, scales, fixed, np.random.default_rng(0))
+        zoomed = augment.scaled_crops(digits, scales)
+        widths[scale] = (np.mean([ink_width(c) for c in redrawn]), np.mean([ink_width(c) for c in zoomed]))
+    (small_r, small_z), (big_r, big_z) = widths[1.0], widths[2.5]
+    assert 0.85 < big_r / small_r < 1.15  # 12 buffer px = 3 canvas px at either size
+    assert 2.9 < small_r < 3.6 and big_r == pytest.approx(3.0, abs=0.5)
+    assert big_z / small_z > 1.8  # a zoomed MNIST digit's strokes grow with it
+    thick = cfg.generate.augment.model_copy(update={"brush": (24.0, 24.0, 24.0), "width_jitter": 0.0})
+    scales = np.full(len(digits), 2.5)
+    big_brush = augment.restroked_crops(digits, scales, thick, np.random.default_rng(0))
+    assert np.mean([ink_width(c) for c in big_brush]) > 1.7 * big_r  # ... and follows the brush
+
+
+def test_restroked_stage_keeps_tight_boxes_and_its_bytes_are_seeded(cfg, train_digits):
+    stage = cfg.generate.stages["stage3"].model_copy(update={"restroke": 1.0})
+
+    def shard_of(stage):  # a fresh SeedSequence each time: spawning children advances it
+        seed = canvas.shard_seed(cfg.seed, "stage3", "train", 0)
+        return canvas.make_shard(*train_digits, 40, cfg.generate, stage, seed)
+
+    shard, again = shard_of(stage), shard_of(stage)
+    assert shard.images.tobytes() == again.images.tobytes() and shard.boxes.tobytes() == again.boxes.tobytes()
+    plain = shard_of(stage.model_copy(update={"restroke": 0.0}))
+    assert not np.array_equal(shard.images, plain.images)
+    for i, image in enumerate(shard.images):
+        covered = np.zeros((100, 100), bool)
+        for x, y, w, h in boxes_of(shard, i):
+            patch = image[y : y + h, x : x + w] > 0
+            assert patch[0].any() and patch[-1].any() and patch[:, 0].any() and patch[:, -1].any()
+            covered |= box_mask((x, y, w, h))
+        assert not image[~covered].any()
+
+
+# ---------------------------------------------------------------- the drawn split
+@pytest.fixture(scope="module")
+def drawn_dir(mnist_splits, tmp_path_factory) -> Path:
+    """A stage-3 run with a small drawn split, written by canvas.main."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg = small_params(params, per_split=20, shard_size=30)
+    gen = cfg.model_dump(mode="json")
+    gen["generate"]["stages"]["stage3"]["canvases"]["drawn"] = 60
+    out = tmp_path_factory.mktemp("drawn")
+    (out / "params.yaml").write_text(yaml.safe_dump(gen))
+    canvas.main(out / "params.yaml", "stage3", out_root=out / "canvases", mnist_dir=mnist_splits)
+    return out
+
+
+def test_drawn_split_replays_from_its_strokes_with_tight_boxes(drawn_dir, cfg):
+    data = canvas.read_canvases("stage3", "drawn", drawn_dir / "canvases")
+    replay = canvas.read_strokes("stage3", "drawn", drawn_dir / "canvases")
+    assert len(data) == len(replay) == 60
+    lo, hi = cfg.generate.drawn.digits
+    counts = (data.labels >= 0).sum(axis=1)
+    assert counts.min() >= lo and counts.max() <= hi and len(set(counts)) > 3
+    brushes = np.array([w for w, _ in replay])
+    assert brushes.min() >= 4 and brushes.max() <= 24 and np.all(brushes == np.rint(brushes))
+    for i, (brush, lines) in enumerate(replay):  # the page, replaying these strokes, sends these bytes
+        rendered = strokes.reduce_drawing(strokes.render_strokes(lines, brush))
+        assert np.array_equal(rendered, data.images[i])
+        covered = np.zeros((100, 100), bool)
+        for x, y, w, h in data.boxes[i][data.labels[i] >= 0].astype(int):
+            patch = data.images[i][y : y + h, x : x + w] > 0
+            assert patch[0].any() and patch[-1].any() and patch[:, 0].any() and patch[:, -1].any()
+            covered |= box_mask((x, y, w, h))
+        assert not data.images[i][~covered].any()
+    heights = data.boxes[..., 3][data.labels >= 0]
+    assert heights.max() > 40 and np.median(heights) > 15
+
+
+def test_drawn_split_draws_mnist_test_digits_only(drawn_dir, mnist_splits):
+    test_images, test_labels = read_split("test", mnist_splits)
+    stage_dir = drawn_dir / "canvases" / "stage3" / "drawn"
+    for path in sorted(stage_dir.glob("shard-*.npz")):
+        with np.load(path) as f:
+            source, labels, digit = f["source"], f["labels"], f["stroke_digit"]
+            points, offsets, ranges = f["stroke_points"], f["stroke_offsets"], f["canvas_strokes"]
+        assert np.array_equal(labels >= 0, source >= 0)
+        assert np.array_equal(test_labels[source[source >= 0]], labels[labels >= 0])
+        for i in range(len(labels)):  # each digit's strokes are its test digit's strokes, scaled and moved
+            for slot in range(int((labels[i] >= 0).sum())):
+                mine = [
+                    points[offsets[s] : offsets[s + 1]]
+                    for s in range(ranges[i], ranges[i + 1])
+                    if digit[s] == slot
+                ]
+                ref = strokes.digit_strokes(test_images[source[i, slot]])
+                assert [len(a) for a in mine] == [len(b) for b in ref]
+                a, b = np.concatenate(mine), np.concatenate(ref)
+                scale = np.ptp(a[:, 1]) / np.ptp(b[:, 1])
+                assert np.allclose((a - a.min(0)) / scale, b - b.min(0), atol=1e-6)
+
+
+def test_drawn_split_is_deterministic_and_leaves_other_splits_alone(drawn_dir, mnist_splits, tmp_path):
+    manifest = json.loads((drawn_dir / "canvases" / "stage3" / "manifest.json").read_text())
+    again = canvas.main(drawn_dir / "params.yaml", "stage3", out_root=tmp_path, mnist_dir=mnist_splits)
+    assert again["splits"] == manifest["splits"]  # every shard's sha256 alike
+    assert manifest["splits"]["drawn"]["canvases"] == 60 and len(manifest["splits"]["drawn"]["shards"]) == 2
+    assert (drawn_dir / "canvases" / "stage3" / "test" / "shard-00000.npz").is_file()
+    with pytest.raises(FileNotFoundError, match="no strokes"):
+        canvas.read_strokes("stage3", "test", drawn_dir / "canvases")
 
 
 # ---------------------------------------------------------------- sampling
