@@ -304,6 +304,23 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
 
 
 # ---------------------------------------------------------------- main
+def site_server(site: Path) -> Any:
+    """`live_server` of the checkout whose page is served (its gunicorn runs in that folder): this repo,
+    or another, e.g. the baseline's, whose page speaks its own model format."""
+    import importlib.util
+
+    if site.resolve() == ROOT:
+        from services.liveserver import live_server
+
+        return live_server
+    spec = importlib.util.spec_from_file_location("site_liveserver", site / "services" / "liveserver.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"--site: {site / 'services' / 'liveserver.py'} not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.live_server
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, default=ROOT / "models", help="folder holding tfjs/ and stage3/")
@@ -321,6 +338,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--mnist", type=Path, default=ROOT / "data" / "mnist", help="MNIST npz splits, for --make-split"
     )
+    p.add_argument("--site", type=Path, default=ROOT, help="checkout whose page is served (default: this)")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -330,9 +348,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from playwright.sync_api import sync_playwright
 
-    from services.liveserver import live_server
-
     args = parse_args(argv)
+    live_server = site_server(args.site)
     brushes = [b.strip() for b in args.brushes.split(",") if b.strip()]
     if args.make_split:
         make_drawn_split(args.data, args.mnist, ROOT / "params.yaml")
@@ -356,6 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "drawings": "synthetic (traced MNIST test digits)" if args.synthetic else "stage3 drawn split",
         "split": None if args.synthetic else independent.workspace_path(args.data),
+        "page": "this checkout" if args.site.resolve() == ROOT else "another checkout",
         "model": {
             "version_dir": independent.workspace_path(source.version_dir),
             "detector": independent.workspace_path(source.detector),
