@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -38,7 +39,6 @@ def _app(tmp_path: Path, models: Path, **extra):
     config = {
         "TESTING": True,
         "MODELS_DIR": models,
-        "DETECTOR_PATH": tmp_path / "absent" / "detector.keras",
         "CANVAS_DIR": tmp_path / "no-canvases",
         "MNIST_DIR": tmp_path / "no-mnist",
         **extra,
@@ -320,9 +320,12 @@ def test_bad_score_threshold_is_400(client, query):
     assert response.status_code == 400 and "score_threshold" in response.json["error"]
 
 
-def test_valid_input_without_a_trained_model_is_503_json(client):
+def test_valid_input_without_an_exported_artifact_is_503_json(client, empty_client):
     response = _detect(client, _png(np.zeros((400, 400), np.uint8)), "image/png")
-    assert response.status_code == 503 and "no model trained yet" in response.json["error"]
+    assert response.status_code == 503  # the champion folder has TF.js files but no saved_model/
+    assert "no model exported yet: artifact: no SavedModel at" in response.json["error"]
+    response = _detect(empty_client, _png(np.zeros((400, 400), np.uint8)), "image/png")
+    assert response.status_code == 503 and "no champion version exported" in response.json["error"]
 
 
 def test_wrong_method_is_405_json(client):
@@ -382,25 +385,107 @@ def test_openapi_documents_every_api_route(client):
     }
 
 
-# ---------------------------------------------------------------- POST /api/detect with a Keras model
-@pytest.mark.slow
-def test_detect_matches_predict_canvases_on_the_same_canvas(tmp_path, models):
-    predict = pytest.importorskip("multidigit.predict", reason="multidigit/predict.py not written yet")
-    from multidigit.model import build_detector
-    from multidigit.params import ModelParams, NmsParams
+# ---------------------------------------------------------------- POST /api/detect with exported artifacts
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory) -> dict:
+    """Two exported versions of different tiny detectors, a canvas, and each one's expected answer."""
+    from multidigit import artifact, export
+    from tests.test_export import POST, busy_threshold, decoded_of, stroke_canvases, tiny_detector
 
-    path = tmp_path / "detector.keras"
-    build_detector(ModelParams()).save(path)
-    client = _app(tmp_path, models, DETECTOR_PATH=path).test_client()
-    rng = np.random.default_rng(2)
-    canvas = (rng.random((100, 100)) < 0.1).astype(np.uint8) * 255
-    response = _detect(
-        client, _png(np.kron(canvas, np.ones((4, 4), np.uint8))), "image/png", "?score_threshold=0"
-    )
+    root = tmp_path_factory.mktemp("artifacts")
+    images = stroke_canvases(8, seed=3)[0]
+    out = {"root": root, "canvas": images[0], "keras": {}}
+    for name, seed in (("v-one", 7), ("v-two", 8)):
+        detector = tiny_detector()
+        if seed != 7:  # other prediction weights, same architecture: the two versions answer differently
+            predict = detector.get_layer("predict")
+            kernel, bias = predict.get_weights()
+            predict.set_weights([kernel + np.random.default_rng(seed).normal(0, 0.05, kernel.shape), bias])
+        metrics = {
+            "operating/score_threshold": busy_threshold(decoded_of(detector, images)),
+            "metrics/mAP50-95": 0.5 if name == "v-one" else 0.6,  # v-two is the better one: it takes champion
+        }
+        folder = export.export_artifact(
+            detector, root / "versions" / name, POST, "none", version=name, images=images, metrics=metrics
+        )
+        out[name] = folder
+        (found,) = artifact.detect_canvases(
+            artifact.load_artifact(folder), images[:1], metrics["operating/score_threshold"]
+        )
+        out[f"{name}-expected"] = artifact.shown_only(found)
+        out["keras"][name] = root / f"{name}.keras"
+        detector.save(out["keras"][name])
+    return out
+
+
+def _served_detections(client, canvas: np.ndarray, query: str = "") -> dict:
+    response = _detect(client, _png(np.kron(canvas, np.ones((4, 4), np.uint8))), "image/png", query)
     assert response.status_code == 200, response.json
-    got = response.json["detections"]
-    nms = NmsParams(iou_threshold=0.4)  # the champion manifest's thresholds.iou
-    (want,) = predict.predict_canvases(predict.load_detector(path), canvas[None], nms, score_threshold=0.0)
-    assert len(got) == len(want["scores"]) > 0
-    assert sorted(d["label"] for d in got) == sorted(want["labels"].tolist())
-    assert [d["score"] for d in got] == sorted((d["score"] for d in got), reverse=True)
+    return response.json
+
+
+def _as_lists(det: dict) -> list:
+    return [(int(lab), round(float(s), 4)) for lab, s in zip(det["labels"], det["scores"], strict=True)]
+
+
+@pytest.mark.slow
+def test_detect_serves_the_champions_artifact_with_its_thresholds(tmp_path, two_versions):
+    models = tmp_path / "tfjs"
+    shutil.copytree(two_versions["v-one"], models / "v-one")
+    (models / "champion.json").write_text(json.dumps({"version": "v-one"}))
+    client = _app(tmp_path, models).test_client()
+    body = _served_detections(client, two_versions["canvas"])
+    manifest = json.loads((models / "v-one" / "manifest.json").read_text())
+    assert body["model"] == "v-one" and body["score_threshold"] == manifest["thresholds"]["score"]
+    want = two_versions["v-one-expected"]
+    assert len(body["detections"]) == len(want["labels"]) > 0
+    assert [(d["label"], d["score"]) for d in body["detections"]] == _as_lists(want)
+    np.testing.assert_allclose([[d[k] for k in "xywh"] for d in body["detections"]], want["boxes"], atol=0.01)
+    assert _served_detections(client, two_versions["canvas"], "?score_threshold=1")["detections"] == []
+
+
+@pytest.mark.slow
+def test_rollback_changes_what_detect_returns_without_a_restart(
+    tmp_path, two_versions, params_dict, monkeypatch
+):
+    from multidigit import registry
+    from multidigit.params import validate_params
+
+    for var in ("MLFLOW_TRACKING_URI", "MULTIDIGIT_PIPELINE_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    params_dict["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "service-tests",
+                             "registered_model": "service-rollback"}  # fmt: skip
+    cfg = validate_params(params_dict)
+    models = tmp_path / "tfjs"
+    client = _app(tmp_path, models).test_client()  # one app, one process, for the whole test
+    answers = {}
+    for name in ("v-one", "v-two"):
+        folder = shutil.copytree(two_versions[name], models / name)
+        _, promoted, reason = registry.register_export(
+            cfg, folder, two_versions["keras"][name], gate_passed=True
+        )
+        assert promoted, reason
+        body = _served_detections(client, two_versions["canvas"])
+        assert body["model"] == name
+        answers[name] = [(d["label"], d["score"]) for d in body["detections"]]
+        assert answers[name] == _as_lists(two_versions[f"{name}-expected"])
+    assert answers["v-one"] != answers["v-two"]  # the two versions really answer differently
+    registry.rollback(cfg, models)
+    body = _served_detections(client, two_versions["canvas"])
+    assert (
+        body["model"] == "v-one"
+        and [(d["label"], d["score"]) for d in body["detections"]] == answers["v-one"]
+    )
+
+
+@pytest.mark.slow
+def test_preload_loads_the_champion_when_the_app_is_created(tmp_path, two_versions):
+    from services import inference
+
+    models = tmp_path / "tfjs"
+    shutil.copytree(two_versions["v-two"], models / "v-two")
+    (models / "champion.json").write_text(json.dumps({"version": "v-two"}))
+    inference._loaded.pop(str((models / "v-two").resolve()), None)
+    _app(tmp_path, models, PRELOAD_MODEL=True)
+    assert str((models / "v-two").resolve()) in inference._loaded
