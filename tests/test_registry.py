@@ -1,6 +1,7 @@
 """multidigit/registry.py on a temporary MLflow sqlite store: the champion rule, promote, rollback, list.
 
-Version folders are written with real manifests (sha256 of every file) but tiny placeholder files: the
+Version folders are written with real manifests (sha256 of every file, the SavedModel folder's too) but
+tiny placeholder files: the
 registry handles an exported folder as files + manifest, whatever the weights are (conversion itself is
 covered in test_export.py and test_browser_parity.py).
 """
@@ -49,6 +50,9 @@ def make_version(models_dir: Path, name: str, map50_95: float, weights: str | No
     folder.mkdir(parents=True)
     (folder / "model.json").write_text(json.dumps({"format": "graph-model", "version": name}))
     (folder / "group1-shard1of1.bin").write_bytes(np.random.default_rng(len(name)).bytes(256))
+    (folder / "saved_model" / "variables").mkdir(parents=True)  # the SavedModel /api/detect serves
+    (folder / "saved_model" / "saved_model.pb").write_bytes(b"graph of " + name.encode())
+    (folder / "saved_model" / "variables" / "variables.index").write_bytes(np.random.default_rng(1).bytes(64))
     manifest = build_manifest(
         folder,
         version=name,
@@ -99,6 +103,7 @@ def test_rollback_restores_the_previous_champion(workspace):
     entry = registry.rollback(cfg, models)
     assert entry.version == "v-old" and served(models) == "v-old"
     assert verify_model_dir(models / "v-old")["files"] == original
+    assert "saved_model/variables/variables.index" in original  # nested SavedModel files come back too
     client = registry._client(cfg.mlflow)
     name = cfg.mlflow.registered_model
     assert registry.champion(client, name).version == "v-old"
