@@ -28,9 +28,6 @@ BN_MOMENTUM = 0.9
 # canvas with a kernel of 2 * factor, so no layer runs at full 100 x 100 resolution (measured: a 3x3
 # stem at full resolution costs ~45% more CPU per training canvas for the same accuracy budget).
 DOWNSAMPLE = {2: (2,), 4: (2, 2), 5: (5,), 10: (2, 5)}
-# Dilations of the context convs at grid resolution: they widen the receptive field to ~64 px at
-# stride 4 (digits reach ~50 px in stage 3) at the cost of three plain 3x3 convs.
-CONTEXT_DILATIONS = (1, 2, 4)
 
 
 def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, dilation: int = 1, name: str = ""):
@@ -42,9 +39,9 @@ def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, dilation: int =
     return layers.ReLU(6.0, name=f"{name}_relu")(x)
 
 
-def _context(x, filters: int):
-    """Dilated 3x3 convs at grid resolution, shared by both backbones."""
-    for i, dilation in enumerate(CONTEXT_DILATIONS):
+def _context(x, filters: int, dilations: tuple[int, ...]):
+    """Dilated 3x3 convs at grid resolution (`model.dilations` set the receptive field); both backbones."""
+    for i, dilation in enumerate(dilations):
         x = _conv_bn(x, filters, dilation=dilation, name=f"context{i}")
     return x
 
@@ -64,7 +61,7 @@ def mnist_cnn_backbone(params: ModelParams, size: int) -> keras.Model:
         filters = 2 * params.width if i == len(factors) - 1 else params.width // 2
         kernel = 2 * factor if i == 0 else max(3, factor)
         x = _conv_bn(x, filters, kernel=kernel, strides=factor, name=f"down{i}")
-    x = _context(x, 2 * params.width)
+    x = _context(x, 2 * params.width, params.dilations)
     return keras.Model(inputs, x, name=BACKBONE_NAME)
 
 
@@ -87,7 +84,7 @@ def mobilenetv2_backbone(params: ModelParams, size: int) -> keras.Model:
         input_shape=(size, size, 1), alpha=params.alpha, include_top=False, weights=None
     )
     x = net.get_layer(MOBILENET_TAPS[params.stride]).output
-    x = _context(x, 2 * params.width)
+    x = _context(x, 2 * params.width, params.dilations)
     return keras.Model(net.input, x, name=BACKBONE_NAME)
 
 

@@ -141,6 +141,9 @@ class ModelParams(Block):
     alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.35  # MobileNetV2 width multiplier
     stride: Literal[2, 4, 5, 10] = 4  # pixels per grid cell: 100 / stride cells a side
     boxes_per_cell: Annotated[int, Field(ge=1, le=4)] = 1
+    # Dilations of the 3x3 context convs at grid resolution; (1, 2, 4) sees ~64 px at stride 4, an 8 more
+    # doubles that for the ~60 px digits people draw.
+    dilations: tuple[Annotated[int, Field(ge=1, le=16)], ...] = (1, 2, 4)
 
 
 class LossParams(Block):
