@@ -112,16 +112,16 @@ def drawn_split(limit: int, root: Path) -> list[DrawnCanvas]:
     return out
 
 
-def make_drawn_split(root: Path, mnist_dir: Path, params: Path) -> None:
-    """Write the stage-3 drawn shards of `params` under `root` with the project's generator, for a
-    workspace whose pipeline predates the split (the baseline); other splits are not made."""
+def make_drawn_split(root: Path, mnist_dir: Path, params: Path, max_shards: int | None = None) -> None:
+    """Write the stage-3 drawn shards of `params` (the first `max_shards`, or all) under `root` with the
+    project's generator, for a workspace whose pipeline predates the split (the baseline)."""
     from multidigit.canvas import generate_shard, plan_shards
     from multidigit.params import load_params
 
     cfg = load_params(params)
-    for spec in plan_shards(cfg.generate, "stage3"):
-        if spec.split == "drawn":
-            generate_shard(cfg, spec, root / "stage3", mnist_dir)
+    specs = [spec for spec in plan_shards(cfg.generate, "stage3") if spec.split == "drawn"]
+    for spec in specs[:max_shards]:
+        generate_shard(cfg, spec, root / "stage3", mnist_dir)
 
 
 def synthetic_drawn(limit: int, seed: int, brush: float = 10.0) -> list[DrawnCanvas]:
