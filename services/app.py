@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from multidigit.constants import CANVAS_OUT, MNIST_OUT, TFJS_DIR
@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
 def _error(exc: HTTPException) -> Response:
     """HTTP errors: JSON under /api/ (and /healthz), a one-line text page elsewhere; never a traceback."""
     status = exc.code or 500
+    if status == 413:  # werkzeug's text does not say what the limit is
+        exc.description = f"body is larger than the {current_app.config['MAX_CONTENT_LENGTH']} byte limit"
     if request.path.startswith(("/api/", "/healthz", "/models/")):
         response = jsonify({"error": exc.description or exc.name})
     else:
