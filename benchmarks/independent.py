@@ -241,6 +241,22 @@ def _has_artifact(source: ModelSource) -> bool:
     return source.version_dir is not None and (source.version_dir / "saved_model").is_dir()
 
 
+def manifest_nms(source: ModelSource) -> Any:
+    """The post-processing the version was exported with, as `NmsParams` (never params.yaml, which
+    describes the next run); a version from before the one-box-per-digit rule gets it off (1.0)."""
+    from multidigit.params import NmsParams
+
+    t = source.thresholds
+    names = {"iou": "iou_threshold", "max_detections": "max_detections", "merge": "merge"}
+    values = {field: t[key] for key, field in names.items() if key in t}
+    rule = {
+        key: t.get(key, 1.0)
+        for key in ("agnostic_iou", "agnostic_containment")
+        if key in NmsParams.model_fields
+    }
+    return NmsParams(score_threshold=source.threshold, **values, **rule)
+
+
 _MODELS: dict[tuple[str, str], Any] = {}
 
 
@@ -267,19 +283,15 @@ def detections_of(source: ModelSource, images: np.ndarray) -> tuple[list, list, 
         floor = detect_canvases(fn, images, score_floor)
         shown = [shown_only(d) for d in detect_canvases(fn, images, source.threshold)]
         return floor, shown, "artifact"
-    from multidigit.params import load_params
     from multidigit.predict import load_detector, predict_canvases
 
     if source.detector is None:
         raise FileNotFoundError(
             "no detector: pass --detector or a --models folder holding stage3/detector.keras"
         )
-    keys = {"iou": "iou_threshold", "max_detections": "max_detections", "merge": "merge"}
-    nms = load_params(ROOT / "params.yaml").nms
-    nms = nms.model_copy(update={v: source.thresholds[k] for k, v in keys.items() if k in source.thresholds})
     model = _loaded(load_detector, source.detector)
-    floor = predict_canvases(model, images, nms, score_threshold=score_floor)
-    return floor, [mt.keep_above(d, source.threshold) for d in floor], "keras"
+    floor = predict_canvases(model, images, manifest_nms(source), score_threshold=score_floor)
+    return floor, [mt.shown_only(mt.keep_above(d, source.threshold)) for d in floor], "keras"
 
 
 def score_canvases(boxes: np.ndarray, labels: np.ndarray, floor: list, shown: list) -> dict[str, float]:
