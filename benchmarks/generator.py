@@ -1,12 +1,14 @@
 """Canvas generator throughput: canvases/s for one process, for two worker processes, and the ratio
 against a naive per-canvas Python loop, all measured in the same run.
 
-    python benchmarks/generator.py [--stage stage3] [--canvases 1000] [--naive-canvases 100]
+    python benchmarks/generator.py [--stage stage3] [--canvases 1000] [--naive-canvases 100] [--restroke R]
 
-Prints the figures and writes benchmarks/results/generator.json. The naive baseline draws the same kind
-of canvas one at a time: one Keras call and one resize per digit, rejection placement with a Python loop
-over the placed boxes. Worker processes are started and warmed (TensorFlow imported, layers built)
-before the clock starts, so the 2-worker figure is steady-state throughput.
+`--restroke R` overrides the stage's re-stroked share of digits (0 = Keras-augmented MNIST only), so the
+cost of re-stroking is measured on the same canvases. Prints the figures and writes
+benchmarks/results/generator.json (generator_restroke-R.json with --restroke). The naive baseline draws
+the same kind of canvas one at a time: one Keras call and one resize per digit, rejection placement with
+a Python loop over the placed boxes. Worker processes are started and warmed (TensorFlow imported, layers
+built) before the clock starts, so the 2-worker figure is steady-state throughput.
 """
 
 from __future__ import annotations
@@ -37,11 +39,14 @@ SHARD = 250  # canvases per timed shard
 
 def _shard(args: tuple) -> int:
     """Make one shard in memory (a worker's unit of work); returns its canvas count."""
-    params, stage, index, n = args
+    params, stage, index, n, restroke = args
     cfg = load_params(params)
     digits = read_split("train", ROOT / MNIST_OUT)
     seed = canvas.shard_seed(cfg.seed, stage, "train", index)
-    return len(canvas.make_shard(*digits, n, cfg.generate, cfg.generate.stages[stage], seed).images)
+    stage_params = cfg.generate.stages[stage]
+    if restroke is not None:
+        stage_params = stage_params.model_copy(update={"restroke": restroke})
+    return len(canvas.make_shard(*digits, n, cfg.generate, stage_params, seed).images)
 
 
 def _one_thread() -> None:
@@ -52,17 +57,21 @@ def _one_thread() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def vectorised_rate(params: str, stage: str, total: int, workers: int) -> float:
+def vectorised_rate(
+    params: str, stage: str, total: int, workers: int, restroke: float | None = None
+) -> float:
     """Canvases/s making `total` canvases in shards of SHARD, in-process (workers=1) or in a pool."""
-    jobs = [(params, stage, 1000 + i, min(SHARD, total - s)) for i, s in enumerate(range(0, total, SHARD))]
+    starts = enumerate(range(0, total, SHARD))
+    jobs = [(params, stage, 1000 + i, min(SHARD, total - s), restroke) for i, s in starts]
     if workers == 1:
-        _shard((params, stage, 999, 20))  # warm up TensorFlow and the layers
+        _shard((params, stage, 999, 20, restroke))  # warm up TensorFlow and the layers
         start = time.perf_counter()
         done = sum(map(_shard, jobs))
         return done / (time.perf_counter() - start)
     # spawn, not fork: a child forked from a process that already runs TensorFlow threads can hang
     with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _one_thread) as pool:
-        list(pool.map(_shard, [(params, stage, 998 - i, 20) for i in range(workers)]))  # warm every worker
+        warm = [(params, stage, 998 - i, 20, restroke) for i in range(workers)]
+        list(pool.map(_shard, warm))  # warm every worker
         start = time.perf_counter()
         done = sum(pool.map(_shard, jobs))
         return done / (time.perf_counter() - start)
@@ -129,13 +138,17 @@ def main() -> None:
     parser.add_argument("--stage", default="stage3")
     parser.add_argument("--canvases", type=int, default=1000, help="canvases per vectorised measurement")
     parser.add_argument("--naive-canvases", type=int, default=100)
+    parser.add_argument("--restroke", type=float, default=None, help="override the stage's restroke share")
     args = parser.parse_args()
 
-    one = vectorised_rate(args.params, args.stage, args.canvases, workers=1)
-    two = vectorised_rate(args.params, args.stage, 2 * args.canvases, workers=2)
+    one = vectorised_rate(args.params, args.stage, args.canvases, workers=1, restroke=args.restroke)
+    two = vectorised_rate(args.params, args.stage, 2 * args.canvases, workers=2, restroke=args.restroke)
     naive = naive_rate(args.params, args.stage, args.naive_canvases)
+    stage_params = load_params(args.params).generate.stages[args.stage]
     result = {
         "stage": args.stage,
+        "restroke": stage_params.restroke if args.restroke is None else args.restroke,
+        "scale": list(stage_params.scale),
         "canvases_per_s_1_process": round(one, 1),
         "canvases_per_s_2_workers": round(two, 1),
         "canvases_per_s_naive_loop": round(naive, 1),
@@ -151,8 +164,11 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
     }
     print(json.dumps(result, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    out = (
+        RESULTS if args.restroke is None else RESULTS.with_name(f"generator_restroke-{args.restroke:g}.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
