@@ -42,15 +42,23 @@ def draw_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [{"title": "", "images": images, "boxes": boxes, "labels": labels, "captions": None}]
+    panels = [
+        {
+            "title": "train split" if extra else "",
+            "images": images,
+            "boxes": boxes,
+            "labels": labels,
+            "captions": None,
+        }
+    ]
     panels += [extra] if extra else []
     fig, axes = plt.subplots(GRID, GRID * len(panels), figsize=(10 * len(panels), 10), squeeze=False)
     for k, panel in enumerate(panels):
         _draw_panel(axes[:, k * GRID : (k + 1) * GRID], panel)
-        axes[0, k * GRID].set_title(panel["title"], loc="left", fontsize=12)
+        fig.text(k / len(panels) + 0.01, 0.995, panel["title"], va="top", fontsize=12)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97) if extra else None)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)

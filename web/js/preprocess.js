@@ -1,5 +1,6 @@
-// The drawing reduction, mirror of services/drawing.py (one definition; the browser tests check that
-// both give the same bytes on the same drawing):
+// The drawing reduction, mirror of multidigit/strokes.py `reduce_drawing` (one definition, which
+// services/drawing.py and the generator import; the browser tests check that both give the same bytes on
+// the same drawing):
 //   1. strokes are drawn white on black on a square buffer of side f * 100 (f = 4 on the page);
 //   2. grey level = red channel;
 //   3. each f x f block is area-averaged, rounding half up in integers: (sum + f*f/2) / (f*f), floored;
