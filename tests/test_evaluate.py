@@ -15,6 +15,7 @@ import yaml
 
 from multidigit.evaluation import matching as mt
 from multidigit.evaluation import stage as evaluate
+from multidigit.evaluation.drawn import BRUSH_BUCKETS
 from scripts.smoke import make_workspace, workspace_env
 from tests.conftest import ROOT, pipeline_env
 from tests.test_coco import A, B, C, dets, ground_truth
@@ -148,7 +149,8 @@ IMPOSSIBLE_GATE = {"map50": 1.0, "map50_95": 0.0}
 @pytest.fixture(scope="module")
 def eval_inputs(tmp_path_factory, mnist_splits):
     """A folder holding what evaluate@stage1 and evaluate@stage3 read, at repo-relative paths: an
-    untrained detector and 40 val + 40 test real canvases per stage."""
+    untrained detector and 40 val + 40 test real canvases per stage, and 24 drawn canvases for stage 3
+    (the generator's own drawn split: re-stroked MNIST test digits, strokes and brush stored)."""
     from multidigit import canvas
     from multidigit.mnist import read_split
     from multidigit.model import build_detector
@@ -163,6 +165,10 @@ def eval_inputs(tmp_path_factory, mnist_splits):
             seed = canvas.shard_seed(cfg.seed, stage, split, 0)
             shard = canvas.make_shard(digits, labels, 40, cfg.generate, cfg.generate.stages[stage], seed)
             canvas.save_shard(root / f"data/canvases/{stage}/{split}/shard-00000.npz", shard)
+        if stage == "stage3":
+            seed = canvas.shard_seed(cfg.seed, stage, "drawn", 0)
+            shard = canvas.make_drawn_shard(digits, labels, 24, cfg.generate, stage, seed)
+            canvas.save_shard(root / f"data/canvases/{stage}/drawn/shard-00000.npz", shard)
         (root / "models" / stage).mkdir(parents=True)
         detector.save(root / "models" / stage / "detector.keras")
     return root
@@ -245,17 +251,24 @@ def test_dvc_repro_below_the_gate_fails_with_one_line_and_export_never_runs(eval
 
 @pytest.mark.slow
 def test_the_drawn_gate_alone_blocks_export_and_the_champion_stays(eval_inputs, tmp_path, mnist_dir):
-    """The test-split gate passes (0 / 0); only the drawn gate is out of reach. evaluate@stage3 fails
-    on it, nothing is exported and the champion stays. Without a drawn split in the workspace the drawn
-    gate fails as missing rather than passing unchecked."""
+    """The test-split gate passes (0 / 0); only the drawn gate is out of reach. evaluate@stage3 scores
+    the drawn split, writes its figures, fails on the drawn gate alone; nothing is exported and the
+    champion stays."""
     gate = {"map50": 0.0, "map50_95": 0.0, "drawn": {"map50": 1.0, "sequence_accuracy": 1.0}}
     repo, output, _ = repro_below_gate(eval_inputs, tmp_path, mnist_dir, gate)
-    metrics = json.loads((repo / "metrics/stage3.json").read_text())
-    if "drawn/mAP50" in metrics:
-        expected = (
-            r"gate failed: stage3 drawn map50 \d\.\d{3} < 1\.000, drawn sequence_accuracy \d\.\d{3} < 1\.000$"
-        )
-    else:
-        expected = r"gate failed: stage3 drawn map50 missing \(drawn/mAP50 not in the metrics\), drawn seq"
+    expected = (
+        r"gate failed: stage3 drawn map50 \d\.\d{3} < 1\.000, drawn sequence_accuracy \d\.\d{3} < 1\.000$"
+    )
     assert any(re.search(expected, line) for line in output.splitlines()), output[-3000:]
     assert "gate failed: stage3 map50" not in output  # the test split met its gate
+    metrics = json.loads((repo / "metrics/stage3.json").read_text())
+    assert metrics["drawn/canvases"] == 24.0 and 0 <= metrics["drawn/sequence_accuracy"] < 1
+    assert (
+        sum(
+            metrics[f"drawn/{name}/canvases"]
+            for name, _, _ in BRUSH_BUCKETS
+            if f"drawn/{name}/canvases" in metrics
+        )
+        == 24
+    )
+    assert (repo / "plots/stage3/drawn_worst.png").stat().st_size > 5000

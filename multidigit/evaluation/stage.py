@@ -23,7 +23,15 @@ import numpy as np
 
 from multidigit.atomic import atomic_path, save_json
 from multidigit.boxes import Detections
-from multidigit.constants import CLASS_NAMES, DEFAULT_PARAMS_FILE, METRICS_DIR, MODELS_DIR, PLOTS_DIR, STAGES
+from multidigit.constants import (
+    CLASS_NAMES,
+    DEFAULT_PARAMS_FILE,
+    DRAWN_SPLIT,
+    METRICS_DIR,
+    MODELS_DIR,
+    PLOTS_DIR,
+    STAGES,
+)
 from multidigit.evaluation import coco
 from multidigit.evaluation import drawn as dr
 from multidigit.evaluation import matching as mt
@@ -34,7 +42,7 @@ from multidigit.params import NmsParams, Params, load_params
 __all__ = ["SCORE_FLOOR", "GateFailed", "evaluate_stage", "headline", "main", "run_stage"]
 
 CURVE_GRID = np.round(np.linspace(0.0, 1.0, 101), 2)  # thresholds of the F1 CSV
-DRAWN_STAGE, DRAWN_SPLIT = "stage3", "drawn"
+DRAWN_STAGE = "stage3"  # the one stage that generates the drawn split
 
 # images uint8 (B, 100, 100), score threshold -> one Detections (with "shown") per canvas
 Detect = Callable[[np.ndarray, float], list[Detections]]
@@ -220,15 +228,13 @@ def write_drawn_figures(
 
 # ---------------------------------------------------------------- the stage
 def read_drawn(stage: str) -> tuple[Any, np.ndarray] | None:
-    """The drawn split's canvases and per-canvas brush widths, or None when the stage has no drawn split."""
+    """The drawn split's canvases and per-canvas brush widths, or None when the stage has no drawn split
+    (only stage 3 generates one; a stage-3 drawn gate then fails as missing)."""
     from multidigit import canvas
 
     if stage != DRAWN_STAGE or not sorted((canvas.CANVAS_OUT / stage / DRAWN_SPLIT).glob("shard-*.npz")):
         return None
-    read_strokes = getattr(canvas, "read_strokes", None)
-    if read_strokes is None:  # engineer C's reader may live beside the brush instead
-        from multidigit.strokes import read_strokes
-    brush = np.array([width for width, _ in read_strokes(stage, DRAWN_SPLIT)], np.float64)
+    brush = np.array([width for width, _ in canvas.read_strokes(stage, DRAWN_SPLIT)], np.float64)
     return canvas.read_canvases(stage, DRAWN_SPLIT), brush
 
 
