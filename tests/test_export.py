@@ -57,8 +57,8 @@ def mnist_canvases(mnist_splits: Path, n: int, seed: int = 0) -> np.ndarray:
 
 
 def tiny_detector():
-    """An untrained width-8 detector, seeded, its prediction conv scaled up so scores spread over (0, 1)
-    like a trained model's instead of crowding at one value (where any rounding reorders them)."""
+    """An untrained width-8 detector, seeded, its prediction conv scaled up and unbiased so scores spread
+    over (0, 1) like a trained model's instead of crowding at one value (where any rounding reorders them)."""
     import keras
 
     from multidigit.model import build_detector
@@ -68,7 +68,8 @@ def tiny_detector():
     detector = build_detector(ModelParams(width=8))
     predict = detector.get_layer("predict")
     kernel, bias = predict.get_weights()
-    predict.set_weights([kernel * 8.0, bias])
+    # objectness bias 0 instead of the 0.01 prior: untrained scores would all sit near 0.01 * 0.1
+    predict.set_weights([kernel * 8.0, np.zeros_like(bias)])
     return detector
 
 
