@@ -1,7 +1,8 @@
-"""Figures: PR curves, F1-confidence curve, confusion matrix, canvas galleries, learning curves, curve CSVs.
+"""Evaluation figures: PR curves, F1-confidence curve, confusion matrix, canvas galleries, curve CSVs.
 
-Every function takes plain arrays (or a CSV) and writes one file atomically (matplotlib's Agg backend,
-no display).
+Every function takes plain arrays and writes one file atomically (matplotlib's Agg backend, no display).
+The learning curves stay in train.py on purpose: importing them from here would make every train@*
+stage depend on this file, so a gallery tweak would retrain the detector.
 """
 
 from __future__ import annotations
@@ -189,28 +190,3 @@ def write_curve_csv(path: str | Path, columns: Mapping[str, Sequence]) -> None:
         writer.writerow(names)
         for row in zip(*(columns[n] for n in names), strict=True):
             writer.writerow([f"{v:.6g}" if isinstance(v, float | np.floating) else v for v in row])
-
-
-def plot_learning_curves(history_csv: str | Path, out_png: str | Path) -> None:
-    """Learning curves (train vs val per loss term) from a Keras CSVLogger file.
-
-    Args:
-        history_csv: models/<stage>/history.csv (columns epoch, loss, val_loss, obj_loss, ...).
-        out_png: the PNG to write.
-    """
-    with open(history_csv) as fh:
-        rows = list(csv.DictReader(fh))
-    epochs = [int(r["epoch"]) + 1 for r in rows]
-    keys = ["loss", "obj_loss", "box_loss", "cls_loss", "box_iou"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
-    for ax, key in zip(axes, keys, strict=True):
-        for prefix, style in (("", "-o"), ("val_", "--s")):
-            if rows and prefix + key in rows[0]:
-                ax.plot(epochs, [float(r[prefix + key]) for r in rows], style, label=prefix[:-1] or "train")
-        ax.set_title(key)
-        ax.set_xlabel("epoch")
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)

@@ -219,8 +219,9 @@ def write_drawn_figures(
         keep = drawn.labels[i] >= 0
         truth = "".join(map(str, dr.read_digits(drawn.boxes[i][keep], drawn.labels[i][keep])))
         read = "".join(map(str, dr.read_digits(shown[i]["boxes"], shown[i]["labels"]))) or "-"
-        captions.append(f"#{i} brush {brush[i]:g}: read {read}, drawn {truth}")
-    title = f"the {len(worst)} worst drawn canvases (wrong sequence first, then misses + extras)"
+        read = read if len(read) <= len(truth) + 2 else read[: len(truth) + 2] + "…"  # fits the panel
+        captions.append(f"#{i} brush {brush[i]:g}: {truth} read {read}")
+    title = f"the {len(worst)} worst drawn canvases (misread sequence first, then misses + extras)"
     fg.plot_canvases(
         drawn.images, drawn.boxes, drawn.labels, shown, worst, out / "drawn_worst.png", title, captions
     )
