@@ -186,10 +186,18 @@ class Page:
         if need_model and self.page.evaluate("document.body.dataset.ready") != "model":
             raise RuntimeError(f"{url}: the page has no model (is a champion exported?)")
 
-    def idle(self) -> None:
-        """Wait until the debounced detection after the last change has finished."""
+    def idle(self, timeout_s: float = 60.0) -> None:
+        """Wait until the debounced detection after the last change has finished.
+
+        Polled from Python: `wait_for_function` polls by evaluating its string in the page, which the
+        page's CSP (no 'unsafe-eval') refuses as soon as the first check is false (a slow detection).
+        """
         self.page.wait_for_timeout(200)
-        self.page.wait_for_function("multidigit.state.done === multidigit.state.requested", timeout=60_000)
+        deadline = time.monotonic() + timeout_s
+        while not self.page.evaluate("multidigit.state.done === multidigit.state.requested"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the page's detection did not finish within {timeout_s} s")
+            self.page.wait_for_timeout(25)
 
     def set_brush(self, width: float) -> None:
         self.page.eval_on_selector(
