@@ -2,10 +2,12 @@
 
     python benchmarks/browser.py [--detector models/stage3/detector.keras] [--runs 100]
 
-For each quantization (none, float16, uint8) it converts the detector, records the model size, runs the
-converted graph in Python over the stage-3 test split for its mAP cost, and times `detect()` of
+For each quantization (none, float16, uint8) it exports the detector as the export stage does
+(`export.export_artifact`: the graph with its post-processing, SavedModel + TF.js, parity and mAP checks
+on the stage-3 test split), records the model size and mAP cost, and times `detect()` of
 web/js/detector.js in headless Debian Chromium on every TF.js backend that starts there (wasm, webgl,
-cpu): p50/p95 over `--runs` calls on one canvas, after a warm-up. Python TF (Keras, batch 1) is timed
+cpu): p50/p95 per canvas over `--runs` calls on one canvas, after a warm-up, post-processing included
+(it is in the graph). The same graph in Python TF (the SavedModel /api/detect serves, batch 1) is timed
 beside it. Results: benchmarks/results/browser.json.
 
 The harness serves the real Flask app (services.app) on a free loopback port, so the browser fetches
@@ -51,22 +53,16 @@ LOAD_JS = """async ({url, backend}) => {
   window.detector = await loadDetector(url, {backend});
   return {backend: window.detector.backend, version: window.detector.manifest.version};
 }"""
-# Runs in the page: uint8 canvases (base64) -> raw outputs (base64 float32) and detect() results.
+# Runs in the page: uint8 canvases (base64) -> every kept detection of detector.run() (with `shown`).
 RUN_JS = """async ({images, count, scoreThreshold}) => {
   const bytes = Uint8Array.from(atob(images), (c) => c.charCodeAt(0));
   const size = bytes.length / count;
-  const raws = [], detections = [];
+  const detections = [];
   for (let i = 0; i < count; i++) {
     const pixels = window.preprocess.toModelInput(bytes.subarray(i * size, (i + 1) * size));
-    raws.push(await window.detector.raw(pixels));
-    detections.push(await window.detector.detect(pixels, scoreThreshold == null ? {} : {scoreThreshold}));
+    detections.push(await window.detector.run(pixels, scoreThreshold == null ? {} : {scoreThreshold}));
   }
-  const flat = new Float32Array(raws.reduce((n, r) => n + r.length, 0));
-  raws.reduce((offset, r) => (flat.set(r, offset), offset + r.length), 0);
-  let text = '';
-  const view = new Uint8Array(flat.buffer);
-  for (let i = 0; i < view.length; i += 0x8000) text += String.fromCharCode(...view.subarray(i, i + 0x8000));
-  return {raw: btoa(text), detections};
+  return detections;
 }"""
 # Runs in the page: detect() latency in ms over `runs` calls on one canvas, after a warm-up.
 TIME_JS = """async ({image, runs, warmup}) => {
@@ -135,11 +131,11 @@ def load_in_page(page: Any, version: str, backend: str | None) -> dict[str, str]
 
 def run_in_page(
     page: Any, images: np.ndarray, score_threshold: float | None = None
-) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
-    """Run detector.js raw() and detect() on uint8 (B, 100, 100) canvases in the page.
+) -> list[dict[str, np.ndarray]]:
+    """Run detector.js `run()` on uint8 (B, 100, 100) canvases in the page.
 
     Returns:
-        (raw float32 (B, N, 15), one Detections-like dict per canvas: boxes (M, 4), scores, labels).
+        One Detections dict per canvas: boxes (M, 4), scores, labels, shown (every kept box, best first).
     """
     images = np.ascontiguousarray(images, dtype=np.uint8)
     out = page.evaluate(
@@ -150,16 +146,15 @@ def run_in_page(
             "scoreThreshold": score_threshold,
         },
     )
-    raw = np.frombuffer(base64.b64decode(out["raw"]), dtype="<f4").reshape(len(images), -1, 15)
-    detections = [
+    return [
         {
             "boxes": np.array([[d["x"], d["y"], d["w"], d["h"]] for d in dets], np.float32).reshape(-1, 4),
             "scores": np.array([d["score"] for d in dets], np.float32),
             "labels": np.array([d["label"] for d in dets], np.int32),
+            "shown": np.array([d["shown"] for d in dets], bool),
         }
-        for dets in out["detections"]
+        for dets in out
     ]
-    return raw, detections
 
 
 def time_in_page(page: Any, image: np.ndarray, runs: int) -> list[float]:
@@ -179,20 +174,16 @@ def percentiles(times_ms: list[float]) -> dict[str, float]:
     }
 
 
-def python_latency(model: Any, image: np.ndarray, runs: int) -> dict[str, float]:
-    """Keras inference at batch 1 through a tf.function (what /api/detect does), in ms."""
-    import tensorflow as tf
+def python_latency(fn: Any, image: np.ndarray, runs: int, threshold: float) -> dict[str, float]:
+    """The artifact's `detect` at batch 1 (what /api/detect runs), post-processing included, in ms."""
+    from multidigit.artifact import detect_canvases
 
-    from multidigit.preprocess import to_model_input
-
-    x = tf.constant(to_model_input(image[None]))
-    fn = tf.function(lambda t: model(t, training=False))
     for _ in range(WARMUP):
-        fn(x).numpy()
+        detect_canvases(fn, image[None], threshold)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        fn(x).numpy()
+        detect_canvases(fn, image[None], threshold)
         times.append((time.perf_counter() - start) * 1000)
     return percentiles(times)
 
@@ -222,74 +213,58 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detector", default=str(ROOT / "models" / "stage3" / "detector.keras"))
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--canvases", default=str(ROOT / "data" / "canvases"), help="folder of stage3/test")
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--quantizations", nargs="+", default=list(QUANTIZATIONS), choices=QUANTIZATIONS)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
 
-    from multidigit import export
+    from multidigit import artifact, export
     from multidigit.atomic import save_json
     from multidigit.canvas import read_canvases
     from multidigit.manifest import file_sha256
-    from multidigit.model import inference_model
     from multidigit.params import load_params
-    from multidigit.preprocess import to_model_input
 
     cfg = load_params(args.params)
-    test = read_canvases("stage3", "test", root=ROOT / "data" / "canvases")
+    test = read_canvases("stage3", "test", root=args.canvases)
     detector = export.load_detector(Path(args.detector))
-    model = inference_model(detector)
-    inputs = to_model_input(test.images)
-    keras_out = model.predict(inputs, batch_size=export.BATCH, verbose=0)
-    keras_map = export.map50_95(keras_out, test.boxes, test.labels, cfg.nms)
+    image = test.images[0]
     results: dict[str, Any] = {
-        "detector": os.path.relpath(Path(args.detector).resolve(), ROOT),  # relative: no machine paths
+        "detector": os.path.relpath(args.detector, ROOT),
         "detector_sha256": file_sha256(Path(args.detector)),
         "test_canvases": len(test),
         "runs": args.runs,
-        "map50_95_keras": keras_map,
-        "python_tf_batch1": {
-            **python_latency(model, test.images[0], args.runs),
-            "loadavg_1m": os.getloadavg()[0],
-        },
+        "postprocess": export.operating_thresholds({}, cfg.nms),
         "quantizations": {},
     }
     with tempfile.TemporaryDirectory(prefix="tfjs-bench-") as tmp:
-        for quant in QUANTIZATIONS:
-            folder = Path(tmp) / f"bench-{quant}"
-            folder.mkdir()
-            export.convert_model(model, folder, quant)
-            converted = export.load_tfjs_graph(folder)(inputs)
-            tfjs_map = export.map50_95(converted, test.boxes, test.labels, cfg.nms)
-            _write_bench_manifest(folder, detector, cfg, quant)
+        for quant in args.quantizations:
+            folder = export.export_artifact(
+                detector, Path(tmp) / f"bench-{quant}", cfg.nms, quant, version=f"bench-{quant}",
+                cfg=cfg.export, images=test.images, gt=(test.boxes, test.labels), source={"benchmark": True},
+            )  # fmt: skip
+            check = json.loads((folder / "manifest.json").read_text())["quantization"]
+            if "python_tf_batch1" not in results:  # the SavedModel is float32 whatever the TF.js weights
+                results["python_tf_batch1"] = {
+                    **python_latency(
+                        artifact.load_artifact(folder), image, args.runs, cfg.nms.score_threshold
+                    ),
+                    "loadavg_1m": round(os.getloadavg()[0], 2),
+                }
+                results["map50_95_keras"] = check["map50_95_keras"]
             results["quantizations"][quant] = {
-                "size_bytes": sum(p.stat().st_size for p in folder.iterdir() if p.name != "manifest.json"),
-                "max_abs_diff": float(np.abs(converted - keras_out).max()),
-                "map50_95": tfjs_map,
-                "map50_95_cost": round(keras_map - tfjs_map, 4),
-                "browser": benchmark_version(Path(tmp), folder.name, test.images[0], args.runs),
+                "size_bytes": sum(
+                    p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix == ".bin"
+                ),
+                "map50_95": check["map50_95_tfjs"],
+                "map50_95_cost": check["map50_95_cost"],
+                "parity": check["parity"],
+                "browser": benchmark_version(Path(tmp), folder.name, image, args.runs),
             }
             print(json.dumps({quant: results["quantizations"][quant]}, indent=1))
     save_json(args.out, results)
     print(f"wrote {args.out}")
     return results
-
-
-def _write_bench_manifest(folder: Path, detector: Any, cfg: Any, quant: str) -> None:
-    """A manifest for a benchmark folder (no metrics), so detector.js can load and verify it."""
-    from multidigit import export
-    from multidigit.atomic import save_json
-    from multidigit.manifest import build_manifest
-
-    manifest = build_manifest(
-        folder,
-        version=folder.name,
-        grid=export.grid_info(detector),
-        thresholds=export.operating_thresholds({}, cfg.nms),
-        metrics={},
-        quantization={"dtype": quant},
-        source={"benchmark": True},
-    )
-    save_json(folder / "manifest.json", manifest)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Load test: 10,000 requests for the page and the champion's model files on loopback.
+"""Load test: 10,000 requests for the page and the champion's model files on loopback; or, with --detect,
+POST /api/detect of real test canvases (PNG drawings) from the moment the server answers, no warm-up.
 
 Starts `gunicorn 'services.app:create_app()'` on a free 127.0.0.1 port (or uses --url), then
 --concurrency threads, each with its own keep-alive connection, fetch what a browser fetches when it
@@ -7,6 +8,7 @@ robin, with `Accept-Encoding: gzip`. A request counts as an error unless it is a
 body. Prints p50/p99 latency and writes benchmarks/results/load.json.
 
     python -m benchmarks.load [--requests 10000] [--concurrency 16] [--models-dir models/tfjs]
+    python -m benchmarks.load --detect [--requests 2000] [--canvases data/canvases]
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from multidigit.atomic import save_json
 from services.liveserver import ROOT, live_server
 
 OUT = ROOT / "benchmarks" / "results" / "load.json"
+DETECT_OUT = ROOT / "benchmarks" / "results" / "load_detect.json"
+DETECT_CANVASES = 64  # distinct test canvases the POSTs cycle through
 PAGE_PATHS = [
     "/",
     "/css/style.css",
@@ -64,8 +68,12 @@ class Worker(threading.Thread):
         self.errors: list[str] = []
         self.bytes = 0
 
-    def _fetch(self, conn: http.client.HTTPConnection, path: str) -> None:
-        conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+    def _fetch(self, conn: http.client.HTTPConnection, path: str | tuple[str, bytes]) -> None:
+        if isinstance(path, tuple):  # (path, PNG body): a POST /api/detect
+            path, body = path
+            conn.request("POST", path, body=body, headers={"Content-Type": "image/png"})
+        else:
+            conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
         response = conn.getresponse()
         body = response.read()
         length = response.getheader("Content-Length")
@@ -87,8 +95,25 @@ class Worker(threading.Thread):
         conn.close()
 
 
-def run_load(base: str, paths: list[str], total: int, concurrency: int) -> dict[str, Any]:
-    """Send `total` GETs round robin over `paths` from `concurrency` threads; latency percentiles.
+def detect_requests(canvas_dir: Path) -> list[tuple[str, bytes]]:
+    """(path, PNG body) POSTs of stage-3 test canvases drawn at the page's 400 px (each pixel 4 x 4)."""
+    import io
+
+    from PIL import Image
+
+    from multidigit.canvas import read_canvases
+
+    images = read_canvases("stage3", "test", root=canvas_dir).images[:DETECT_CANVASES]
+    out = []
+    for image in images:
+        buf = io.BytesIO()
+        Image.fromarray(np.kron(image, np.ones((4, 4), np.uint8))).save(buf, format="PNG")
+        out.append(("/api/detect", buf.getvalue()))
+    return out
+
+
+def run_load(base: str, paths: list, total: int, concurrency: int) -> dict[str, Any]:
+    """Send `total` requests round robin over `paths` from `concurrency` threads; latency percentiles.
 
     Args:
         base: server URL, e.g. "http://127.0.0.1:8000".
@@ -122,7 +147,7 @@ def run_load(base: str, paths: list[str], total: int, concurrency: int) -> dict[
         "p99_ms": round(float(p99), 2),
         "max_ms": round(float(latencies.max()), 2),
         "megabytes": round(sum(w.bytes for w in workers) / 1e6, 1),
-        "paths": paths,
+        "paths": sorted({p if isinstance(p, str) else f"POST {p[0]}" for p in paths}),
     }
 
 
@@ -135,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers when starting one")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--detect", action="store_true", help="POST /api/detect instead of the page's GETs")
+    parser.add_argument("--canvases", type=Path, default=ROOT / "data" / "canvases", help="with --detect")
     args = parser.parse_args(argv)
     try:
-        paths = PAGE_PATHS + model_paths(args.models_dir)
+        paths = detect_requests(args.canvases) if args.detect else PAGE_PATHS + model_paths(args.models_dir)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -150,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
                 MODELS_DIR=args.models_dir.resolve(),
             )
         )
-        run_load(base, paths, min(200, args.requests), args.concurrency)  # warm-up: caches, gzip
+        if not args.detect:  # the detect run is measured from start: workers load the model before serving
+            run_load(base, paths, min(200, args.requests), args.concurrency)  # warm-up: caches, gzip
         result = run_load(base, paths, args.requests, args.concurrency)
     result["server"] = args.url or f"gunicorn gthread, {args.workers} workers x {args.threads} threads"
-    save_json(args.out, result)
+    out = DETECT_OUT if args.detect and args.out == OUT else args.out
+    save_json(out, result)
     print(
         f"{result['requests']} requests, {result['errors']} errors, {result['requests_per_s']} req/s, "
-        f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms -> {args.out}"
+        f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms -> {out}"
     )
     return 0 if result["errors"] == 0 else 1
 

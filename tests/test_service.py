@@ -489,3 +489,15 @@ def test_preload_loads_the_champion_when_the_app_is_created(tmp_path, two_versio
     inference._loaded.pop(str((models / "v-two").resolve()), None)
     _app(tmp_path, models, PRELOAD_MODEL=True)
     assert str((models / "v-two").resolve()) in inference._loaded
+
+
+def test_web_js_has_no_post_processing():
+    """The page runs the exported graph; no scoring, IoU, NMS or merge code lives in web/js."""
+    code = re.compile(
+        r"nonMaxSuppression|\biou\w*\s*[(=]|intersection|classOffset|merge\w*\s*\(|argMax", re.I
+    )
+    for path in sorted((ROOT / "web" / "js").glob("*.js")):
+        lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("//")]
+        assert [line for line in lines if code.search(line)] == [], path.name
+    detector = (ROOT / "web" / "js" / "detector.js").read_text()
+    assert "executeAsync({ image, score_threshold: threshold }, names)" in detector
