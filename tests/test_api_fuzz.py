@@ -71,7 +71,6 @@ def models_dir(tmp_path_factory) -> Path:
     detector = build_detector(ModelParams(width=4))
     export_artifact(detector, root / "tfjs" / VERSION, nms, "none", version=VERSION)
     (root / "tfjs" / "champion.json").write_text(json.dumps({"version": VERSION}))
-    detector.save(root / "detector.keras")  # for an API that still serves a Keras file
     return root
 
 
@@ -81,7 +80,6 @@ def client(models_dir: Path):
         {
             "TESTING": True,
             "MODELS_DIR": models_dir / "tfjs",
-            "DETECTOR_PATH": models_dir / "detector.keras",
             "CANVAS_DIR": models_dir / "no-canvases",
             "MNIST_DIR": models_dir / "no-mnist",
         }
