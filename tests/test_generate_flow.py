@@ -1,5 +1,5 @@
-"""flows/generate.py: the Prefect flow writes the same bytes as `multidigit generate`, on threads or
-processes, and a shard task that fails once is retried into the same output.
+"""flows/generate.py: the Prefect flow writes the same bytes as `multidigit generate` (the drawn split
+included), on threads or processes, and a shard task that fails once is retried into the same output.
 
 One Prefect test harness (a temporary database and ephemeral server) serves every flow run here.
 """
@@ -29,12 +29,13 @@ def prefect_harness():
 
 @pytest.fixture()
 def workspace(tmp_path, mnist_splits, monkeypatch):
-    """A cwd with data/mnist (linked) and a small params file: stage2, 40/20/20 canvases, shards of 20."""
+    """A cwd with data/mnist (linked) and a small params file: stage2, 40/20/20 canvases and 20 of the drawn
+    split, shards of 20."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mnist").symlink_to(mnist_splits, target_is_directory=True)
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["generate"].update(shard_size=20, workers=2, retries=2)
-    data["generate"]["stages"]["stage2"]["canvases"] = {"train": 40, "val": 20, "test": 20}
+    data["generate"]["stages"]["stage2"]["canvases"] = {"train": 40, "val": 20, "test": 20, "drawn": 20}
     validate_params(data)
     monkeypatch.chdir(tmp_path)
     return tmp_path, data
@@ -90,7 +91,7 @@ def test_flow_matches_in_process_bytes_and_retries_a_failed_shard(workspace, pre
     root, _ = workspace
     reference = canvas.main(write_params(workspace, "p.yaml"), "stage2", out_root=root / "ref")
     expected = shard_bytes(root / "ref" / "stage2")
-    assert len(expected) == 4
+    assert len(expected) == 5 and "drawn/shard-00000.npz" in expected  # the drawn split: same flow
 
     # threads, two workers: same shards, same manifest, previews drawn
     manifest = generate.generate_flow(params="p.yaml", stage="stage2", out_root="threads", plots_root="plots")
