@@ -290,8 +290,12 @@ def detections_of(source: ModelSource, images: np.ndarray) -> tuple[list, list, 
             "no detector: pass --detector or a --models folder holding stage3/detector.keras"
         )
     model = _loaded(load_detector, source.detector)
-    floor = predict_canvases(model, images, manifest_nms(source), score_threshold=score_floor)
-    return floor, [mt.shown_only(mt.keep_above(d, source.threshold)) for d in floor], "keras"
+    nms = manifest_nms(source)
+    floor = predict_canvases(model, images, nms, score_threshold=score_floor)
+    # Run again at the threshold, as the page does: with the merge on, a kept box averages only the
+    # candidates above the threshold, so the floor's boxes cut at the threshold are not what users see.
+    shown = predict_canvases(model, images, nms, score_threshold=source.threshold)
+    return floor, [mt.shown_only(d) for d in shown], "keras"
 
 
 def score_canvases(boxes: np.ndarray, labels: np.ndarray, floor: list, shown: list) -> dict[str, float]:
