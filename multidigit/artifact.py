@@ -42,8 +42,9 @@ def _xyxy(tf, boxes):
 
 def _overlaps(tf, a, b):
     """(K, M) IoU and intersection over the area of a[i], of xywh boxes (as boxes.iou_matrix)."""
-    ax1, ay1, ax2, ay2 = (t[:, None] for t in _xyxy(tf, a))
-    bx1, by1, bx2, by2 = (t[None, :] for t in _xyxy(tf, b))
+    # expand_dims, not t[:, None]: TF.js runs a new-axis StridedSlice far slower than a reshape
+    ax1, ay1, ax2, ay2 = (tf.expand_dims(t, 1) for t in _xyxy(tf, a))
+    bx1, by1, bx2, by2 = (tf.expand_dims(t, 0) for t in _xyxy(tf, b))
     iw = tf.maximum(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1), 0.0)
     ih = tf.maximum(tf.minimum(ay2, by2) - tf.maximum(ay1, by1), 0.0)
     inter = iw * ih
@@ -72,9 +73,9 @@ def _class_aware_nms(tf, boxes, scores, labels, valid, post: NmsParams):
 def _merge(tf, boxes, scores, labels, valid, keep, iou_threshold: float):
     """(K, 4) each kept box as the score-weighted mean of same-class candidates with IoU > threshold."""
     iou, _ = _overlaps(tf, tf.gather(boxes, keep), boxes)
-    same = tf.equal(tf.gather(labels, keep)[:, None], labels[None, :])
-    vote = tf.logical_and(tf.logical_and(iou > iou_threshold, same), valid[None, :])
-    weight = tf.where(vote, scores[None, :], 0.0)
+    same = tf.equal(tf.expand_dims(tf.gather(labels, keep), 1), tf.expand_dims(labels, 0))
+    vote = tf.logical_and(tf.logical_and(iou > iou_threshold, same), tf.expand_dims(valid, 0))
+    weight = tf.where(vote, tf.expand_dims(scores, 0), 0.0)
     return tf.matmul(weight, boxes) / tf.reduce_sum(weight, axis=1, keepdims=True)
 
 
@@ -82,18 +83,18 @@ def _one_box_per_digit(tf, boxes, labels, post: NmsParams):
     """(K,) int32 shown, greedy in score order as boxes.one_box_per_digit, unrolled to max_detections."""
     k, limit = tf.shape(labels)[0], post.max_detections
     iou, inside = _overlaps(tf, boxes, boxes)
-    other = tf.not_equal(labels[:, None], labels[None, :])
+    other = tf.not_equal(tf.expand_dims(labels, 1), tf.expand_dims(labels, 0))
     hit = tf.logical_or(iou > post.agnostic_iou, inside > post.agnostic_containment)
     # conflict[i, j] = 1: box i is hidden if box j (better scored, j < i) is shown
     index = tf.range(k)
-    earlier = index[None, :] < index[:, None]
+    earlier = tf.expand_dims(index, 0) < tf.expand_dims(index, 1)
     conflict = tf.cast(tf.logical_and(tf.logical_and(hit, other), earlier), tf.float32)
     conflict = tf.reshape(tf.pad(conflict, [[0, limit - k], [0, limit - k]]), (limit, limit))
     rows, eye = tf.unstack(conflict, axis=0), np.eye(limit, dtype=np.float32)
     shown = tf.ones((limit,))
     for i in range(1, limit):
-        blocked = tf.reduce_max(rows[i] * shown)  # 1 if a shown earlier box conflicts with box i
-        shown = shown * (1.0 - eye[i] * blocked)
+        # box i is still shown here, so subtracting 1 at i when a shown earlier box conflicts hides it
+        shown = shown - eye[i] * tf.reduce_max(rows[i] * shown)
     return tf.cast(shown[:k], tf.int32)
 
 
