@@ -262,15 +262,15 @@ def evaluate_stage(cfg: Params, stage: str) -> Evaluation:
     ev = score_split(test.boxes, test.labels, detect(test.images, SCORE_FLOOR), shown, threshold)
     ev.metrics["operating/val_f1"] = val_f1
     drawn = read_drawn(stage)
+    if drawn is not None:  # the same detector, the same val threshold
+        canvases, brush = drawn
+        drawn_shown = [mt.shown_only(d) for d in detect(canvases.images, threshold)]
+        drawn_floor = detect(canvases.images, SCORE_FLOOR)
+        score = dr.score_drawn(canvases.boxes, canvases.labels, brush, drawn_floor, drawn_shown)
+        ev.metrics.update(score.metrics)
     with atomic_path(PLOTS_DIR / stage, is_dir=True) as out:
         write_figures(ev, test, shown, out, stage, params.gallery_size)
         if drawn is not None:
-            canvases, brush = drawn
-            drawn_shown = [mt.shown_only(d) for d in detect(canvases.images, threshold)]
-            score = dr.score_drawn(
-                canvases.boxes, canvases.labels, brush, detect(canvases.images, SCORE_FLOOR), drawn_shown
-            )
-            ev.metrics.update(score.metrics)
             write_drawn_figures(score, canvases, brush, drawn_shown, out, params.gallery_size)
     return ev
 
