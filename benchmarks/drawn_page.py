@@ -305,6 +305,11 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
         "page": score_listed(boxes, labels, page_dets),
         "python": {**score_listed(boxes, labels, python_dets), "path": path},
         "page_bytes_equal_python": _share(np.array_equal(a, b) for a, b in zip(sent, images, strict=True)),
+        # Pointer coordinates reach the page through float CSS pixels (~3e-5 px off), so a pixel on a
+        # brush edge can round one grey level the other way: the largest difference says how far off.
+        "page_max_pixel_diff": int(
+            max(np.abs(a.astype(int) - b).max() for a, b in zip(sent, images, strict=True))
+        ),
         "page_lists_python": _share(a == b for a, b in zip(page_seq, python_seq, strict=True)),
         "page_seconds_per_canvas": round(page_s / max(len(drawings), 1), 3),
         **checks,
