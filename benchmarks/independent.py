@@ -40,7 +40,6 @@ from multidigit.atomic import save_json  # noqa: E402
 from multidigit.constants import CANVAS_SIZE  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "independent.json"
-PREVIEW = ROOT / "benchmarks" / "results" / "independent_preview.png"
 DIGITS = (1, 10)  # digits per canvas, inclusive
 HEIGHT = (15, 50)  # ink height in canvas pixels, inclusive
 GAP = 2  # free pixels between any two digit boxes
@@ -380,13 +379,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--canvases", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--preview", type=Path, default=PREVIEW)
+    p.add_argument("--preview", type=Path, help="preview PNG (default: beside --out, <out stem>_preview.png)")
     p.add_argument("--preview-only", action="store_true", help="make the canvases and the preview, no model")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    # the preview follows --out, so a run written elsewhere never overwrites the committed preview
+    args.preview = args.preview or args.out.with_name(f"{args.out.stem}_preview.png")
     start = time.perf_counter()
     data = make_independent_set(*mnist_test_digits(), args.canvases, args.seed)
     made_s = time.perf_counter() - start
