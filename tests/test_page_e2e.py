@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
@@ -89,10 +90,18 @@ class PageWatch:
             self.foreign.append(route.request.url)
             route.abort()
 
-    def idle(self) -> None:
-        """Wait until the debounced detection after the last change has finished."""
+    def idle(self, timeout_s: float = 60.0) -> None:
+        """Wait until the debounced detection after the last change has finished.
+
+        Polled from Python: `wait_for_function` evaluates its string in the page, which the page's CSP
+        (no 'unsafe-eval') refuses once the first check is false (a slow detection on a busy machine).
+        """
         self.page.wait_for_timeout(200)
-        self.page.wait_for_function("multidigit.state.done === multidigit.state.requested", timeout=30_000)
+        deadline = time.monotonic() + timeout_s
+        while not self.page.evaluate("multidigit.state.done === multidigit.state.requested"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the page's detection did not finish within {timeout_s} s")
+            self.page.wait_for_timeout(25)
 
     def draw(self, strokes: list[np.ndarray]) -> None:
         """Draw canvas-pixel strokes with the mouse (pointer events) on the drawing canvas."""
