@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from multidigit.atomic import atomic_path, save_json
 from multidigit.canvas import Canvases, read_canvases
-from multidigit.evaluation.coco import coco_ground_truth
 from multidigit.constants import CANVAS_OUT, CLASS_NAMES, SPLITS
+from multidigit.evaluation.coco import coco_ground_truth
 
 FORMATS = ("yolo", "coco")
 
