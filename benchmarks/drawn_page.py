@@ -37,19 +37,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import independent  # noqa: E402
 
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from multidigit.atomic import save_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "drawn_page.json"
 BUFFER = 400  # the page's drawing buffer side in pixels
 BRUSHES = ("10", "4", "24")  # the slider's default and its two ends
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 DECIMALS = 4
 
 
@@ -174,6 +167,20 @@ def padded(rows: list[np.ndarray], width: int, fill: float, shape: tuple[int, ..
 
 
 # ---------------------------------------------------------------- the page
+def wait_idle(page: Any, timeout_s: float = 60.0) -> None:
+    """Wait until the page's debounced detection after the last change has finished.
+
+    Polled from Python: `wait_for_function` polls by evaluating its string in the page, which the
+    page's CSP (no 'unsafe-eval') refuses as soon as the first check is false (a slow detection).
+    """
+    page.wait_for_timeout(200)
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate("multidigit.state.done === multidigit.state.requested"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the page's detection did not finish within {timeout_s} s")
+        page.wait_for_timeout(25)
+
+
 class Page:
     """The served page in headless Chromium, drawn on with the mouse (pointer events)."""
 
@@ -187,17 +194,7 @@ class Page:
             raise RuntimeError(f"{url}: the page has no model (is a champion exported?)")
 
     def idle(self, timeout_s: float = 60.0) -> None:
-        """Wait until the debounced detection after the last change has finished.
-
-        Polled from Python: `wait_for_function` polls by evaluating its string in the page, which the
-        page's CSP (no 'unsafe-eval') refuses as soon as the first check is false (a slow detection).
-        """
-        self.page.wait_for_timeout(200)
-        deadline = time.monotonic() + timeout_s
-        while not self.page.evaluate("multidigit.state.done === multidigit.state.requested"):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the page's detection did not finish within {timeout_s} s")
-            self.page.wait_for_timeout(25)
+        wait_idle(self.page, timeout_s)
 
     def set_brush(self, width: float) -> None:
         self.page.eval_on_selector(

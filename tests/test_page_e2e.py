@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,6 +24,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
+from benchmarks.drawn_page import wait_idle
 from multidigit.constants import DIGIT_SIZE
 from multidigit.mnist import read_split
 from multidigit.strokes import digit_strokes, reduce_drawing, render_strokes
@@ -33,7 +34,6 @@ from services.liveserver import ROOT, live_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 BRUSHES = (4, 10, 24)  # buffer pixels: the slider's ends and its default
@@ -58,14 +58,12 @@ def drawing_strokes(images, labels, classes, rng) -> list[np.ndarray]:
 # ---------------------------------------------------------------- browser helpers
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
+    if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium not installed (make install-browser)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        args += ["--disable-component-update", "--no-first-run"]
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
@@ -90,18 +88,8 @@ class PageWatch:
             self.foreign.append(route.request.url)
             route.abort()
 
-    def idle(self, timeout_s: float = 60.0) -> None:
-        """Wait until the debounced detection after the last change has finished.
-
-        Polled from Python: `wait_for_function` evaluates its string in the page, which the page's CSP
-        (no 'unsafe-eval') refuses once the first check is false (a slow detection on a busy machine).
-        """
-        self.page.wait_for_timeout(200)
-        deadline = time.monotonic() + timeout_s
-        while not self.page.evaluate("multidigit.state.done === multidigit.state.requested"):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the page's detection did not finish within {timeout_s} s")
-            self.page.wait_for_timeout(25)
+    def idle(self) -> None:
+        wait_idle(self.page)
 
     def draw(self, strokes: list[np.ndarray]) -> None:
         """Draw canvas-pixel strokes with the mouse (pointer events) on the drawing canvas."""
