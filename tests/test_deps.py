@@ -166,3 +166,10 @@ def test_stage_deps_cover_its_import_closure(address):
     cmd, deps = dvc_stages()[address]
     missing = missing_deps(cmd, deps)
     assert not missing, f"{address}: {len(missing)} imported modules not in deps: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("address", sorted(dvc_stages()))
+def test_stage_lists_each_dep_once(address):
+    _, deps = dvc_stages()[address]
+    twice = sorted({dep for dep in deps if deps.count(dep) > 1})
+    assert not twice, f"{address}: deps listed more than once: {', '.join(twice)}"
