@@ -62,12 +62,11 @@ def fail_once_then_generate(cfg, spec, out_dir):
     Module level, so a process-pool worker imports it by name; the marker's path comes from `out_dir`
     (no environment), and removing a file is atomic, so exactly one task fails even across processes.
     """
-    from flows import generate
-
     try:
         (Path(out_dir).parent / FAIL_ONCE).unlink()
     except FileNotFoundError:
-        return generate.generate_shard.fn(cfg, spec, out_dir)
+        # the core call the flow's task wraps: in-thread, `generate.generate_shard` is this task itself
+        return canvas.generate_shard(cfg, spec, out_dir)
     raise RuntimeError("injected shard failure")
 
 
