@@ -365,5 +365,6 @@ def test_bad_generator_params_are_refused(params_dict, edit, message):
 def test_shard_paths_follow_the_contract(cfg):
     specs = canvas.plan_shards(cfg.generate, "stage1")
     assert specs[0].relpath == "train/shard-00000.npz"
-    assert sum(s.canvases for s in specs if s.split == "train") == cfg.generate.stages["stage1"].canvases.train
+    train = cfg.generate.stages["stage1"].canvases.train
+    assert sum(s.canvases for s in specs if s.split == "train") == train
     assert Path(specs[-1].relpath).parent.name == "test"
