@@ -181,6 +181,19 @@ def wait_idle(page: Any, timeout_s: float = 60.0) -> None:
         page.wait_for_timeout(25)
 
 
+def draw_strokes(page: Any, strokes: list[np.ndarray], side: float) -> None:
+    """Draw polylines with the mouse (pointer events) on the page's pad; coordinates span 0..`side`."""
+    box = page.locator("#draw").bounding_box()
+    to_page = box["width"] / side
+    for stroke in strokes:
+        points = [(box["x"] + x * to_page, box["y"] + y * to_page) for x, y in np.asarray(stroke).tolist()]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point)
+        page.mouse.up()
+
+
 class Page:
     """The served page in headless Chromium, drawn on with the mouse (pointer events)."""
 
@@ -209,16 +222,7 @@ class Page:
         self.page.click("#clear")
         self.idle()
         self.set_brush(brush)
-        box = self.page.locator("#draw").bounding_box()
-        to_page = box["width"] / BUFFER
-        mouse = self.page.mouse
-        for stroke in strokes:
-            points = [(box["x"] + x * to_page, box["y"] + y * to_page) for x, y in stroke]
-            mouse.move(*points[0])
-            mouse.down()
-            for point in points[1:]:
-                mouse.move(*point)
-            mouse.up()
+        draw_strokes(self.page, strokes, BUFFER)
         self.idle()
         found = self.page.evaluate("multidigit.state.detections")
         sent = np.array(self.page.evaluate("multidigit.canvasBytes()"), np.uint8).reshape(100, 100)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
-from benchmarks.drawn_page import wait_idle
+from benchmarks.drawn_page import draw_strokes, wait_idle
 from multidigit.constants import DIGIT_SIZE
 from multidigit.mnist import read_split
 from multidigit.strokes import digit_strokes, reduce_drawing, render_strokes
@@ -93,16 +93,7 @@ class PageWatch:
 
     def draw(self, strokes: list[np.ndarray]) -> None:
         """Draw canvas-pixel strokes with the mouse (pointer events) on the drawing canvas."""
-        box = self.page.locator("#draw").bounding_box()
-        to_page = box["width"] / 100
-        mouse = self.page.mouse
-        for stroke in strokes:
-            points = [(box["x"] + x * to_page, box["y"] + y * to_page) for x, y in stroke.tolist()]
-            mouse.move(*points[0])
-            mouse.down()
-            for point in points[1:]:
-                mouse.move(*point)
-            mouse.up()
+        draw_strokes(self.page, strokes, 100)
         self.idle()
 
     def canvas_pair(self) -> tuple[np.ndarray, np.ndarray]:
