@@ -15,8 +15,9 @@ For each brush b (an integer on the slider, or `recorded` = each canvas's own br
 - truth: each digit's strokes rendered alone at b, reduced, boxed tight; labels from the split.
 
 Figures per brush, page and Python: digit recall and precision (class-aware, IoU >= 0.5, the project's
-matching), sequence accuracy (the listed labels sorted by box x equal the drawn ones sorted the same
-way), and the share of canvases whose page bytes equal Python's. Writes benchmarks/results/drawn_page.json.
+matching), sequence accuracy (the digits the page reads out, in reading order by web/js/reading.js,
+equal the drawn ones in the evaluation's reading order), and the share of canvases whose page bytes
+equal Python's. Writes benchmarks/results/drawn_page.json.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import independent  # noqa: E402
 
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from multidigit.atomic import save_json  # noqa: E402
+from multidigit.evaluation.drawn import read_digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "drawn_page.json"
 BUFFER = 400  # the page's drawing buffer side in pixels
@@ -217,8 +219,9 @@ class Page:
         if actual != width:
             raise ValueError(f"brush: the slider took {actual}, not {width} (its range is 4-24, step 1)")
 
-    def replay(self, strokes: list[np.ndarray], brush: float) -> tuple[list[dict], np.ndarray]:
-        """Clear, draw buffer-pixel strokes at `brush`; returns (the listed detections, the sent canvas)."""
+    def replay(self, strokes: list[np.ndarray], brush: float) -> tuple[list[dict], np.ndarray, tuple]:
+        """Clear, draw buffer-pixel strokes at `brush`; returns (the listed detections, the sent canvas,
+        the digits the page reads out, in its order)."""
         self.page.click("#clear")
         self.idle()
         self.set_brush(brush)
@@ -226,7 +229,7 @@ class Page:
         self.idle()
         found = self.page.evaluate("multidigit.state.detections")
         sent = np.array(self.page.evaluate("multidigit.canvasBytes()"), np.uint8).reshape(100, 100)
-        return found, sent
+        return found, sent, tuple(int(c) for c in self.page.text_content("#reading"))
 
     def threshold(self) -> float:
         return float(self.page.input_value("#threshold"))
@@ -243,27 +246,18 @@ def page_detections(found: list[dict]) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------- scoring
-def read_digits(boxes: np.ndarray, labels: np.ndarray) -> tuple[int, ...]:
-    """The digits as a person reads them: the evaluation's rule (rows top to bottom, each left to right)
-    when multidigit/evaluation/drawn.py exists, else by box left edge as the page lists them."""
-    try:
-        from multidigit.evaluation.drawn import read_digits as evaluation_read_digits
-    except ImportError:
-        order = np.argsort(np.asarray(boxes, np.float64).reshape(-1, 4)[:, 0], kind="stable")
-        return tuple(int(labels[i]) for i in order)
-    return evaluation_read_digits(boxes, labels)
-
-
-def score_listed(boxes: list[np.ndarray], labels: list[np.ndarray], dets: list[dict]) -> dict[str, float]:
-    """Digit recall and precision (class-aware, IoU >= 0.5) and sequence accuracy of listed detections."""
+def score_listed(
+    boxes: list[np.ndarray], labels: list[np.ndarray], dets: list[dict], reads: list[tuple] | None = None
+) -> dict[str, float]:
+    """Digit recall and precision (class-aware, IoU >= 0.5) and sequence accuracy of listed detections:
+    the digits read out (`reads`, what the page shows; else the detections in reading order) equal the
+    drawn digits in reading order."""
     mt = independent.evaluation_modules()[1]
     width = max(len(lab) for lab in labels)
     gt_boxes, gt_labels = padded(boxes, width, 0.0, (4,)), padded(labels, width, -1)
     prf = mt.class_prf(mt.match_split(gt_boxes, gt_labels, dets), 0.0)
-    sequence = [
-        read_digits(b, lab) == read_digits(d["boxes"], d["labels"])
-        for b, lab, d in zip(boxes, labels, dets, strict=True)
-    ]
+    reads = reads if reads is not None else [read_digits(d["boxes"], d["labels"]) for d in dets]
+    sequence = [read_digits(b, lab) == read for b, lab, read in zip(boxes, labels, reads, strict=True)]
     return {
         "recall": round(prf["recall/all"], DECIMALS),
         "precision": round(prf["precision/all"], DECIMALS),
@@ -277,14 +271,15 @@ def _share(flags) -> float:
 
 def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) -> dict[str, Any]:
     """Replay every drawing at one brush ("recorded" = each its own) in the page and in Python; score both."""
-    truths, page_dets, sent = [], [], []
+    truths, page_dets, sent, page_seq = [], [], [], []
     start = time.perf_counter()
     for canvas in drawings:
         width = canvas.brush if brush == "recorded" else float(brush)
         truths.append(truth_at(canvas, width))
-        found, image = page.replay(canvas.all_strokes(), width)
+        found, image, read = page.replay(canvas.all_strokes(), width)
         page_dets.append(page_detections(found))
         sent.append(image)
+        page_seq.append(read)
     page_s = time.perf_counter() - start
     images = np.stack([t[0] for t in truths])
     checks = {}
@@ -297,13 +292,12 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
         )
     _, python_dets, path = independent.detections_of(source, images)
     boxes, labels = [t[1] for t in truths], [t[2] for t in truths]
-    page_seq = [read_digits(d["boxes"], d["labels"]) for d in page_dets]
     python_seq = [read_digits(d["boxes"], d["labels"]) for d in python_dets]
     return {
         "brush": brush,
         "canvases": len(drawings),
         "digits": int(sum(len(lab) for lab in labels)),
-        "page": score_listed(boxes, labels, page_dets),
+        "page": score_listed(boxes, labels, page_dets, page_seq),
         "python": {**score_listed(boxes, labels, python_dets), "path": path},
         "page_bytes_equal_python": _share(np.array_equal(a, b) for a, b in zip(sent, images, strict=True)),
         # Pointer coordinates reach the page through float CSS pixels (~3e-5 px off), so a pixel on a

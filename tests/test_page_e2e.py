@@ -27,6 +27,7 @@ import pytest
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.drawn_page import draw_strokes, wait_idle
 from multidigit.constants import DIGIT_SIZE
+from multidigit.evaluation.drawn import reading_order
 from multidigit.mnist import read_split
 from multidigit.strokes import digit_strokes, reduce_drawing, render_strokes
 from services.drawing import png_to_canvas
@@ -190,6 +191,23 @@ def test_python_renders_the_pages_strokes_to_the_bytes_it_sends(browser, bare_se
     watch.page.close()
 
 
+def test_page_reads_boxes_in_the_evaluations_reading_order(browser, bare_server):
+    """web/js/reading.js orders random rows of boxes (slanted, one to three rows) as the drawn split's
+    sequence accuracy does (multidigit/evaluation/drawn.py), so the page lists what is scored."""
+    watch = PageWatch(browser, bare_server[0])
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        rows, per_row = rng.integers(1, 4), rng.integers(1, 6)
+        h = rng.uniform(10, 40, rows * per_row)
+        x = np.tile(np.arange(per_row) * 30.0, rows) + rng.normal(0, 5, rows * per_row)
+        y = np.repeat(np.arange(rows) * 45.0, per_row) + x * rng.uniform(-0.1, 0.1) + rng.normal(0, 3, len(h))
+        boxes = np.round(np.stack([x, y, h * 0.7, h], 1), 1)[rng.permutation(len(h))]
+        dets = [dict(zip("xywh", b, strict=True), label=i) for i, b in enumerate(boxes.tolist())]
+        page = watch.page.evaluate("dets => multidigit.readingOrder(dets).map((d) => d.label)", dets)
+        assert page == reading_order(boxes).tolist(), boxes
+    watch.page.close()
+
+
 def test_example_button_shows_a_real_test_canvas_exactly(browser, bare_server):
     examples = json.load(urllib.request.urlopen(bare_server[0] + "/api/examples"))
     watch = PageWatch(browser, bare_server[0])
@@ -228,7 +246,7 @@ def test_page_with_a_model_loads_cleanly(browser, model_server):
 
 def python_detections(version_dir: Path, canvases: np.ndarray, threshold: float) -> list[dict]:
     """Shown detections of the version's TF.js graph run in Python (the graph the page runs, weights
-    dequantized) on uint8 (B, 100, 100) canvases, as the page's dicts, left to right."""
+    dequantized) on uint8 (B, 100, 100) canvases, as the page's dicts, in reading order."""
     from multidigit.artifact import detect_canvases, shown_only
     from multidigit.export import load_tfjs_graph
 
@@ -237,7 +255,7 @@ def python_detections(version_dir: Path, canvases: np.ndarray, threshold: float)
         shown = shown_only(det)
         rows = zip(shown["boxes"].tolist(), shown["labels"].tolist(), shown["scores"].tolist(), strict=True)
         found = [{"x": b[0], "y": b[1], "w": b[2], "h": b[3], "label": c, "score": p} for b, c, p in rows]
-        out.append(sorted(found, key=lambda d: d["x"]))
+        out.append([found[i] for i in reading_order(shown["boxes"])])
     return out
 
 
@@ -254,9 +272,11 @@ def test_page_lists_what_the_python_artifact_finds_on_drawings_of_every_class(
         watch.draw(strokes)
         canvases.append(watch.canvas_pair()[0])
         found = watch.page.evaluate("multidigit.state.detections")
-        pages.append(sorted(found, key=lambda d: d["x"]))
+        boxes = np.array([[d[k] for k in "xywh"] for d in found], np.float64).reshape(-1, 4)
+        pages.append([found[i] for i in reading_order(boxes)])
         listed = watch.page.eval_on_selector_all("#results li", "els => els.map((e) => +e.dataset.label)")
-        assert listed == [d["label"] for d in pages[-1]]  # the list shows the detections, left to right
+        assert listed == [d["label"] for d in pages[-1]]  # the list shows the detections in reading order
+        assert watch.page.text_content("#reading") == "".join(str(d["label"]) for d in pages[-1])
     ARTIFACTS.mkdir(exist_ok=True)
     watch.page.screenshot(path=str(ARTIFACTS / "page_drawing.png"), full_page=True)
     expected = python_detections(models_dir / manifest["version"], np.stack(canvases), threshold)

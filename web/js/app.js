@@ -2,6 +2,7 @@
 import { loadDetector } from "./detector.js";
 import { DrawingPad } from "./drawing.js";
 import { decodePixels, reduceDrawing, toModelInput } from "./preprocess.js";
+import { readingOrder } from "./reading.js";
 
 const DEBOUNCE_MS = 150;
 const SCALE = 4; // buffer pixels per model pixel (400 / 100)
@@ -72,20 +73,20 @@ function drawBoxes(detections) {
 
 function listResults(detections) {
   const list = $("results");
+  const read = readingOrder(detections); // rows top to bottom, each left to right
+  $("reading").textContent = read.map((d) => d.label).join("");
   list.replaceChildren(
-    ...[...detections]
-      .sort((a, b) => a.x - b.x)
-      .map((d) => {
-        const li = document.createElement("li");
-        li.dataset.label = d.label;
-        li.dataset.score = d.score.toFixed(4);
-        const chip = document.createElement("span");
-        chip.className = "digit";
-        chip.style.setProperty("--c", COLOURS[d.label % COLOURS.length]);
-        chip.textContent = d.label;
-        li.append(chip, ` ${(d.score * 100).toFixed(1)}% at (${d.x.toFixed(0)}, ${d.y.toFixed(0)})`);
-        return li;
-      }),
+    ...read.map((d) => {
+      const li = document.createElement("li");
+      li.dataset.label = d.label;
+      li.dataset.score = d.score.toFixed(4);
+      const chip = document.createElement("span");
+      chip.className = "digit";
+      chip.style.setProperty("--c", COLOURS[d.label % COLOURS.length]);
+      chip.textContent = d.label;
+      li.append(chip, ` ${(d.score * 100).toFixed(1)}% at (${d.x.toFixed(0)}, ${d.y.toFixed(0)})`);
+      return li;
+    }),
   );
   $("empty-hint").hidden = detections.length > 0;
 }
@@ -194,6 +195,7 @@ function report(err) {
 globalThis.multidigit = {
   state,
   canvasBytes: () => Array.from(state.canvas ?? []),
+  readingOrder, // tests check it orders boxes as multidigit/evaluation/drawn.py does
 };
 
 main().catch(report);
