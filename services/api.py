@@ -65,7 +65,7 @@ def detect() -> Response | tuple[Response, int]:
         threshold = _score_threshold(manifest)
         fn = get_artifact(models_dir() / manifest["version"])
     except InputError as exc:
-        return json_error(str(exc), 400)
+        return json_error(str(exc), exc.status)  # 415 for a wrong content type, else 400
     except ModelMissingError as exc:
         return json_error(f"no model exported yet: {exc}", 503)
     detections = detect_canvas(fn, canvas, threshold)

@@ -36,6 +36,14 @@ OTHER_FORMATS = {b"GIF8": "GIF", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"RIFF":
 class InputError(ValueError):
     """A request body that cannot become a (100, 100) canvas; the message is shown to the client."""
 
+    status = 400
+
+
+class MediaTypeError(InputError):
+    """A body of a content type the service does not read (HTTP 415 Unsupported Media Type)."""
+
+    status = 415
+
 
 def reduce_drawing(image: np.ndarray) -> np.ndarray:
     """THE reduction, `multidigit.strokes.reduce_drawing`; a drawing of another size is an InputError.
@@ -160,7 +168,7 @@ def canvas_from_body(body: bytes, content_type: str) -> np.ndarray:
     """
     if content_type not in ("image/png", "application/json"):
         shown = content_type or "(none)"
-        raise InputError(f"content type {shown!r} not accepted, use image/png or application/json")
+        raise MediaTypeError(f"content type {shown!r} not accepted, use image/png or application/json")
     if not body:
         what = "a decodable PNG" if content_type == "image/png" else "valid JSON"
         raise InputError(f"body is empty, not {what}")

@@ -177,9 +177,9 @@ BAD_BODIES = {
     ),
     "digits beyond int limit": (b'{"pixels": [' + b"1" * 5000 + b"]}", "application/json", 400, "too long"),
     "not utf": (b"\xff\xfe\xfa{", "application/json", 400, "not valid JSON"),
-    "text/plain": (GOOD, "text/plain", 400, "content type 'text/plain'"),
-    "multipart": (GOOD, "multipart/form-data; boundary=x", 400, "content type 'multipart/form-data'"),
-    "no content type": (GOOD, "", 400, "(none)"),
+    "text/plain": (GOOD, "text/plain", 415, "content type 'text/plain'"),
+    "multipart": (GOOD, "multipart/form-data; boundary=x", 415, "content type 'multipart/form-data'"),
+    "no content type": (GOOD, "", 415, "(none)"),
 }
 
 
