@@ -82,6 +82,70 @@ def make_dataset(
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(prefetch)
 
 
+def stream_batches(
+    chunks: Iterator[Canvases],
+    batch_size: int,
+    stride: int,
+    boxes_per_cell: int,
+    rng: np.random.Generator,
+    neighbours: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches over a stream of canvas chunks, each shuffled; a chunk's remainder opens the next batch,
+    so an epoch of n canvases gives ceil(n / batch_size) batches whatever the chunk sizes."""
+    pending = None
+    for chunk in chunks:
+        order = rng.permutation(len(chunk))
+        parts = [chunk.images[order], chunk.boxes[order], chunk.labels[order]]
+        if pending is not None:
+            parts = [np.concatenate([a, b]) for a, b in zip(pending, parts, strict=True)]
+        full = len(parts[0]) // batch_size * batch_size
+        for start in range(0, full, batch_size):
+            images, boxes, labels = (a[start : start + batch_size] for a in parts)
+            yield to_model_input(images), encode_targets(boxes, labels, stride, boxes_per_cell, neighbours)
+        pending = [a[full:] for a in parts]
+    if pending is not None and len(pending[0]):
+        yield (
+            to_model_input(pending[0]),
+            encode_targets(pending[1], pending[2], stride, boxes_per_cell, neighbours),
+        )
+
+
+def make_fresh_dataset(
+    first: Canvases,
+    feed,
+    batch_size: int,
+    stride: int,
+    boxes_per_cell: int,
+    prefetch: int,
+    seed: int,
+    neighbours: bool = False,
+):
+    """Like `make_dataset`, but pass e >= 1 reads epoch e's chunks from a `fresh.FreshFeed`.
+
+    Pass 0 is `first` shuffled as a whole, as `make_dataset` does. Each pass has ceil(len(first) /
+    batch_size) batches.
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    passes = iter(range(1 << 30))  # Keras opens one iterator per epoch
+
+    def one_pass():
+        epoch = next(passes)
+        if epoch == 0:
+            return batches(first, batch_size, stride, boxes_per_cell, rng, neighbours)
+        return stream_batches(feed.chunks(epoch), batch_size, stride, boxes_per_cell, rng, neighbours)
+
+    g = grid_size(stride)
+    signature = (
+        tf.TensorSpec((None, CANVAS_SIZE, CANVAS_SIZE, 1), tf.float32),
+        tf.TensorSpec((None, g, g, boxes_per_cell, TARGET_CHANNELS), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(one_pass, output_signature=signature)
+    steps = -(-len(first) // batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(prefetch)
+
+
 def subset(canvases: Canvases, limit: int) -> Canvases:
     """The first `limit` canvases (all when limit is 0 or exceeds the split)."""
     if limit <= 0 or limit >= len(canvases):

@@ -107,11 +107,21 @@ class GenerateParams(Block):
     shard_size: PosInt = 500  # canvases per shard file
     workers: PosInt = 2  # Prefect task-runner workers
     task_runner: Literal["threads", "processes", "dask"] = "threads"
+    # dask: None starts a LocalCluster of `workers` processes; an address (tcp://host:8786) uses that
+    # running scheduler, whose workers need the workspace on shared storage at the same path.
+    dask_address: Annotated[str, Field(pattern=r"^([a-z]+://)?\S+:\d+$")] | None = None
     retries: NonNegInt = 2  # Prefect retries for a shard task
     max_attempts: PosInt = 50  # placement tries per digit before the canvas is re-sampled
     augment: AugmentParams = AugmentParams()
     drawn: DrawnParams = DrawnParams()
     stages: dict[Literal["stage1", "stage2", "stage3"], StageDataParams]
+
+    @model_validator(mode="after")
+    def _dask_only(self) -> GenerateParams:
+        # an address the threads or processes runner would silently ignore is a mistake worth stopping on
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError(f"dask_address is set but task_runner is {self.task_runner!r}; need 'dask'")
+        return self
 
     @model_validator(mode="after")
     def _fits(self) -> GenerateParams:
@@ -169,6 +179,10 @@ class StageTrainParams(Block):
     patience: PosInt  # early stopping on val loss
     init: Literal["pretrained", "previous", "scratch"]
     canvases: NonNegInt  # train canvases used (the first n); 0 = all
+    # Share of each epoch's canvases that are written layouts (multidigit/drawn.py's rows, slant and page
+    # brush) of MNIST *train* digits, made at train time (multidigit/fresh.py); they replace shard canvases.
+    written: Fraction = 0.0
+    fresh: bool = False  # epochs after the first see new canvases, generated from seeds ahead of training
 
 
 class TrainParams(Block):

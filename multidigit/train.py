@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from multidigit.atomic import atomic_path, save_json
-from multidigit.constants import DEFAULT_PARAMS_FILE, MODELS_DIR, STAGES
+from multidigit.constants import DEFAULT_PARAMS_FILE, MNIST_OUT, MODELS_DIR, STAGES
 from multidigit.params import Params, StageTrainParams, load_params
 from multidigit.pretrain import BACKBONE_FILE  # what the pretrain stage writes, named once there
 
@@ -112,7 +112,14 @@ def _mlflow_callback() -> Any:
 
 
 def fit_stage(
-    cfg: Params, stage: str, detector: Any, train: Any, val: Any, work: Path, verbose: int | str = "auto"
+    cfg: Params,
+    stage: str,
+    detector: Any,
+    train: Any,
+    val: Any,
+    work: Path,
+    verbose: int | str = "auto",
+    digits: tuple | None = None,
 ) -> int:
     """Fit `detector` in place on canvases; returns the epochs run. Best-val-loss weights end loaded.
 
@@ -120,18 +127,28 @@ def fit_stage(
         cfg: all params. stage: the stage name. detector: a built detector (weights initialised).
         train, val: `canvas.Canvases`. work: folder for the checkpoint and the CSV history.
         verbose: Keras progress-bar mode.
+        digits: MNIST train (images, labels); needed when the stage's `written` > 0 or `fresh` is on.
     Returns:
         Epochs run (early stopping may cut them short).
     """
     import keras
 
-    from multidigit.data_pipeline import make_dataset
+    from multidigit import fresh
+    from multidigit.data_pipeline import make_dataset, make_fresh_dataset
 
     stage_cfg, model_cfg = cfg.train.stages[stage], cfg.model
     bs = cfg.train.batch_size
     args = (bs, model_cfg.stride, model_cfg.boxes_per_cell, cfg.train.prefetch)
     neighbours = cfg.train.neighbour_cells
-    train_ds = make_dataset(train, *args, seed=cfg.seed, neighbours=neighbours)
+    train = fresh.first_epoch(cfg, stage, train, digits)
+    feed = None
+    if stage_cfg.fresh and stage_cfg.epochs > 1:
+        if digits is None:
+            raise ValueError(f"train.stages.{stage}.fresh: needs the MNIST train digits")
+        feed = fresh.FreshFeed(cfg, stage, digits, len(train), stage_cfg.epochs)
+        train_ds = make_fresh_dataset(train, feed, *args, seed=cfg.seed, neighbours=neighbours)
+    else:
+        train_ds = make_dataset(train, *args, seed=cfg.seed, neighbours=neighbours)
     val_ds = make_dataset(val, *args, neighbours=neighbours)
     compile_detector(detector, cfg, stage_cfg, steps=stage_cfg.epochs * math.ceil(len(train) / bs))
     best = work / "best.weights.h5"
@@ -141,15 +158,41 @@ def fit_stage(
         keras.callbacks.CSVLogger(work / HISTORY_FILE),
         _mlflow_callback(),
     ]
-    history = detector.fit(
-        train_ds, validation_data=val_ds, epochs=stage_cfg.epochs, callbacks=callbacks, verbose=verbose
-    )
+    try:
+        # shuffle=False: the dataset reshuffles itself each pass (its seed); Keras cannot shuffle a
+        # tf.data.Dataset and warns "shuffle=True was passed, but will be ignored" at its default.
+        history = detector.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=stage_cfg.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
+    finally:
+        if feed is not None:
+            feed.close()
     detector.load_weights(best)
     return len(history.epoch)
 
 
+def stage_digits(stage_cfg: StageTrainParams, mnist_dir: Path | str = MNIST_OUT) -> tuple | None:
+    """The MNIST *train* split (images, labels) when the stage makes canvases at train time, else None.
+
+    Never val or test: val scores the proxy and the drawn split is MNIST test digits.
+    """
+    from multidigit.mnist import read_split
+
+    return read_split("train", mnist_dir) if stage_cfg.written or stage_cfg.fresh else None
+
+
 def train_stage(
-    cfg: Params, stage: str, work: Path, models_dir: Path = MODELS_DIR, canvas_root: Path | None = None
+    cfg: Params,
+    stage: str,
+    work: Path,
+    models_dir: Path = MODELS_DIR,
+    canvas_root: Path | None = None,
+    mnist_dir: Path | str = MNIST_OUT,
 ) -> StageResult:
     """Train one stage from its init source on its canvases; pure apart from files under `work`.
 
@@ -158,6 +201,7 @@ def train_stage(
         work: scratch folder (checkpoint, history.csv).
         models_dir: where the pretrained backbone and earlier detectors live.
         canvas_root: data/canvases (default `constants.CANVAS_OUT`).
+        mnist_dir: data/mnist; its train split feeds the stage's written share and fresh epochs.
     Returns:
         The `StageResult` (best-epoch detector, info without the saved file size).
     """
@@ -172,10 +216,11 @@ def train_stage(
     root = CANVAS_OUT if canvas_root is None else canvas_root
     train = subset(read_canvases(stage, "train", root), stage_cfg.canvases)
     val = read_canvases(stage, "val", root)
+    digits = stage_digits(stage_cfg, mnist_dir)
     keras.utils.set_random_seed(cfg.seed + STAGES.index(stage))
     detector = initial_detector(cfg, stage_cfg.init, init_source(stage, stage_cfg, models_dir))
     start = time.perf_counter()
-    epochs = fit_stage(cfg, stage, detector, train, val, work)
+    epochs = fit_stage(cfg, stage, detector, train, val, work, digits=digits)
     wall = time.perf_counter() - start
     info = {
         "params": float(detector.count_params()),

@@ -4,8 +4,10 @@ Generates small train sets in memory (4,000 / 6,000 / 8,000 canvases by default)
 stage from a pretrained backbone, and scores the detector artifact on 500 stage-3 val canvases and on 500
 drawn canvases built from MNIST *val* digits (never test), the README "Tuning" rows. OVERRIDES is JSON:
 {"params": {...merged over params.yaml...}, "counts": {"stage1": N, ...}, "epochs": {"stage3": 2},
-"backbone": "models/pretrain/backbone.keras"}; without a backbone it pretrains one. Needs data/mnist
-(`dvc repro mnist`). Appends one JSON line per run to reports/proxy.jsonl.
+"backbone": "models/pretrain/backbone.keras", "stage2": ".proxy/base/stage2.keras"}; without a backbone it
+pretrains one; with a stage-2 detector (every run saves its own as .proxy/NAME/stage2.keras) only stage 3 is
+generated and trained, so stage-3 levers compare from one start. Needs data/mnist (`dvc repro mnist`).
+Appends one JSON line per run to reports/proxy.jsonl, with each stage's fit seconds and the load average.
 """
 
 from __future__ import annotations
@@ -44,29 +46,40 @@ def make_split(cfg: Params, stage: str, split: str, n: int, digits: tuple) -> ob
     return Canvases(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("images", "boxes", "labels")))
 
 
-def train_curriculum(cfg: Params, data: dict, vals: dict, epochs: dict, backbone: Path | None, work: Path):
-    """One detector trained stage by stage (pretraining a backbone first when none is given)."""
+def train_curriculum(
+    cfg: Params, data: dict, vals: dict, epochs: dict, start: dict, work: Path, digits: tuple
+) -> tuple[object, dict]:
+    """One detector trained stage by stage over the stages in `data`; returns it and each stage's fit seconds.
+
+    `start` may name a `backbone` (else one is pretrained) or a `stage2` detector to start stage 3 from.
+    """
     import keras
 
     from multidigit import train
     from multidigit.pretrain import digit_data, pretrain_backbone
 
-    if backbone is None:
+    backbone = Path(start["backbone"]) if "backbone" in start else None
+    detector = train.initial_detector(cfg, "previous", Path(start["stage2"])) if "stage2" in start else None
+    if backbone is None and detector is None:
         net, _ = pretrain_backbone(
             cfg.model, cfg.pretrain, cfg.seed, digit_data("mnist", cfg.pretrain.limit, cfg.seed)
         )
         backbone = work / "backbone.keras"
         net.save(backbone)
-    detector = None
-    for stage in COUNTS:
+    seconds = {}
+    for stage in data:
         stage_cfg = cfg.train.stages[stage].model_copy(update={"epochs": epochs.get(stage, 1)})
         run_cfg = cfg.model_copy(
             update={"train": cfg.train.model_copy(update={"stages": {stage: stage_cfg}})}
         )
         keras.utils.set_random_seed(cfg.seed)
         detector = detector or train.initial_detector(run_cfg, "pretrained", backbone)
-        train.fit_stage(run_cfg, stage, detector, data[stage], vals[stage], work, verbose=0)
-    return detector
+        tic = time.perf_counter()
+        train.fit_stage(run_cfg, stage, detector, data[stage], vals[stage], work, verbose=0, digits=digits)
+        seconds[stage] = round(time.perf_counter() - tic, 1)
+        if stage == "stage2":
+            detector.save(work / "stage2.keras")
+    return detector, seconds
 
 
 def score(cfg: Params, detector, val3, drawn_val: dict) -> dict[str, float]:
@@ -86,13 +99,23 @@ def score(cfg: Params, detector, val3, drawn_val: dict) -> dict[str, float]:
     images = drawn_val["images"]
     runs = [detect_canvases(fn, images, t) for t in (coco.SCORE_FLOOR, threshold)]
     drawn = score_drawn(drawn_val["boxes"], drawn_val["labels"], drawn_val["brush"], *runs)
-    keys = ("mAP50", "mAP50-95", "recall", "precision", "count_accuracy", "sequence_accuracy")
+    keys = (
+        "mAP50",
+        "mAP50-95",
+        "recall",
+        "precision",
+        "count_accuracy",
+        "sequence_accuracy",
+        "size_45-60/sequence_accuracy",
+        "brush_18-24/sequence_accuracy",
+        "brush_9-11/sequence_accuracy",
+    )
     return {
         "threshold": threshold,
         "val3/mAP50": stats["metrics/mAP50"],
         "val3/mAP50-95": stats["metrics/mAP50-95"],
         "val3/count": acc["count/accuracy"],
-        **{f"drawn_val/{k}": drawn.metrics[f"drawn/{k}"] for k in keys},
+        **{f"drawn_val/{k}": drawn.metrics.get(f"drawn/{k}", float("nan")) for k in keys},
     }
 
 
@@ -107,19 +130,29 @@ def main() -> int:
     work = ROOT / ".proxy" / name
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    load = [round(v, 2) for v in os.getloadavg()]
     train_digits, val_digits = read_split("train"), read_split("val")
-    data = {s: make_split(cfg, s, "train", n, train_digits) for s, n in counts.items()}
-    vals = {s: make_split(cfg, s, "val", VAL_CANVASES, val_digits) for s in counts}
+    stages = ["stage3"] if "stage2" in over else list(counts)
+    data = {s: make_split(cfg, s, "train", counts[s], train_digits) for s in stages}
+    # val canvases from params.yaml as is: a row changing the generator must not change what it is scored on
+    base = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    vals = {s: make_split(base, s, "val", VAL_CANVASES, val_digits) for s in stages}
     k = max(cfg.generate.stages["stage3"].digits[1], cfg.generate.drawn.digits[1])
     drawn_val = drawn.make_drawn(*val_digits, VAL_CANVASES, cfg.generate.drawn, cfg.generate.augment, k,
                                  np.random.default_rng(cfg.seed))  # fmt: skip
-    backbone = Path(over["backbone"]) if "backbone" in over else None
-    detector = train_curriculum(cfg, data, vals, over.get("epochs", {}), backbone, work)
+    gen_seconds = round(time.perf_counter() - start)
+    begin = {k: over[k] for k in ("backbone", "stage2") if k in over}
+    detector, fit = train_curriculum(cfg, data, vals, over.get("epochs", {}), begin, work, train_digits)
     result = {
         "name": name,
         **{k: round(v, 4) for k, v in score(cfg, detector, vals["stage3"], drawn_val).items()},
     }
-    result |= {"seconds": round(time.perf_counter() - start), "overrides": over}
+    result |= {
+        "fit_seconds": fit,
+        "generate_seconds": gen_seconds,
+        "seconds": round(time.perf_counter() - start),
+    }
+    result |= {"load_start": load, "load_end": [round(v, 2) for v in os.getloadavg()], "overrides": over}
     print(json.dumps(result))
     with OUT.open("a") as fh:
         fh.write(json.dumps(result) + "\n")

@@ -169,3 +169,113 @@ def test_pretrain_learns_digits(cfg, tmp_path, mnist_dir):
     params = cfg.pretrain.model_copy(update={"epochs": 2, "lr": 0.005})
     _, info = pretrain_backbone(cfg.model, params, cfg.seed, data)
     assert info["val_accuracy"] > 0.3  # chance is 0.1; measured 0.52 (2000 digits, 2 epochs, width 8)
+
+
+# ---------------------------------------------------------------- train-time canvases (multidigit/fresh.py)
+@pytest.fixture()
+def fresh_cfg(params_dict):
+    """Stage 3 with small chunks, a written share and fresh epochs."""
+    params_dict["generate"]["shard_size"] = 8
+    params_dict["train"]["stages"]["stage3"].update(epochs=3, written=0.25, fresh=True)
+    return validate_params(params_dict)
+
+
+@pytest.fixture(scope="module")
+def train_digits(mnist_splits):
+    from multidigit.mnist import read_split
+
+    images, labels = read_split("train", mnist_splits)
+    return images[:2000], labels[:2000]
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("images", "boxes", "labels"))
+
+
+def test_fresh_epochs_are_deterministic_and_new(fresh_cfg, train_digits):
+    from multidigit import fresh
+    from multidigit.canvas import make_shard, shard_seed
+
+    sizes = fresh.chunk_sizes(8, 8, 0.25)[0]
+    assert sizes == (6, 2)
+    one = fresh.epoch_chunk(fresh_cfg, "stage3", train_digits, 1, 0, sizes)
+    assert len(one) == 8 and one.labels.shape[1] == 10
+    assert (one.labels[6:] >= 0).sum(1).max() <= fresh_cfg.generate.drawn.digits[1]  # the written tail
+    assert _same(one, fresh.epoch_chunk(fresh_cfg, "stage3", train_digits, 1, 0, sizes))
+    assert not np.array_equal(
+        one.images, fresh.epoch_chunk(fresh_cfg, "stage3", train_digits, 2, 0, sizes).images
+    )
+    assert not np.array_equal(
+        one.images, fresh.epoch_chunk(fresh_cfg, "stage3", train_digits, 1, 1, sizes).images
+    )
+    gen = fresh_cfg.generate
+    on_disk = make_shard(
+        *train_digits, 6, gen, gen.stages["stage3"], shard_seed(fresh_cfg.seed, "stage3", "train", 0)
+    )
+    assert not np.array_equal(one.images[:6], on_disk.images)  # epoch 1 is not the shard file's canvases
+
+
+def test_written_share_swaps_in_layouts_of_the_given_digits(fresh_cfg, train_digits):
+    from multidigit import fresh
+    from multidigit.canvas import Canvases
+
+    images, labels = train_digits
+    sevens = (images[labels == 7], labels[labels == 7])
+    fixed = Canvases(np.zeros((16, 100, 100), np.uint8), np.zeros((16, 3, 4), np.float32),
+                     np.full((16, 3), -1, np.int16))  # fmt: skip
+    first = fresh.first_epoch(fresh_cfg, "stage3", fixed, sevens)
+    assert len(first) == 16 and first.labels.shape[1] == 10  # padded to the stage's 10 slots
+    assert first.images[:12].max() == 0 and (first.images[12:].reshape(4, -1).max(1) > 0).all()
+    assert set(np.unique(first.labels[12:])) == {-1, 7}  # only the digits passed in
+    boxes, valid = first.boxes[12:], first.labels[12:] >= 0
+    assert (boxes[valid][:, 2:] > 0).all() and (boxes[valid][:, :2] + boxes[valid][:, 2:] <= 100).all()
+    with pytest.raises(ValueError, match="written"):
+        fresh.first_epoch(fresh_cfg, "stage3", fixed, None)
+
+
+def test_stage_digits_are_the_train_split_only(fresh_cfg, mnist_splits):
+    from multidigit import train
+    from multidigit.mnist import read_split
+
+    images, labels = train.stage_digits(fresh_cfg.train.stages["stage3"], mnist_splits)
+    assert np.array_equal(images, read_split("train", mnist_splits)[0])
+    assert np.array_equal(labels, read_split("train", mnist_splits)[1])
+    assert train.stage_digits(fresh_cfg.train.stages["stage1"], mnist_splits) is None
+
+
+def test_fresh_dataset_reads_each_epoch_once_in_order(fresh_cfg, train_digits):
+    from multidigit import fresh
+    from multidigit.data_pipeline import batches, make_fresh_dataset
+
+    first = fresh.epoch_chunk(fresh_cfg, "stage3", train_digits, 0, 0, (14, 6))  # any 20 canvases
+    passes = []
+    for _ in range(2):  # the same seed gives the same batches
+        feed = fresh.FreshFeed(fresh_cfg, "stage3", train_digits, len(first), epochs=3)
+        dataset = make_fresh_dataset(first, feed, 16, 4, 1, prefetch=2, seed=5)
+        passes.append([[x.numpy() for x, _ in dataset] for _ in range(3)])
+        feed.close()
+    assert [len(p) for p in passes[0]] == [2, 2, 2]  # ceil(20 / 16) batches per pass, chunks of 8 or not
+    assert [len(b) for b in passes[0][1]] == [16, 4]
+    expected = [x for x, _ in batches(first, 16, 4, 1, np.random.default_rng(5))]
+    assert all(np.array_equal(a, b) for a, b in zip(passes[0][0], expected, strict=True))  # pass 0: `first`
+    for a, b in zip(passes[0], passes[1], strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    pass1 = np.sort(np.concatenate(passes[0][1]).reshape(20, -1).sum(1))
+    chunks = [fresh.epoch_chunk(fresh_cfg, "stage3", train_digits, 1, i, s) for i, s in enumerate(feed.sizes)]
+    made = np.sort(np.concatenate([c.images for c in chunks]).reshape(20, -1).sum(1) / 255.0)
+    assert np.allclose(pass1, made, atol=1e-3)  # pass 1 holds exactly epoch 1's generated canvases
+
+
+@pytest.mark.slow
+def test_fit_stage_trains_on_fresh_epochs(fresh_cfg, train_digits, tmp_path):
+    import keras
+
+    from multidigit import fresh, train
+
+    cfg = fresh_cfg.model_copy(update={"model": fresh_cfg.model.model_copy(update={"width": 8})})
+    data = fresh.epoch_chunk(cfg, "stage3", train_digits, 0, 0, (24, 8))
+    keras.utils.set_random_seed(cfg.seed)
+    detector = train.initial_detector(cfg, "scratch", None)
+    epochs = train.fit_stage(cfg, "stage3", detector, data, data, tmp_path, verbose=0, digits=train_digits)
+    assert epochs == 3
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 4
