@@ -1,174 +1,161 @@
-"""Canvas generator throughput: canvases/s for one process, for two worker processes, and the ratio
-against a naive per-canvas Python loop, all measured in the same run.
+"""Canvas generator throughput the way users compare generators: canvases/s and digits/s making shards
+AND writing them to disk, in one process and in one worker process per core, at each stage's settings.
 
-    python benchmarks/generator.py [--stage stage3] [--canvases 1000] [--naive-canvases 100] [--restroke R]
+    python benchmarks/generator.py [--stages stage1 stage2 stage3] [--canvases 1000] [--restroke R]
 
-`--restroke R` overrides the stage's re-stroked share of digits (0 = Keras-augmented MNIST only), so the
-cost of re-stroking is measured on the same canvases. Prints the figures and writes
-benchmarks/results/generator.json (generator_restroke-R.json with --restroke). The naive baseline draws
-the same kind of canvas one at a time: one Keras call and one resize per digit, rejection placement with
-a Python loop over the placed boxes. Worker processes are started and warmed (TensorFlow imported, layers
-built) before the clock starts, so the 2-worker figure is steady-state throughput.
+Each measurement makes `--canvases` train canvases (all-cores: that many per worker) in shards of
+`generate.shard_size`, each written with canvas.save_shard into a temporary folder, exactly as
+`multidigit generate` does. It also times the drawn split (stage 3's `canvases.drawn`) and adds up the
+shard work of the whole pipeline's default canvas counts (params.yaml) at the one-process rates.
+Workers are started and warmed (TensorFlow imported, layers built) before the clock starts, so the
+all-cores figure is steady-state throughput. The one-process figure also comes as canvases per CPU
+second, which a shared, loaded machine disturbs less than wall time. `--restroke R` overrides the
+stages' re-stroked share. Writes benchmarks/results/generator.json (generator_restroke-R.json with
+--restroke).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
 import platform
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from multidigit import augment, canvas  # noqa: E402
-from multidigit.constants import DIGIT_SIZE, MNIST_OUT  # noqa: E402
+from multidigit import canvas  # noqa: E402
+from multidigit.constants import CANVAS_SPLITS, DRAWN_SPLIT, MNIST_OUT  # noqa: E402
 from multidigit.mnist import read_split  # noqa: E402
 from multidigit.params import load_params  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "generator.json"
-SHARD = 250  # canvases per timed shard
 
 
-def _shard(args: tuple) -> int:
-    """Make one shard in memory (a worker's unit of work); returns its canvas count."""
-    params, stage, index, n, restroke = args
+@functools.lru_cache(maxsize=4)
+def _digits(split: str):
+    return read_split(split, ROOT / MNIST_OUT)
+
+
+def _shard(args: tuple) -> tuple[int, int]:
+    """Make one shard and write it to `out` (a worker's unit of work); returns (canvases, digits)."""
+    params, stage, split, index, n, restroke, out = args
     cfg = load_params(params)
-    digits = read_split("train", ROOT / MNIST_OUT)
-    seed = canvas.shard_seed(cfg.seed, stage, "train", index)
-    stage_params = cfg.generate.stages[stage]
-    if restroke is not None:
-        stage_params = stage_params.model_copy(update={"restroke": restroke})
-    return len(canvas.make_shard(*digits, n, cfg.generate, stage_params, seed).images)
+    seed = canvas.shard_seed(cfg.seed, stage, split, index)
+    if split == DRAWN_SPLIT:
+        digits = _digits("test")
+        shard = canvas.make_drawn_shard(*digits, n, cfg.generate, stage, seed)
+    else:
+        stage_params = cfg.generate.stages[stage]
+        if restroke is not None:
+            stage_params = stage_params.model_copy(update={"restroke": restroke})
+        digits = _digits(split)
+        shard = canvas.make_shard(*digits, n, cfg.generate, stage_params, seed)
+    canvas.save_shard(Path(out) / f"{stage}-{split}-{index:05d}.npz", shard)
+    return len(shard.images), int((shard.labels >= 0).sum())
 
 
 def _one_thread() -> None:
-    """Worker initializer: one TensorFlow thread per worker, so two workers do not fight over 2 cores."""
+    """Worker initializer: one TensorFlow thread per worker, so the workers do not fight over the cores."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def vectorised_rate(
-    params: str, stage: str, total: int, workers: int, restroke: float | None = None
-) -> float:
-    """Canvases/s making `total` canvases in shards of SHARD, in-process (workers=1) or in a pool."""
-    starts = enumerate(range(0, total, SHARD))
-    jobs = [(params, stage, 1000 + i, min(SHARD, total - s), restroke) for i, s in starts]
+def measure(params: str, stage: str, split: str, total: int, workers: int, restroke, out: str) -> dict:
+    """canvases/s and digits/s making and writing `total` canvases of one stage and split."""
+    size = load_params(params).generate.shard_size
+    jobs = [
+        (params, stage, split, 1000 + i, min(size, total - s), restroke, out)
+        for i, s in enumerate(range(0, total, size))
+    ]
+    warm = [(params, stage, split, 900 + i, 20, restroke, out) for i in range(workers)]
     if workers == 1:
-        _shard((params, stage, 999, 20, restroke))  # warm up TensorFlow and the layers
-        start = time.perf_counter()
-        done = sum(map(_shard, jobs))
-        return done / (time.perf_counter() - start)
-    # spawn, not fork: a child forked from a process that already runs TensorFlow threads can hang
-    with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _one_thread) as pool:
-        warm = [(params, stage, 998 - i, 20, restroke) for i in range(workers)]
-        list(pool.map(_shard, warm))  # warm every worker
-        start = time.perf_counter()
-        done = sum(pool.map(_shard, jobs))
-        return done / (time.perf_counter() - start)
+        _shard(warm[0])
+        wall, cpu = time.perf_counter(), time.process_time()
+        done = list(map(_shard, jobs))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    else:  # spawn, not fork: a child forked from a process running TensorFlow threads can hang
+        with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _one_thread) as pool:
+            list(pool.map(_shard, warm))
+            wall, cpu = time.perf_counter(), None
+            done = list(pool.map(_shard, jobs))
+            wall = time.perf_counter() - wall
+    canvases, digits = (sum(col) for col in zip(*done, strict=True))
+    row = {
+        "canvases": canvases,
+        "canvases_per_s": round(canvases / wall, 1),
+        "digits_per_s": round(digits / wall),
+    }
+    if cpu is not None:
+        row["canvases_per_cpu_s"] = round(canvases / cpu, 1)
+    return row
 
 
-def _overlap_ok(box, placed, limit) -> bool:
-    """Python-loop check that neither the new box nor any placed one is covered beyond `limit`."""
-    boxes = [*placed, box]
-    for i, (x, y, w, h) in enumerate(boxes):
-        mask = np.zeros((100, 100), bool)
-        for j, (ox, oy, ow, oh) in enumerate(boxes):
-            if j != i:
-                mask[oy : oy + oh, ox : ox + ow] = True
-        if mask[y : y + h, x : x + w].sum() > limit * w * h:
-            return False
-    return True
-
-
-def naive_canvas(digits, labels, stage_params, gen, augmenter, rng):
-    """One canvas, digit by digit: Keras on a batch of one, a resize, a tight crop, rejection placement."""
-    import tensorflow as tf
-
-    while True:
-        image, boxes, classes = np.zeros((100, 100), np.uint8), [], []
-        for _ in range(rng.integers(stage_params.digits[0], stage_params.digits[1] + 1)):
-            k = rng.integers(len(digits))
-            img = np.asarray(augmenter(digits[k : k + 1, :, :, None].astype(np.float32), training=True))[0]
-            side = round(DIGIT_SIZE * rng.uniform(*stage_params.scale))
-            img = tf.image.resize(img, (side, side)).numpy()[..., 0]
-            img = np.where(img >= augment.DUST_LEVEL, np.clip(np.rint(img), 0, 255), 0).astype(np.uint8)
-            ys, xs = np.nonzero(img)
-            crop = img[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-            h, w = crop.shape
-            for _ in range(gen.max_attempts):
-                box = (int(rng.integers(0, 101 - w)), int(rng.integers(0, 101 - h)), w, h)
-                if _overlap_ok(box, boxes, stage_params.max_overlap):
-                    break
-            else:
-                break  # re-sample the whole canvas
-            x, y = box[:2]
-            image[y : y + h, x : x + w] = np.maximum(image[y : y + h, x : x + w], crop)
-            boxes.append(box)
-            classes.append(int(labels[k]))
-        else:
-            return image, boxes, classes
-
-
-def naive_rate(params: str, stage: str, total: int) -> float:
-    """Canvases/s of the naive per-canvas loop."""
-    cfg = load_params(params)
-    digits, labels = read_split("train", ROOT / MNIST_OUT)
-    augmenter = augment.build_augmenter(cfg.generate.augment, (1, 2, 3))
-    rng = np.random.default_rng(0)
-    naive_canvas(digits, labels, cfg.generate.stages[stage], cfg.generate, augmenter, rng)  # warm up
-    start = time.perf_counter()
-    for _ in range(total):
-        naive_canvas(digits, labels, cfg.generate.stages[stage], cfg.generate, augmenter, rng)
-    return total / (time.perf_counter() - start)
+def pipeline_seconds(params: str, rates: dict[str, float], drawn_rate: float | None) -> dict:
+    """Shard work of the pipeline's canvas counts (params.yaml) at the given one-process rates."""
+    stages = load_params(params).generate.stages
+    total = seconds = 0.0
+    for stage, rate in rates.items():
+        for split in CANVAS_SPLITS:
+            n = getattr(stages[stage].canvases, split)
+            split_rate = drawn_rate if split == DRAWN_SPLIT else rate
+            if n and split_rate:
+                total, seconds = total + n, seconds + n / split_rate
+    return {"canvases": int(total), "shard_seconds_1_process": round(seconds, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
-    parser.add_argument("--stage", default="stage3")
-    parser.add_argument("--canvases", type=int, default=1000, help="canvases per vectorised measurement")
-    parser.add_argument("--naive-canvases", type=int, default=100)
-    parser.add_argument("--restroke", type=float, default=None, help="override the stage's restroke share")
+    parser.add_argument("--stages", nargs="+", default=["stage1", "stage2", "stage3"])
+    parser.add_argument("--canvases", type=int, default=1000, help="canvases per measurement (per worker)")
+    parser.add_argument("--drawn-canvases", type=int, default=200, help="drawn-split canvases, 1 process")
+    parser.add_argument("--restroke", type=float, default=None, help="override the stages' restroke share")
     args = parser.parse_args()
 
-    one = vectorised_rate(args.params, args.stage, args.canvases, workers=1, restroke=args.restroke)
-    two = vectorised_rate(args.params, args.stage, 2 * args.canvases, workers=2, restroke=args.restroke)
-    naive = naive_rate(args.params, args.stage, args.naive_canvases)
-    stage_params = load_params(args.params).generate.stages[args.stage]
+    cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
+    stages, rates = {}, {}
+    with tempfile.TemporaryDirectory() as out:
+        for stage in args.stages:
+            one = measure(args.params, stage, "train", args.canvases, 1, args.restroke, out)
+            every = measure(args.params, stage, "train", cores * args.canvases, cores, args.restroke, out)
+            cfg_stage = load_params(args.params).generate.stages[stage]
+            stages[stage] = {
+                "digits": list(cfg_stage.digits),
+                "scale": list(cfg_stage.scale),
+                "restroke": cfg_stage.restroke if args.restroke is None else args.restroke,
+                "1_process": one,
+                f"{cores}_processes": every,
+                "all_cores_vs_1": round(every["canvases_per_s"] / one["canvases_per_s"], 2),
+            }
+            rates[stage] = one["canvases_per_s"]
+        drawn = None
+        if "stage3" in args.stages and args.drawn_canvases:
+            drawn = measure(args.params, "stage3", DRAWN_SPLIT, args.drawn_canvases, 1, None, out)
     result = {
-        "stage": args.stage,
-        "restroke": stage_params.restroke if args.restroke is None else args.restroke,
-        "scale": list(stage_params.scale),
-        "canvases_per_s_1_process": round(one, 1),
-        "canvases_per_s_2_workers": round(two, 1),
-        "canvases_per_s_naive_loop": round(naive, 1),
-        "speedup_vs_naive_1_process": round(one / naive, 1),
-        "speedup_2_workers_vs_1": round(two / one, 2),
-        "canvases_timed": {
-            "1_process": args.canvases,
-            "2_workers": 2 * args.canvases,
-            "naive": args.naive_canvases,
-        },
-        "cpu_count": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
+        "stages": stages,
+        "drawn_split_1_process": drawn,
+        "pipeline": pipeline_seconds(args.params, rates, drawn and drawn["canvases_per_s"]),
+        "written_to": "disk (canvas.save_shard into a temporary folder)",
+        "cpu_count": cores,
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
     print(json.dumps(result, indent=2))
-    out = (
-        RESULTS if args.restroke is None else RESULTS.with_name(f"generator_restroke-{args.restroke:g}.json")
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    name = "generator.json" if args.restroke is None else f"generator_restroke-{args.restroke:g}.json"
+    RESULTS.with_name(name).parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.with_name(name).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

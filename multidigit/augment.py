@@ -165,10 +165,11 @@ def restroked_crops(
         D uint8 tight crops; a digit with no ink comes back as shape (0, 0).
     """
     skeletons = strokes.thin(images > strokes.INK_LEVEL)
+    codes = strokes.neighbour_codes(skeletons)
     widths = brush_widths(params, len(images), rng)
     out = []
-    for image, skeleton, scale, width in zip(images, skeletons, scales, widths, strict=True):
-        lines = strokes.digit_strokes(image, skeleton)
+    for image, skeleton, code, scale, width in zip(images, skeletons, codes, scales, widths, strict=True):
+        lines = strokes.digit_strokes(image, skeleton, code)
         if not lines:
             out.append(np.zeros((0, 0), np.uint8))
             continue

@@ -71,18 +71,48 @@ def thin(mask: np.ndarray) -> np.ndarray:
     return img[:, 1:-1, 1:-1].astype(bool).reshape(mask.shape)
 
 
-def trace(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
-    """Polylines of (row, col) that walk every 8-neighbour edge of a (H, W) skeleton once."""
+def _walk_tables() -> list[list[tuple[int, int]]]:
+    """Per 8-neighbour code (bit i = NEIGHBOURS[i]): the neighbour offsets a stroke may walk to, in
+    NEIGHBOURS order. A diagonal beside an L of two straight edges is dropped: it would double the ink."""
+    out = []
+    for code in range(256):
+        bit = [(code >> i) & 1 for i in range(8)]
+        # diagonal i (odd) sits between straight neighbours i - 1 and i + 1
+        out.append(
+            [
+                d
+                for i, d in enumerate(NEIGHBOURS)
+                if bit[i] and (i % 2 == 0 or not (bit[i - 1] or bit[(i + 1) % 8]))
+            ]
+        )
+    return out
+
+
+WALKS = _walk_tables()
+
+
+def neighbour_codes(skeleton: np.ndarray) -> np.ndarray:
+    """uint8 (..., H, W): bit i set where the pixel's neighbour NEIGHBOURS[i] is on the skeleton."""
+    h, w = skeleton.shape[-2:]
+    pad = np.pad(skeleton.astype(np.uint8), [(0, 0)] * (skeleton.ndim - 2) + [(1, 1), (1, 1)])
+    code = np.zeros(skeleton.shape, np.uint8)
+    for i, (dy, dx) in enumerate(NEIGHBOURS):
+        code |= pad[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] << i
+    return code
+
+
+def trace(skeleton: np.ndarray, codes: np.ndarray | None = None) -> list[list[tuple[int, int]]]:
+    """Polylines of (row, col) that walk every 8-neighbour edge of a (H, W) skeleton once.
+
+    `codes` is its `neighbour_codes`, optional (a batch computes them faster at once).
+    """
+    codes = neighbour_codes(skeleton) if codes is None else codes
     rows, cols = np.nonzero(skeleton)
-    pixels = set(zip(rows.tolist(), cols.tolist(), strict=True))
-
-    def neighbours(p):  # in NEIGHBOURS order, so the walk is deterministic
-        return [(p[0] + dy, p[1] + dx) for dy, dx in NEIGHBOURS if (p[0] + dy, p[1] + dx) in pixels]
-
-    adj = {p: neighbours(p) for p in pixels}
-    lone = sorted(p for p, qs in adj.items() if not qs)
-    for p, qs in adj.items():  # a diagonal beside an L of two straight edges would double the ink
-        adj[p] = [q for q in qs if p[0] == q[0] or p[1] == q[1] or not {(p[0], q[1]), (q[0], p[1])} & pixels]
+    adj, lone = {}, []
+    for r, c, code in zip(rows.tolist(), cols.tolist(), codes[rows, cols].tolist(), strict=True):
+        adj[(r, c)] = [(r + dy, c + dx) for dy, dx in WALKS[code]]
+        if not code:
+            lone.append((r, c))
     strokes = []
     while live := [p for p in adj if adj[p]]:
         path = [min(live, key=lambda p: (len(adj[p]) % 2 == 0, p))]  # a pen end (odd degree) if any
@@ -126,19 +156,22 @@ def simplify(points: np.ndarray, tolerance: float = SIMPLIFY_PX) -> np.ndarray:
     return points[keep]
 
 
-def digit_strokes(digit: np.ndarray, skeleton: np.ndarray | None = None) -> list[np.ndarray]:
+def digit_strokes(
+    digit: np.ndarray, skeleton: np.ndarray | None = None, codes: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Pen strokes of one digit image.
 
     Args:
         digit: (H, W) grey digit (e.g. uint8 (28, 28) MNIST, or a float augmented one), white on black.
         skeleton: its precomputed `thin(digit > INK_LEVEL)` (a batch thins faster at once), optional.
+        codes: the skeleton's precomputed `neighbour_codes`, optional.
     Returns:
         Polylines, each (K, 2) float64 (x, y) in digit pixels; a lone skeleton pixel is a (1, 2) dot.
     """
     if skeleton is None:
         skeleton = thin(digit > INK_LEVEL)
     out = []
-    for path in trace(skeleton):
+    for path in trace(skeleton, codes):
         rc = smooth(np.array(path, np.float64))
         out.append(simplify(rc[:, ::-1] + 0.5))
     return out
