@@ -99,16 +99,23 @@ def place_boxes(
     limits: list[float] = []
     placed = np.zeros((0, 4), np.int64)  # x, y, w, h of placed boxes
     corners = np.zeros((len(sizes), 2), np.int64)
-    for i in np.argsort(-sizes[:, 0] * sizes[:, 1], kind="stable"):
+    order = np.argsort(-sizes[:, 0] * sizes[:, 1], kind="stable")
+    for n, i in enumerate(order):
         w, h = sizes[i]
         limit = max_overlap * w * h + 1e-9
         xs = rng.integers(0, canvas - w + 1, attempts)
         ys = rng.integers(0, canvas - h + 1, attempts)
-        new_cover = _rect_sums(_sat(union), xs, ys, w, h)  # (attempts,)
-        c = _first_fit(xs, ys, w, h, new_cover <= limit, placed, free, covered, limits)
+        if not free:  # the first box: nothing to cover, the first candidate fits
+            new_cover, c = np.zeros(attempts, np.int64), 0
+        else:
+            new_cover = _rect_sums(_sat(union), xs, ys, w, h)  # (attempts,)
+            c = _first_fit(xs, ys, w, h, new_cover <= limit, placed, free, covered, limits)
         if c is None:
             return None
         x, y = xs[c], ys[c]
+        corners[i] = x, y
+        if n == len(order) - 1:  # the last box: no later box needs the masks
+            break
         box = np.zeros((canvas, canvas), bool)
         box[y : y + h, x : x + w] = True
         for j in range(len(free)):
@@ -119,7 +126,6 @@ def place_boxes(
         limits.append(limit)
         union |= box
         placed = np.vstack([placed, [[x, y, w, h]]])
-        corners[i] = x, y
     return corners
 
 

@@ -191,6 +191,25 @@ def test_restroke_width_follows_the_brush_not_the_digit_size(cfg, train_digits):
     assert np.mean([ink_width(c) for c in big_brush]) > 1.7 * big_r  # ... and follows the brush
 
 
+def test_restroked_patch_equals_the_pages_render_of_the_same_strokes(train_digits):
+    # A re-stroked digit is painted on a small block-aligned patch, not the page's 400 x 400 buffer; its
+    # ink must be the bytes render_strokes + reduce_drawing give for the same strokes on the page.
+    rng = np.random.default_rng(3)
+    for digit in train_digits[0][:25]:
+        scale, width = rng.uniform(0.6, 2.6), rng.uniform(4, 24)
+        offset = rng.uniform(16, 400 - 16 - 4 * 28 * scale, 2)  # anywhere on the page, off the block grid
+        lines = [line * 4 * scale + offset for line in strokes.digit_strokes(digit)]
+        widths = width * rng.uniform(0.85, 1.15, len(lines))
+        patch = augment.stroke_patch(lines, widths)
+        page = strokes.reduce_drawing(strokes.render_strokes(lines, widths))
+        (px0, py0, px1, py1), (qx0, qy0, qx1, qy1) = (
+            augment.tight_bounds(patch[None])[0],
+            augment.tight_bounds(page[None])[0],
+        )
+        assert np.array_equal(patch[py0:py1, px0:px1], page[qy0:qy1, qx0:qx1])
+        assert page.sum(dtype=np.int64) == patch.sum(dtype=np.int64)  # no ink elsewhere on the page
+
+
 def test_restroked_stage_keeps_tight_boxes_and_its_bytes_are_seeded(cfg, train_digits):
     stage = cfg.generate.stages["stage3"].model_copy(update={"restroke": 1.0})
 

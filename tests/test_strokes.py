@@ -99,3 +99,32 @@ def test_reduce_drawing_rounds_half_up_and_refuses_other_sizes():
     for shape in ((400, 399), (150, 150), (900, 900)):
         with pytest.raises(ValueError, match="need a square grey image of side 100"):
             strokes.reduce_drawing(np.zeros(shape, np.uint8))
+
+
+def _zhang_suen_reference(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen written out rule by rule on one (H, W) image: the definition `thin` must equal."""
+    img = np.pad(mask.astype(np.uint8), 1)
+    changed = True
+    while changed:
+        changed = False
+        for step in (0, 1):
+            p = [np.roll(img, (-dy, -dx), (0, 1)) for dy, dx in strokes.NEIGHBOURS]  # p[0] = up, clockwise
+            count = sum(p)
+            transitions = sum((p[i] == 0) & (p[(i + 1) % 8] == 1) for i in range(8))
+            if step == 0:
+                side = (p[0] * p[2] * p[4] == 0) & (p[2] * p[4] * p[6] == 0)
+            else:
+                side = (p[0] * p[2] * p[6] == 0) & (p[0] * p[4] * p[6] == 0)
+            remove = (img == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & side
+            if remove.any():
+                img[remove] = 0
+                changed = True
+    return img[1:-1, 1:-1].astype(bool)
+
+
+def test_thinning_equals_the_zhang_suen_rules_on_digits_and_noise(test_digits):
+    noise = np.random.default_rng(0).random((30, 28, 28)) < 0.45
+    masks = np.concatenate([test_digits[0][:30] > strokes.INK_LEVEL, noise])
+    batch = strokes.thin(masks)
+    for mask, skeleton in zip(masks, batch, strict=True):
+        assert np.array_equal(skeleton, _zhang_suen_reference(mask))
