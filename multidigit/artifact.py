@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from multidigit import console
 from multidigit.boxes import NMS_CLASS_OFFSET, Detections, shown_only
 from multidigit.constants import CANVAS_SIZE
 from multidigit.params import NmsParams
@@ -199,4 +200,5 @@ def detect_canvases(fn: Any, images_uint8: np.ndarray, score_threshold: float) -
 
     x = to_model_input(images_uint8)
     threshold = tf.constant(score_threshold, tf.float32)
-    return [as_detections(fn.detect(tf.constant(x[i : i + 1]), threshold)) for i in range(len(x))]
+    indices = console.progress(range(len(x)), "detect", unit="canvas")
+    return [as_detections(fn.detect(tf.constant(x[i : i + 1]), threshold)) for i in indices]

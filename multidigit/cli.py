@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from multidigit import console
 from multidigit.constants import DEFAULT_PARAMS_FILE, STAGES
 from multidigit.params import ParamsError, load_params
 
@@ -57,7 +58,7 @@ def _registry_args(p: argparse.ArgumentParser) -> None:
 # (name, "module:function", help, argument adders). Each function takes the options as keywords.
 COMMANDS: list[tuple[str, str, str, tuple[Callable[[argparse.ArgumentParser], None], ...]]] = [
     ("mnist", "mnist:main", "verify MNIST and write data/mnist/{train,val,test}.npz", (_params_arg,)),
-    ("generate", "canvas:main", "generate one stage's canvas shards in-process", (_params_arg, _stage_arg)),
+    ("generate", "canvas:main", "generate one stage's canvas shards", (_params_arg, _stage_arg)),
     ("preview", "preview:main", "draw a stage's preview grid and histograms", (_params_arg, _stage_arg)),
     (
         "export-dataset",
@@ -87,6 +88,12 @@ COMMANDS: list[tuple[str, str, str, tuple[Callable[[argparse.ArgumentParser], No
         (_params_arg,),
     ),
 ]
+
+
+def announce_stage(command: str, stage: str | None = None) -> None:
+    """Print the stage's headline (`console.headline`), described by its subcommand's help text."""
+    what = next((help_text for name, _, help_text, _ in COMMANDS if name == command), command)
+    console.announce(command, stage, what)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +141,7 @@ def exit_code_of(call: Callable[[], object], expected: tuple[type[Exception], ..
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    announce_stage(args.command, getattr(args, "stage", None))
     return exit_code_of(lambda: args.handler(args))
 
 
