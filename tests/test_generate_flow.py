@@ -1,5 +1,6 @@
 """flows/generate.py: the Prefect flow writes the same bytes as `multidigit generate` (the drawn split
 included), on threads or processes, and a shard task that fails once is retried into the same output.
+The Dask runner's tests are in tests/test_dask_runner.py.
 
 One Prefect test harness (a temporary database and ephemeral server) serves every flow run here.
 """
@@ -56,7 +57,7 @@ def shard_bytes(stage_dir) -> dict[str, bytes]:
 FAIL_ONCE = "fail-once"  # a marker file beside the stage folder: the shard task that removes it fails
 
 
-def fail_once_then_generate(cfg, spec, out_dir):
+def fail_once_then_generate(cfg, spec, out_dir, mnist_dir):
     """The flow's own shard task body, except that the first call to remove the marker raises.
 
     Module level, so a process-pool worker imports it by name; the marker's path comes from `out_dir`
@@ -66,7 +67,7 @@ def fail_once_then_generate(cfg, spec, out_dir):
         (Path(out_dir).parent / FAIL_ONCE).unlink()
     except FileNotFoundError:
         # the core call the flow's task wraps: in-thread, `generate.generate_shard` is this task itself
-        return canvas.generate_shard(cfg, spec, out_dir)
+        return canvas.generate_shard(cfg, spec, out_dir, mnist_dir)
     raise RuntimeError("injected shard failure")
 
 
@@ -113,16 +114,3 @@ def test_flow_matches_in_process_bytes_and_retries_a_failed_shard(workspace, pre
     assert not marker.exists()  # the failure really was injected
     assert manifest == reference
     assert shard_bytes(root / "procs" / "stage2") == expected
-
-
-def test_dask_runner_is_refused_clearly_when_missing():
-    from flows.generate import task_runner_for
-
-    try:
-        import prefect_dask  # noqa: F401
-    except ImportError:
-        gen = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text())).generate
-        with pytest.raises(ValueError, match=r"generate\.task_runner: 'dask' needs the prefect-dask"):
-            task_runner_for(gen.model_copy(update={"task_runner": "dask"}))
-    else:
-        pytest.skip("prefect-dask is installed")
