@@ -1,5 +1,6 @@
-# Two entry points for a fresh machine: `make run` (install, rebuild the pipeline, serve the page) and
-# `make test` (install, run the test suite). Both are idempotent and quick once installed.
+# Two entry points for a fresh machine: `make run` (install, bring up the local Prefect + MLflow stack,
+# rebuild the pipeline through it, serve the page) and `make test` (install, run the test suite). Both are
+# idempotent and quick once installed; `make stop` ends the stack.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.local/bin:$(CURDIR)/.venv/bin:$(PATH)
@@ -17,8 +18,10 @@ THREADS ?= 8
 PYTEST_ARGS ?=
 PREFECT_WORKERS ?= 2
 PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
+STACK = python -m flows.deployments
 
-.PHONY: help install install-dev install-web install-browser install-compose run repro serve test lint format smoke report workers workers-stop
+.PHONY: help install install-dev install-web install-browser install-compose run stack stop repro serve test lint format smoke report workers workers-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -46,9 +49,18 @@ install-compose: ## Debian docker-compose: the compose-file test parses docker/c
 
 install-dev: install install-web install-browser install-compose
 
-run: install install-web ## rebuild the pipeline on params.yaml, then serve the page
-	dvc repro
-	$(MAKE) --no-print-directory serve
+# The stack is stopped on exit (Ctrl-C included) only when this `make run` started it; its processes live
+# in their own sessions, so the terminal's Ctrl-C reaches only this shell and gunicorn.
+run: install install-web ## stack up (Prefect UI + MLflow URLs), dvc repro through it, serve; Ctrl-C stops all
+	@started=0; $(STACK) status >/dev/null 2>&1 || started=1; \
+	trap '[ $$started = 0 ] || $(STACK) down' EXIT; \
+	$(MAKE) --no-print-directory stack && dvc repro && $(MAKE) --no-print-directory serve
+
+stack: install ## start or reuse the loopback Prefect server, deployments, PREFECT_WORKERS warm workers, MLflow UI
+	$(STACK) up --workers $(PREFECT_WORKERS) --port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
+
+stop: ## stop every process of the stack (server, workers and their flow runs, MLflow UI)
+	$(STACK) down
 
 repro: install ## rebuild the pipeline only
 	dvc repro
@@ -61,11 +73,9 @@ serve: install install-web ## serve the page and the champion model with gunicor
 test: install-dev ## run the whole test suite
 	pytest $(PYTEST_ARGS)
 
-workers: install ## local Prefect server (PREFECT_PORT, 4200), deployments, PREFECT_WORKERS (2) workers; .stack/
-	python -m flows.deployments up --workers $(PREFECT_WORKERS) --port $(PREFECT_PORT)
+workers: stack ## old name of `make stack`
 
-workers-stop: ## stop the server and workers that `make workers` started
-	python -m flows.deployments down
+workers-stop: stop ## old name of `make stop`
 
 smoke: install ## the whole pipeline on params.smoke.yaml in .smoke/ (minutes)
 	python scripts/smoke.py

@@ -1,11 +1,12 @@
-"""The local Prefect stack behind `make workers`: a server on loopback, the deployments, N process workers.
+"""The local Prefect stack of `make run`: a loopback server, the deployments, warm workers, an MLflow UI.
 
-`python -m flows.deployments up --workers N` starts `prefect server start` on 127.0.0.1, waits for its
-health check, creates the process work pool, applies prefect.yaml with `prefect deploy`, adds the
-automation that marks a flow run Crashed when its heartbeats stop (a killed worker), and starts N
-`prefect worker start` processes in the repo folder. `down` stops them. Every process is a process-group
-leader with its pid and log under `.stack/` (gitignored), and Prefect's state lives in `.stack/home`, so
-nothing touches ~/.prefect.
+`python -m flows.deployments up --workers N` starts `prefect server start` on 127.0.0.1 (or reuses the
+one already answering there), waits for its health check, creates the process work pool, applies
+prefect.yaml with `prefect deploy`, adds the automation that marks a flow run Crashed when its heartbeats
+stop (a killed worker), starts N warm workers (flows/warm.py) and an MLflow UI on the workspace's store,
+and writes the API URL to `.stack/api_url`, where `python -m flows run` (every DVC stage) finds it. `down`
+stops them all. Every process is a process-group leader with its pid and log under `.stack/` (gitignored),
+and Prefect's state (sqlite) lives in `.stack/home`, so nothing touches ~/.prefect.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from pathlib import Path
 
 import yaml
 
-from flows.runner import WORK_POOL
+from flows.runner import STATE_DIR, URL_FILE, WORK_POOL, answers
 
-STATE_DIR = Path(".stack")
 DEFAULT_PORT = 4200
+MLFLOW_PORT = 5000
 HEARTBEAT_S = 30  # flow-run heartbeat period (Prefect's minimum)
 ZOMBIE_AFTER_S = 90  # no heartbeat for this long -> the automation marks the run Crashed
 STOP_GRACE_S = 10.0
@@ -180,10 +181,10 @@ def replace_automation(url: str, spec: Mapping[str, object]) -> None:
 
 
 def worker_argv(index: int, limit: int) -> list[str]:
-    """`prefect worker start` for worker `index` of the pool, running at most `limit` flow runs."""
+    """The warm worker `index` of the pool (flows/warm.py), running at most `limit` flow runs."""
     return [
-        sys.executable, "-m", "prefect", "worker", "start",
-        "--pool", WORK_POOL, "--type", "process", "--name", f"worker-{index}", "--limit", str(limit),
+        sys.executable, "-m", "flows.warm", "--pool", WORK_POOL, "--name", f"worker-{index}",
+        "--limit", str(limit),
     ]  # fmt: skip
 
 
@@ -239,6 +240,7 @@ def down(state: Path = STATE_DIR) -> list[str]:
             stop_process(pid)
             stopped.append(pidfile.stem)
         pidfile.unlink()
+    (state / URL_FILE).unlink(missing_ok=True)
     return stopped
 
 
@@ -264,34 +266,97 @@ def start_server(
     return stack_env(home, api_url(port), base)
 
 
-def up(repo: Path, workers: int, port: int, state: Path = STATE_DIR, limit: int = 2) -> str:
-    """Start the server, apply the deployments, start the workers. Returns the API URL."""
-    env = start_server(state, port, repo)
+def alive_pids(state: Path, pattern: str) -> list[int]:
+    """Pids of live processes with a pid file matching `pattern` in `state`."""
+    pids = [int(p.read_text()) for p in state.glob(pattern)]
+    return [pid for pid in pids if is_alive(pid)]
+
+
+def start_mlflow(state: Path, port: int, repo: Path, env: Mapping[str, str]) -> str:
+    """The MLflow UI on the workspace's tracking store (or the configured server's URL); returns its URL.
+
+    With $MLFLOW_TRACKING_URI pointing at a server, that server is the UI. Otherwise an `mlflow server`
+    on loopback reads the same sqlite store the stages write (params mlflow.tracking_uri); it is healthy
+    (store created and migrated) before any stage writes to it.
+    """
+    from multidigit.params import load_params
+
+    configured = env.get("MLFLOW_TRACKING_URI") or load_params(repo / "params.yaml").mlflow.tracking_uri
+    if configured.startswith("http"):
+        return configured
+    url = f"http://127.0.0.1:{port}"
+    if not alive_pids(state, "mlflow.pid"):
+        argv = [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", configured, "--workers", "1",
+        ]  # fmt: skip
+        pid = spawn("mlflow", argv, state, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, repo)
+        wait_healthy(url, timeout_s=300, pid=pid)
+    return url
+
+
+def up(
+    repo: Path,
+    workers: int,
+    port: int,
+    state: Path = STATE_DIR,
+    limit: int = 2,
+    mlflow_port: int | None = None,
+) -> dict[str, str]:
+    """Start (or reuse) the server, apply the deployments, top the workers up to `workers`.
+
+    Returns:
+        {"prefect": UI URL, "api": API URL, "mlflow": MLflow UI URL or ""}.
+    """
+    url = api_url(port)
+    if alive_pids(state, "server.pid") and answers(url):
+        env = stack_env(state / "home", url)
+    else:
+        env = start_server(state, port, repo)
     apply_deployments(repo, env)
-    start_workers(workers, state, env, repo, limit)
-    return env["PREFECT_API_URL"]
+    running = len(alive_pids(state, "worker-*.pid"))
+    first = len(list(state.glob("worker-*.pid"))) + 1
+    for i in range(first, first + max(0, workers - running)):
+        spawn(f"worker-{i}", worker_argv(i, limit), state, env, repo)
+    mlflow = start_mlflow(state, mlflow_port, repo, env) if mlflow_port else ""
+    (state / URL_FILE).write_text(f"{url}\n")
+    return {"prefect": url.removesuffix("/api"), "api": url, "mlflow": mlflow}
+
+
+def status(state: Path = STATE_DIR) -> str | None:
+    """The API URL of the stack in `state` when its server answers, else None."""
+    from flows.runner import stack_url
+
+    url = stack_url(state)
+    return url if url and answers(url) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.deployments", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("up", help="start server, deployments and workers")
-    start.add_argument("--workers", type=int, default=2, help="process workers (default: %(default)s)")
+    start = sub.add_parser("up", help="start (or reuse) server, deployments, workers and MLflow UI")
+    start.add_argument("--workers", type=int, default=2, help="warm workers (default: %(default)s)")
     start.add_argument("--limit", type=int, default=2, help="flow runs per worker (default: %(default)s)")
     start.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port (default: %(default)s)")
+    start.add_argument("--mlflow-port", type=int, default=MLFLOW_PORT, help="0: no MLflow UI")
     more = sub.add_parser("workers", help="start more workers against a running server")
     more.add_argument("--workers", type=int, default=1)
     more.add_argument("--limit", type=int, default=2)
     more.add_argument("--port", type=int, default=DEFAULT_PORT)
     sub.add_parser("apply", help="apply the pool, deployments and automation to $PREFECT_API_URL")
     sub.add_parser("down", help="stop every process started by `up`")
+    sub.add_parser("status", help="exit 0 and print the API URL when the stack is up")
     for p in (start, more):
         p.add_argument("--state", type=Path, default=STATE_DIR, help="pid/log folder (default: %(default)s)")
     args = parser.parse_args(argv)
     repo = Path.cwd()
     if args.command == "down":
-        print("stopped:", ", ".join(down()) or "nothing")
+        print("stack stopped:", ", ".join(down()) or "nothing was running")
         return 0
+    if args.command == "status":
+        url = status()
+        print(url or "the stack is not running")
+        return 0 if url else 1
     if args.command == "apply":
         if not os.environ.get("PREFECT_API_URL"):
             print("error: PREFECT_API_URL: not set; `apply` needs the server to apply to", file=sys.stderr)
@@ -299,19 +364,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("applied:", ", ".join(apply_deployments(repo, dict(os.environ))))
         return 0
     try:
-        if args.command == "up":
-            url = up(repo, args.workers, args.port, args.state, args.limit)
-        else:
-            url = api_url(args.port)
+        if args.command == "workers":
             first = len(list(args.state.glob("worker-*.pid"))) + 1
-            env = stack_env(args.state / "home", url)
+            env = stack_env(args.state / "home", api_url(args.port))
             for i in range(first, first + args.workers):
                 spawn(f"worker-{i}", worker_argv(i, args.limit), args.state, env, repo)
+            return 0
+        urls = up(repo, args.workers, args.port, args.state, args.limit, args.mlflow_port or None)
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"Prefect API on {url}; logs and pids in {args.state}/. Run the pipeline with:")
-    print(f"  PREFECT_API_URL={url} dvc repro")
+    print(f"Prefect UI: {urls['prefect']}   (flow runs of every stage; logs and pids in {args.state}/)")
+    if urls["mlflow"]:
+        print(f"MLflow UI:  {urls['mlflow']}")
+    print("`dvc repro` now runs each Prefect stage as a deployment on these workers; `make stop` ends it.")
     return 0
 
 

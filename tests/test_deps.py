@@ -142,10 +142,11 @@ def missing_deps(cmd: str, deps: tuple[str, ...]) -> list[str]:
 
 def test_closure_follows_function_level_and_relative_imports():
     # flows/__main__ reaches multidigit/params.py via multidigit.cli, and flows/runner.py imports
-    # multidigit.tracking only inside a function: both must be found.
+    # multidigit.params only inside a function: both must be found.
     closure = {p.relative_to(ROOT).as_posix() for p in import_closure(["flows.__main__"])}
     assert {"flows/__init__.py", "flows/runner.py", "multidigit/cli.py", "multidigit/params.py"} <= closure
-    assert "multidigit/tracking.py" in closure
+    runner = {p.relative_to(ROOT).as_posix() for p in import_closure(["flows.runner"])}
+    assert "multidigit/params.py" in runner
     source = "from . import canvas\nfrom .boxes import iou\nif TYPE_CHECKING:\n    import flows.train\n"
     names = set(_imported_names(ast.parse(source), "multidigit.evaluation"))
     assert names == {

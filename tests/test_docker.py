@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows import deployments
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.rglob("Dockerfile*"))
@@ -96,11 +98,14 @@ def test_compose_workers_share_the_workspace_with_the_pipeline(compose_config: d
     services = compose_config["services"]
     worker, pipeline = services["worker"], services["pipeline"]
     assert worker["deploy"]["replicas"] == 2
-    assert "multidigit-process" in worker["command"]
+    # the native stack's worker command (`make run`), minus the interpreter path and per-worker name
+    native = deployments.worker_argv(1, limit=2)[1:]
+    del native[native.index("--name") : native.index("--name") + 2]
+    assert worker["command"][0] == "python" and worker["command"][1 : len(native) + 1] == native
     mounts = {s: {mount(v) for v in services[s]["volumes"]} for s in ("worker", "pipeline")}
     assert ("workspace", "/workspace") in mounts["worker"] & mounts["pipeline"]
     assert worker["working_dir"] == pipeline["working_dir"] == "/workspace"
-    assert "dvc repro" in " ".join(pipeline["command"])
+    assert "python -m flows.deployments apply && dvc repro" in " ".join(pipeline["command"])
     assert worker["environment"]["PREFECT_API_URL"] == pipeline["environment"]["PREFECT_API_URL"]
 
 

@@ -1,11 +1,11 @@
-"""The pipeline through a real Prefect stack: server, worker, deployments, `dvc repro`, MLflow server.
+"""The pipeline through the real local stack: server, warm workers, deployments, `dvc repro`, MLflow server.
 
-One module-scoped stack on free loopback ports (PREFECT_HOME in tmp, so ~/.prefect is never touched):
-`prefect server start`, a real `mlflow server` (sqlite in tmp), prefect.yaml applied with the same code
-as `make workers`, and one `prefect worker start`. Then `dvc repro` runs on smoke params in a copy of
-the repo with PREFECT_API_URL set, so every Prefect-backed stage goes through its deployment. The stages
-are whatever dvc.yaml holds whose flow module exists and whose inputs some stage produces. Every process
-is a process-group leader and is stopped (with its flow-run children) at teardown.
+One module-scoped stack on free loopback ports, brought up in a smoke copy of the repo with the same
+command as `make run` (`python -m flows.deployments up`: pids, logs, PREFECT_HOME and the api_url file in
+the copy's `.stack/`, so ~/.prefect is never touched), next to a real `mlflow server` (sqlite in tmp).
+Then a plain `dvc repro` runs there with no PREFECT_API_URL set: every Prefect-backed stage must find
+the stack in `.stack/` and run as its deployment on a warm worker. Its dvc.lock hashes are compared with
+the in-process smoke run (conftest smoke_workspace), and `make stop` must leave no process behind.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def runnable_stages(repo: Path) -> dict[str, dict]:
 @dataclass
 class Stack:
     repo: Path  # the smoke repo copy the workers run in
-    env: dict[str, str]  # PREFECT_API_URL, PREFECT_HOME, MLFLOW_TRACKING_URI, MNIST_DIR, PATH
+    shell: dict[str, str]  # a user's environment: MLFLOW_TRACKING_URI, MNIST_DIR, PATH; no PREFECT_API_URL
+    env: dict[str, str]  # the stack's: PREFECT_API_URL, PREFECT_HOME as well
     stages: dict[str, dict]  # the runnable dvc.yaml stages
     applied: list[str]  # the deployments applied
     state: Path  # pid and log files
@@ -78,10 +79,10 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, mnist_dir):
-    """A running server + MLflow + one worker around a smoke repo copy."""
+    """A running stack (server + one warm worker) and MLflow server around a smoke repo copy."""
     tmp = tmp_path_factory.mktemp("stack")
     repo = make_workspace(tmp / "repo")
-    state = tmp / "state"
+    state = repo / ".stack"
     prefect_port, mlflow_port = free_port(), free_port()
     base = pipeline_env(mnist_dir)
     base["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{mlflow_port}"
@@ -94,11 +95,16 @@ def stack(tmp_path_factory, mnist_dir):
         # No job-runner side processes: the test only needs tracking.
         mlflow_env = {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         deployments.spawn("mlflow", mlflow_argv, state, mlflow_env, tmp)
-        env = deployments.start_server(state, prefect_port, repo, base)
-        applied = deployments.apply_deployments(repo, env, zombie_after_s=ZOMBIE_AFTER_S)
-        deployments.start_workers(1, state, env, repo)
         deployments.wait_healthy(base["MLFLOW_TRACKING_URI"], timeout_s=240)  # mlflow answers /health
-        yield Stack(repo, env, runnable_stages(repo), applied, state)
+        up = [sys.executable, "-m", "flows.deployments", "up", "--workers", "1", "--port", str(prefect_port)]
+        done = subprocess.run(up, cwd=repo, env=base, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"Prefect UI: http://127.0.0.1:{prefect_port}" in done.stdout
+        assert f"MLflow UI:  {base['MLFLOW_TRACKING_URI']}" in done.stdout
+        env = deployments.stack_env(state / "home", deployments.api_url(prefect_port), base)
+        applied = deployments.deployable(repo)
+        # the user's shell: no PREFECT_API_URL; the stage commands find .stack/api_url
+        yield Stack(repo, base, env, runnable_stages(repo), applied, state)
     finally:
         deployments.down(state)
 
@@ -118,9 +124,9 @@ def flow_runs_of(url: str, deployment: str) -> list:
 
 @pytest.fixture(scope="module")
 def repro(stack):
-    """`dvc repro` of every runnable stage, once, through the deployments."""
+    """A plain `dvc repro` of every runnable stage, once: it must go through the stack it finds."""
     argv = ["dvc", "repro", *stack.stages]
-    done = subprocess.run(argv, cwd=stack.repo, env=stack.env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(argv, cwd=stack.repo, env=stack.shell, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -132,20 +138,33 @@ def test_the_flow_stages_are_deployed(stack):
     assert {FLOW_CMD.search(stages[s]["cmd"]).group(1) for s in flow_stages} <= set(stack.applied)
 
 
-def test_every_flow_stage_ran_as_a_completed_deployment_run(stack, repro):
+def test_every_flow_stage_ran_as_one_deployment_run_tagged_with_its_stage(stack, repro):
     repo, env = stack.repo, stack.env
+    assert "running in-process" not in repro
     for name, spec in stack.stages.items():
         flow = FLOW_CMD.search(spec["cmd"])
         if not flow:
             continue
-        runs = [
-            r
-            for r in flow_runs_of(env["PREFECT_API_URL"], flow.group(1))
-            if r.parameters.get("stage") == flow.group(2)
-        ]
+        runs = [r for r in flow_runs_of(env["PREFECT_API_URL"], flow.group(1)) if f"dvc:{name}" in r.tags]
         assert [r.state.type.value for r in runs] == ["COMPLETED"], name
+        assert runs[0].parameters.get("stage") == flow.group(2)
         assert runs[0].job_variables["working_dir"] == str(repo.resolve())
         assert f"flow run {runs[0].name!r} ({runs[0].id}) finished Completed" in repro
+
+
+def out_hashes(entry: dict) -> dict[str, str]:
+    return {out["path"]: out.get("md5") for out in entry.get("outs", [])}
+
+
+def test_the_lock_hashes_equal_those_of_the_in_process_run(stack, repro, smoke_workspace):
+    # The same params, code and MNIST: the stack must write the very bytes an in-process run writes.
+    ours = yaml.safe_load((stack.repo / "dvc.lock").read_text())["stages"]
+    theirs = yaml.safe_load((smoke_workspace / "dvc.lock").read_text())["stages"]
+    flow_stages = [name for name in stack.stages if FLOW_CMD.search(stack.stages[name]["cmd"])]
+    compared = [name for name in flow_stages if name in theirs]
+    assert any(name.startswith("generate@") for name in compared)
+    for name in compared:
+        assert out_hashes(ours[name]) == out_hashes(theirs[name]), name
 
 
 def test_every_stage_output_exists_and_dvc_is_up_to_date(stack, repro):
@@ -174,8 +193,6 @@ def test_the_mlflow_server_received_the_pipeline_run(stack, repro):
         if run.data.tags.get(KIND_TAG) == "stage":
             assert run.data.tags["mlflow.parentRunId"] == pipeline[0].info.run_id
     generate = flow_runs_of(env["PREFECT_API_URL"], "generate")
-    pinned = {r.job_variables["env"]["MULTIDIGIT_PIPELINE_RUN_ID"] for r in generate}
-    assert pinned == {pipeline[0].info.run_id}
     assert all(r.job_variables["env"]["MLFLOW_TRACKING_URI"] == env["MLFLOW_TRACKING_URI"] for r in generate)
 
 
@@ -253,3 +270,13 @@ def test_a_killed_worker_fails_the_stage_and_a_rerun_restores_the_outputs(stack)
     done = subprocess.run(["dvc", "repro", target], cwd=repo, env=env, timeout=600, **pipe)
     assert done.returncode == 0, done.stdout[-3000:]
     assert lock_outs(repo, target) == undisturbed
+
+
+def test_make_stop_leaves_no_process_behind(stack):
+    pids = [int(p.read_text()) for p in stack.state.glob("*.pid")]
+    tree = [pid for pid in pids for pid in (pid, *deployments.descendants(pid))]
+    assert any(deployments.is_alive(pid) for pid in tree)
+    done = subprocess.run(["make", "stop"], cwd=stack.repo, env=stack.shell, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [pid for pid in tree if deployments.is_alive(pid)] == []
+    assert not list(stack.state.glob("*.pid")) and not (stack.state / "api_url").exists()
