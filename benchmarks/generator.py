@@ -100,17 +100,20 @@ def measure(params: str, stage: str, split: str, total: int, workers: int, restr
     return row
 
 
-def pipeline_seconds(params: str, rates: dict[str, float], drawn_rate: float | None) -> dict:
-    """Shard work of the pipeline's canvas counts (params.yaml) at the given one-process rates."""
-    stages = load_params(params).generate.stages
-    total = seconds = 0.0
-    for stage, rate in rates.items():
+def pipeline_seconds(params: str, stages: dict, drawn: dict | None) -> dict:
+    """Shard work of the pipeline's canvas counts (params.yaml) at the measured one-process rates, in
+    wall seconds and in CPU seconds."""
+    counts = load_params(params).generate.stages
+    total, wall, cpu = 0, 0.0, 0.0
+    for stage, row in stages.items():
         for split in CANVAS_SPLITS:
-            n = getattr(stages[stage].canvases, split)
-            split_rate = drawn_rate if split == DRAWN_SPLIT else rate
-            if n and split_rate:
-                total, seconds = total + n, seconds + n / split_rate
-    return {"canvases": int(total), "shard_seconds_1_process": round(seconds, 1)}
+            n = getattr(counts[stage].canvases, split)
+            rates = drawn if split == DRAWN_SPLIT else row["1_process"]
+            if n and rates:
+                total += n
+                wall += n / rates["canvases_per_s"]
+                cpu += n / rates["canvases_per_cpu_s"]
+    return {"canvases": total, "shard_seconds_1_process": round(wall, 1), "shard_cpu_seconds": round(cpu, 1)}
 
 
 def main() -> None:
@@ -124,7 +127,7 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
-    stages, rates = {}, {}
+    stages = {}
     with tempfile.TemporaryDirectory() as out:
         for stage in args.stages:
             one = measure(args.params, stage, "train", args.canvases, 1, args.restroke, out)
@@ -138,14 +141,13 @@ def main() -> None:
                 f"{cores}_processes": every,
                 "all_cores_vs_1": round(every["canvases_per_s"] / one["canvases_per_s"], 2),
             }
-            rates[stage] = one["canvases_per_s"]
         drawn = None
         if "stage3" in args.stages and args.drawn_canvases:
             drawn = measure(args.params, "stage3", DRAWN_SPLIT, args.drawn_canvases, 1, None, out)
     result = {
         "stages": stages,
         "drawn_split_1_process": drawn,
-        "pipeline": pipeline_seconds(args.params, rates, drawn and drawn["canvases_per_s"]),
+        "pipeline": pipeline_seconds(args.params, stages, drawn),
         "written_to": "disk (canvas.save_shard into a temporary folder)",
         "cpu_count": cores,
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},

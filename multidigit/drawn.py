@@ -97,27 +97,38 @@ def drawn_canvas(digits: np.ndarray, params: DrawnParams, brush: float, rng: np.
     return [[(line * shrink + offset) * augment.BUFFER_FACTOR for line in d] for d in placed]
 
 
-def _own_box(lines: list[np.ndarray], brush: float) -> np.ndarray:
-    """Tight xywh canvas box of one digit's own pixels: its strokes alone on the page's buffer, reduced.
+def _digit_patch(lines: list[np.ndarray], brush: float) -> tuple[np.ndarray, np.ndarray]:
+    """One digit's strokes painted alone on the block-aligned part of the page's buffer its brush can
+    reach: (uint8 buffer patch, its (x, y) origin in buffer pixels, a multiple of BUFFER_FACTOR).
 
-    Painted in absolute buffer coordinates (the page's arithmetic); only the block-aligned region its
-    brush can reach is reduced.
+    Painting relative to an integer origin changes no float64 result of the brush, so the patch holds the
+    page's bytes for these strokes.
     """
-    buf = strokes.render_strokes(lines, brush, SIDE)
     pts = np.concatenate(lines)
     f = augment.BUFFER_FACTOR
-    lo = np.clip(np.floor((pts.min(0) - brush / 2 - 1) / f).astype(int), 0, CANVAS_SIZE)
-    hi = np.clip(np.ceil((pts.max(0) + brush / 2 + 1) / f).astype(int), 0, CANVAS_SIZE)
-    patch = strokes.reduce_blocks(buf[lo[1] * f : hi[1] * f, lo[0] * f : hi[0] * f], f)
-    x0, y0, x1, y1 = augment.tight_bounds(patch[None])[0]
-    return np.array([lo[0] + x0, lo[1] + y0, x1 - x0, y1 - y0])
+    lo = np.clip(np.floor((pts.min(0) - brush / 2 - 1) / f).astype(int), 0, CANVAS_SIZE) * f
+    hi = np.clip(np.ceil((pts.max(0) + brush / 2 + 1) / f).astype(int), 0, CANVAS_SIZE) * f
+    buf = np.zeros((hi[1] - lo[1], hi[0] - lo[0]), np.uint8)
+    strokes.paint_strokes(buf, [line - lo for line in lines], [brush] * len(lines))
+    return buf, lo
 
 
 def _render(digit_lines: list[list[np.ndarray]], brush: float) -> tuple[np.ndarray, np.ndarray]:
-    """(the page's canvas of all strokes, (n, 4) tight xywh box of each digit's own pixels)."""
-    every = [line for d in digit_lines for line in d]
-    image = strokes.reduce_drawing(strokes.render_strokes(every, brush, SIDE))
-    return image, np.stack([_own_box(d, brush) for d in digit_lines])
+    """(the page's canvas of all strokes, (n, 4) tight xywh box of each digit's own pixels).
+
+    Each digit is painted once on its own patch; the page's buffer is their max (the brush combines
+    segments by max), reduced by the page's reduction.
+    """
+    page = np.zeros((SIDE, SIDE), np.uint8)
+    f = augment.BUFFER_FACTOR
+    boxes = []
+    for lines in digit_lines:
+        patch, (x, y) = _digit_patch(lines, brush)
+        h, w = patch.shape
+        np.maximum(page[y : y + h, x : x + w], patch, out=page[y : y + h, x : x + w])
+        x0, y0, x1, y1 = augment.tight_bounds(strokes.reduce_blocks(patch, f)[None])[0]
+        boxes.append([x // f + x0, y // f + y0, x1 - x0, y1 - y0])
+    return strokes.reduce_drawing(page), np.array(boxes)
 
 
 def make_drawn(
