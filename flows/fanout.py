@@ -1,11 +1,11 @@
 """Fan canvas generation out across Prefect workers: shard batches as `generate-batch` deployment runs.
 
 A hook for flows/generate.py. When the generate flow itself runs as a deployment under a server (the
-`make workers` stack), `run_shard_batches` splits the stage's shards into batches, triggers one
+`make run` stack), `run_shard_batches` splits the stage's shards into batches, triggers one
 `generate-batch` flow run per batch (any idle worker takes it), waits for all of them and returns the
-per-shard results `multidigit.canvas.write_manifest` needs. Otherwise it returns None and the caller
-generates in-process as before. Every shard's bytes depend only on its identity, so both ways write the
-same files.
+per-shard results `multidigit.canvas.write_manifest` needs, when `generate.fanout` is on (workers on
+several machines). Otherwise it returns None and the caller generates with its task runner. Every
+shard's bytes depend only on its identity, so both ways write the same files.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def run_shard_batches(params: str, stage: str, out_dir: str) -> list[dict] | Non
         stage: stage1..stage3.
         out_dir: the stage's canvases folder.
     Returns:
-        The per-shard results in plan order, or None when this is not a deployed run (the caller then
-        generates in-process).
+        The per-shard results in plan order, or None when this is not a deployed run or
+        `generate.fanout` is off (the caller then generates with its task runner).
     Raises:
         RuntimeError: a batch run did not complete.
     """
@@ -88,7 +88,10 @@ def run_shard_batches(params: str, stage: str, out_dir: str) -> list[dict] | Non
 
     if not is_deployed_run():
         return None
-    shards = [(s.split, s.index) for s in plan_shards(load_params(params).generate, stage)]
+    gen = load_params(params).generate
+    if not gen.fanout:
+        return None
+    shards = [(s.split, s.index) for s in plan_shards(gen, stage)]
     batches = split_batches(shards, batch_count(len(shards), online_workers(WORK_POOL)))
     get_run_logger().info("%s: %d shards in %d batches over the workers", stage, len(shards), len(batches))
     name = f"{BATCH_DEPLOYMENT}/{BATCH_DEPLOYMENT}"
@@ -102,17 +105,18 @@ def run_shard_batches(params: str, stage: str, out_dir: str) -> list[dict] | Non
 
 
 def collect(runs: list[Any]) -> list[dict]:
-    """Wait for every flow run to finish and concatenate their results in order."""
-    import time
+    """Wait for every flow run (Prefect's wait_for_flow_run) and concatenate their results in order."""
+    import asyncio
 
-    from prefect import get_client
+    from prefect.flow_runs import wait_for_flow_run
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def wait_all() -> list[Any]:
+        return await asyncio.gather(*(wait_for_flow_run(run.id, timeout=None) for run in runs))
 
     results: list[dict] = []
-    with get_client(sync_client=True) as client:
-        for run in runs:
-            while not (run := client.read_flow_run(run.id)).state.is_final():
-                time.sleep(1.0)
-            if not run.state.is_completed():
-                raise RuntimeError(f"shard batch {run.name!r} ended {run.state.name}: {run.state.message}")
-            results.extend(run.state.result())
+    for run in run_coro_as_sync(wait_all()):
+        if not run.state.is_completed():
+            raise RuntimeError(f"shard batch {run.name!r} ended {run.state.name}: {run.state.message}")
+        results.extend(run.state.result())
     return results

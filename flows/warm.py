@@ -37,6 +37,27 @@ PRELOAD = (
     "multidigit.preview",
 )
 HEARTBEAT_S = 10.0  # worker heartbeat: the UI shows it online, fanout counts it
+CODE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("multidigit", "flows")  # the project's code a flow run executes
+
+
+def code_snapshot() -> dict[str, int]:
+    """mtime of every loaded module of this project: an edit makes the warm copies stale."""
+    files = (getattr(m, "__file__", None) for m in list(sys.modules.values()))
+    paths = {Path(f).resolve() for f in files if f}
+    ours = [p for p in paths if p.is_relative_to(CODE_ROOT) and p.relative_to(CODE_ROOT).parts[0] in PACKAGES]
+    return {str(p): p.stat().st_mtime_ns for p in ours if p.exists()}
+
+
+def is_stale(snapshot: dict[str, int]) -> bool:
+    """True when a project module changed on disk since it was imported here."""
+    for path, mtime in snapshot.items():
+        try:
+            if Path(path).stat().st_mtime_ns != mtime:
+                return True
+        except FileNotFoundError:
+            return True
+    return False
 
 
 def preload(flow_targets: list[str]) -> None:
@@ -92,6 +113,7 @@ class WarmWorker:
         self.children: dict[int, Any] = {}  # pid -> flow run id
         self.entrypoints: dict[Any, tuple[str, dict]] = {}  # deployment id -> (entrypoint, job variables)
         self.stopping = False
+        self.snapshot = code_snapshot()
 
     def deployment(self, client: Any, deployment_id: Any) -> tuple[str, dict]:
         if deployment_id not in self.entrypoints:
@@ -153,12 +175,22 @@ class WarmWorker:
                     beat = time.monotonic()
                     if self.alive:  # a container healthcheck reads its age
                         self.alive.touch()
+                if is_stale(self.snapshot):
+                    # the code changed: finish the runs in flight, then restart with fresh imports
+                    self.reexec_when_idle(client)
                 if len(self.children) < self.limit:
                     self.poll(client)
                 time.sleep(self.query_s)
             while self.children:  # SIGTERM: let the runs' own SIGTERM handling mark them, then reap
                 self.reap(client)
                 time.sleep(0.2)
+
+    def reexec_when_idle(self, client: Any) -> None:
+        while self.children:
+            self.reap(client)
+            time.sleep(0.2)
+        print(f"{self.name}: the project's code changed; restarting with fresh imports", flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", "flows.warm", *sys.argv[1:]])
 
     def stop(self, *_: Any) -> None:
         self.stopping = True

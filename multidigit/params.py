@@ -111,6 +111,9 @@ class GenerateParams(Block):
     # running scheduler, whose workers need the workspace on shared storage at the same path.
     dask_address: Annotated[str, Field(pattern=r"^([a-z]+://)?\S+:\d+$")] | None = None
     retries: NonNegInt = 2  # Prefect retries for a shard task
+    # Under the stack, send shard batches to the other workers as generate-batch runs (same bytes either
+    # way); off: on one machine the flow's own task runner already uses its cores (benchmarks/pipeline.py).
+    fanout: bool = False
     max_attempts: PosInt = 50  # placement tries per digit before the canvas is re-sampled
     augment: AugmentParams = AugmentParams()
     drawn: DrawnParams = DrawnParams()

@@ -3,6 +3,7 @@ process-tree handling. The server-backed behaviour is in test_prefect_integratio
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -147,3 +148,19 @@ def test_bad_params_fail_before_any_run_is_triggered(monkeypatch, tmp_path, caps
     assert main(["run", "generate", "--stage", "stage1", "--params", "bad.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: params: ") and "\n" not in err
+
+
+def test_a_warm_worker_sees_its_code_go_stale(tmp_path):
+    from flows import warm
+
+    snapshot = warm.code_snapshot()
+    assert str(Path(warm.__file__).resolve()) in snapshot
+    assert not any(path.startswith(str(ROOT / ".venv")) for path in snapshot)
+    assert not warm.is_stale(snapshot)
+    module = tmp_path / "module.py"
+    module.write_text("x = 1\n")
+    mine = {str(module): module.stat().st_mtime_ns}
+    os.utime(module, ns=(0, module.stat().st_mtime_ns + 1))
+    assert warm.is_stale(mine)
+    module.unlink()
+    assert warm.is_stale({str(module): 0})
