@@ -272,6 +272,25 @@ def alive_pids(state: Path, pattern: str) -> list[int]:
     return [pid for pid in pids if is_alive(pid)]
 
 
+def wait_workers_online(env: Mapping[str, str], count: int, timeout_s: float = 600.0) -> None:
+    """Wait until `count` workers of the pool report online (their imports are done), so the first stage
+    does not wait for them.
+
+    Raises:
+        TimeoutError: fewer are online after `timeout_s`.
+    """
+    from prefect.client.orchestration import SyncPrefectClient
+
+    deadline = time.monotonic() + timeout_s
+    with SyncPrefectClient(env["PREFECT_API_URL"]) as client:
+        while time.monotonic() < deadline:
+            workers = client.read_workers_for_work_pool(WORK_POOL)
+            if sum(str(w.status).endswith("ONLINE") for w in workers) >= count:
+                return
+            time.sleep(2.0)
+    raise TimeoutError(f"fewer than {count} workers online after {timeout_s:.0f} s; see .stack/worker-*.log")
+
+
 def start_mlflow(state: Path, port: int, repo: Path, env: Mapping[str, str]) -> str:
     """The MLflow UI on the workspace's tracking store (or the configured server's URL); returns its URL.
 
@@ -318,6 +337,7 @@ def up(
     first = len(list(state.glob("worker-*.pid"))) + 1
     for i in range(first, first + max(0, workers - running)):
         spawn(f"worker-{i}", worker_argv(i, limit), state, env, repo)
+    wait_workers_online(env, workers)
     mlflow = start_mlflow(state, mlflow_port, repo, env) if mlflow_port else ""
     (state / URL_FILE).write_text(f"{url}\n")
     return {"prefect": url.removesuffix("/api"), "api": url, "mlflow": mlflow}
