@@ -1,10 +1,10 @@
-"""Per-digit augmentation: seeded Keras RandomRotation / RandomZoom / RandomTranslation on a batch, then
-either resizing to each digit's scale, or re-stroking (the digit's skeleton traced and redrawn with the
-page's round brush at its final size, so the stroke width follows the brush, not the digit's size), and
-cropping tight around its non-zero pixels.
+"""Per-digit augmentation: the random draws of seeded Keras RandomRotation / RandomZoom /
+RandomTranslation layers, composed with each digit's scale into one affine matrix and applied to the
+whole batch in one bilinear resampling; or, for re-stroked digits, the augmented digit's skeleton traced
+and redrawn with the page's round brush at its final size (so the stroke width follows the brush, not the
+digit's size); then cropping tight around the non-zero pixels.
 
-The Keras steps and resizing work on whole batches; re-stroking loops over the digits (a few segments
-each).
+The resampling works on whole batches; re-stroking loops over the digits (a few segments each).
 """
 
 from __future__ import annotations
@@ -51,8 +51,73 @@ def build_augmenter(params: AugmentParams, seeds: tuple[int, int, int]):
     )
 
 
+def _matrices(params) -> np.ndarray:
+    """Keras's 8-number projective transforms (B, 8), affine here, as (B, 3, 3) float64 matrices."""
+    v = np.asarray(params, np.float64).reshape(-1, 8)
+    out = np.zeros((len(v), 3, 3))
+    out[:, 0], out[:, 1, :], out[:, 2, 2] = v[:, 0:3], v[:, 3:6], 1.0
+    return out
+
+
+def random_transforms(augmenter, n: int) -> np.ndarray:
+    """The augmenter's random rotation, zoom and translation of `n` digits, composed into one matrix each.
+
+    Each layer draws its transform from its own seeded generator, as it would inside `augmenter(...)`.
+    A Keras matrix maps an output pixel to the input pixel it samples, so rotating, then zooming, then
+    shifting samples the digit at R Z T p.
+
+    Returns:
+        (n, 3, 3) float64, output (x, y, 1) -> input (x, y, 1) in 28 px digit coordinates.
+    """
+    rotate, zoom, shift = augmenter.layers
+    shape = np.zeros((n, DIGIT_SIZE, DIGIT_SIZE, 1), np.float32)  # only its shape is read
+    r = rotate.get_random_transformation(shape, training=True)["rotation_matrix"]
+    z = zoom.get_random_transformation(shape, training=True)
+    zooms = zoom.backend.numpy.concatenate([z["width_zoom"], z["height_zoom"]], axis=1)
+    z = zoom._get_zoom_matrix(zooms, DIGIT_SIZE, DIGIT_SIZE)
+    t = shift._get_translation_matrix(shift.get_random_transformation(shape, training=True)["translations"])
+    return _matrices(r) @ _matrices(z) @ _matrices(t)
+
+
+def warp_digits(digits: np.ndarray, transforms: np.ndarray, scales: np.ndarray | None = None) -> np.ndarray:
+    """Apply each digit's transform, then its scale, in ONE bilinear resampling of the batch.
+
+    The digits are padded to a frame that holds the largest scale; a scale s zooms about the frame's
+    centre c (output pixel p samples c + (p - c) / s), folded into the same matrix as the augmentation.
+
+    Args:
+        digits: (D, 28, 28) uint8 or float digits.
+        transforms: (D, 3, 3) from `random_transforms`.
+        scales: (D,) zoom factors (None: 1, and the 28 px frame).
+    Returns:
+        (D, F, F) float32 in [0, 255], F = 28 plus the padding the largest scale needs.
+    """
+    scales = np.ones(len(digits)) if scales is None else np.asarray(scales, np.float64)
+    if len(digits) == 0:
+        return np.zeros((0, DIGIT_SIZE, DIGIT_SIZE), np.float32)
+    import keras
+
+    top = float(scales.max())
+    pad = int(np.ceil(DIGIT_SIZE * (top - 1.0) / 2.0)) + 1 if top > 1 else 0
+    frame = DIGIT_SIZE + 2 * pad
+    c = (frame - 1) / 2.0
+    scale = np.zeros((len(scales), 3, 3))
+    scale[:, 0, 0] = scale[:, 1, 1] = 1.0 / scales
+    scale[:, 0, 2] = scale[:, 1, 2] = c * (1.0 - 1.0 / scales)
+    scale[:, 2, 2] = 1.0
+    move = np.eye(3)
+    move[:2, 2] = pad  # digit -> frame coordinates
+    total = move @ transforms @ np.linalg.inv(move) @ scale  # frame output -> frame input
+    flat = total.reshape(-1, 9)[:, :8].astype(np.float32)
+    padded = np.pad(digits.astype(np.float32), ((0, 0), (pad, pad), (pad, pad)))[..., None]  # (D, F, F, 1)
+    out = keras.ops.image.affine_transform(
+        padded, flat, interpolation="bilinear", fill_mode="constant", fill_value=0.0
+    )
+    return np.asarray(out)[..., 0]
+
+
 def augment_digits(augmenter, digits: np.ndarray) -> np.ndarray:
-    """Run the augmenter once over a batch.
+    """Augment a batch once: each digit rotated, zoomed and shifted by the augmenter's random draws.
 
     Args:
         augmenter: from `build_augmenter`.
@@ -60,11 +125,7 @@ def augment_digits(augmenter, digits: np.ndarray) -> np.ndarray:
     Returns:
         (D, 28, 28) float32 in [0, 255].
     """
-    if len(digits) == 0:
-        return np.zeros((0, DIGIT_SIZE, DIGIT_SIZE), np.float32)
-    batch = digits.astype(np.float32)[..., None]  # (D, 28, 28, 1)
-    out = augmenter(batch, training=True)
-    return np.asarray(out)[..., 0]
+    return warp_digits(digits, random_transforms(augmenter, len(digits)))
 
 
 def _to_uint8(images: np.ndarray) -> np.ndarray:
@@ -91,34 +152,25 @@ def tight_bounds(images: np.ndarray) -> np.ndarray:
     return bounds
 
 
-def scaled_crops(images: np.ndarray, scales: np.ndarray) -> list[np.ndarray]:
-    """Zoom each (28, 28) float digit by its own factor (one batched affine transform into a frame big
-    enough for the largest) and crop it tight around its non-zero pixels.
+def tight_crops(pixels: np.ndarray) -> list[np.ndarray]:
+    """Each (H, W) uint8 image of a stack cropped to its non-zero pixels; an empty one to shape (0, 0)."""
+    return [img[y0:y1, x0:x1] for img, (x0, y0, x1, y1) in zip(pixels, tight_bounds(pixels), strict=True)]
+
+
+def scaled_crops(images: np.ndarray, scales: np.ndarray, transforms: np.ndarray | None = None) -> list:
+    """Zoom each (28, 28) digit by its own factor (after its augmentation `transforms`, when given, in the
+    same resampling: `warp_digits`) and crop it tight around its non-zero pixels.
 
     Args:
-        images: (D, 28, 28) float32 in [0, 255].
+        images: (D, 28, 28) digits in [0, 255].
         scales: (D,) zoom factors; the digit's 28 px box becomes 28 * scale px.
+        transforms: (D, 3, 3) from `random_transforms`, or None for none.
     Returns:
         D uint8 arrays (h_i, w_i), dust removed, every edge row/column holding a non-zero pixel;
         a digit left empty comes back as shape (0, 0).
     """
-    if np.all(scales == 1.0):
-        pixels = _to_uint8(images)
-    else:
-        import keras
-
-        # pad every digit to a frame that holds the largest zoom, then zoom about the frame centre:
-        # output pixel p samples input c + (p - c) / s
-        pad = int(np.ceil(DIGIT_SIZE * (max(1.0, float(scales.max())) - 1.0) / 2.0)) + 1
-        frame = DIGIT_SIZE + 2 * pad
-        padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))[..., None]  # (D, F, F, 1)
-        inv = 1.0 / scales.astype(np.float32)
-        shift = (frame - 1) / 2.0 * (1.0 - inv)
-        zeros = np.zeros_like(inv)
-        transform = np.stack([inv, zeros, shift, zeros, inv, shift, zeros, zeros], axis=1)
-        out = keras.ops.image.affine_transform(padded, transform, interpolation="bilinear")
-        pixels = _to_uint8(np.asarray(out)[..., 0])
-    return [img[y0:y1, x0:x1] for img, (x0, y0, x1, y1) in zip(pixels, tight_bounds(pixels), strict=True)]
+    transforms = np.broadcast_to(np.eye(3), (len(images), 3, 3)) if transforms is None else transforms
+    return tight_crops(_to_uint8(warp_digits(images, transforms, scales)))
 
 
 def brush_widths(params: AugmentParams, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -169,20 +169,21 @@ def scale_caps(counts: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
 
 
 def _draw_canvases(n, digits, gen: GenerateParams, stage: StageDataParams, augmenter, rng) -> _Draw:
-    """Draw digit counts, digits (uniform over the split), scales; augment and crop them as one batch,
-    re-stroking a `stage.restroke` share of the digits with the page's brush."""
+    """Draw digit counts, digits (uniform over the split), scales; augment and scale them in one
+    resampling and crop them, re-stroking a `stage.restroke` share of the digits with the page's brush."""
     lo, hi = stage.digits
     counts = rng.integers(lo, hi + 1, n)
     total = int(counts.sum())
     digit_ids = rng.integers(0, len(digits), total)
     scales = rng.uniform(stage.scale[0], np.repeat(scale_caps(counts, stage.scale), counts), total)
-    augmented = augment.augment_digits(augmenter, digits[digit_ids])
+    transforms = augment.random_transforms(augmenter, total)  # (D, 3, 3)
     if not stage.restroke:  # no draw from rng: stages without re-stroking keep their bytes
-        return _Draw(counts, digit_ids, augment.scaled_crops(augmented, scales))
+        return _Draw(counts, digit_ids, augment.scaled_crops(digits[digit_ids], scales, transforms))
     redraw = rng.random(total) < stage.restroke
     crops: list[np.ndarray] = [np.zeros((0, 0), np.uint8)] * total
-    kept = augment.scaled_crops(augmented[~redraw], scales[~redraw])
-    redrawn = augment.restroked_crops(augmented[redraw], scales[redraw], gen.augment, rng)
+    kept = augment.scaled_crops(digits[digit_ids[~redraw]], scales[~redraw], transforms[~redraw])
+    augmented = augment.warp_digits(digits[digit_ids[redraw]], transforms[redraw])  # (R, 28, 28)
+    redrawn = augment.restroked_crops(augmented, scales[redraw], gen.augment, rng)
     for ids, parts in ((np.flatnonzero(~redraw), kept), (np.flatnonzero(redraw), redrawn)):
         for i, crop in zip(ids, parts, strict=True):
             crops[i] = crop
