@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import multidigit  # noqa: F401  first: quiets TensorFlow's start-up for every test (multidigit/quiet.py)
 from scripts.smoke import make_workspace, workspace_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Quiet, useful logs (multidigit/quiet.py, multidigit/console.py): real stage commands, their real output.
 
-The slow part runs the TF-importing stages (generate, pretrain, train) as subprocesses on tiny params,
+The slow part runs the TF-importing stages (generate, train) as subprocesses on tiny params,
 once per module, and checks what a user would read: no CUDA/cuDNN/XLA/oneDNN start-up noise and no Keras
 shuffle warning, one headline per stage, and errors that still say what went wrong in one line.
 """
@@ -20,13 +20,12 @@ from scripts.smoke import make_workspace, merge, workspace_env
 from tests.conftest import ROOT, VENV_BIN, pipeline_env
 
 NOISE = re.compile(r"cuinit|cudnn|cufft|cublas|computation placer|onednn|shuffle=True", re.IGNORECASE)
-# Smaller than params.smoke.yaml: one shard per split, an untrained backbone, one short epoch.
+# Smaller than params.smoke.yaml: one shard per split, one short epoch from scratch (no pretrain stage).
 TINY = {
     "generate": {"stages": {"stage1": {"canvases": {"train": 64, "val": 32, "test": 32}}}},
-    "pretrain": {"source": "none"},
-    "train": {"stages": {"stage1": {"canvases": 0, "epochs": 1}}},
+    "train": {"stages": {"stage1": {"canvases": 0, "epochs": 1, "init": "scratch"}}},
 }
-COMMANDS = (("mnist",), ("generate", "--stage", "stage1"), ("pretrain",), ("train", "--stage", "stage1"))
+COMMANDS = (("mnist",), ("generate", "--stage", "stage1"), ("train", "--stage", "stage1"))
 
 
 def _env(mnist_dir: Path) -> dict[str, str]:
@@ -52,7 +51,7 @@ def _multidigit(workspace: Path, env: dict[str, str], *args: str) -> subprocess.
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, mnist_dir) -> tuple[Path, dict[str, str], dict[str, str]]:
-    """(workspace, env, command -> combined output) after mnist, generate, pretrain and train@stage1."""
+    """(workspace, env, stage -> combined output) after mnist, generate@stage1 and train@stage1."""
     workspace = make_workspace(tmp_path_factory.mktemp("logs") / "repo")
     params = workspace / "params.yaml"
     params.write_text(yaml.safe_dump(merge(yaml.safe_load(params.read_text()), TINY), sort_keys=False))
