@@ -155,8 +155,10 @@ def generate_flow(
     cfg = load_params(params)
     out_dir = Path(out_root) / stage
     # Under a Prefect server the shards go out as batch runs that idle workers pick up; in-process
-    # (no server) the hook returns None and the task runner maps them here.
-    results = fanout.run_shard_batches(params, stage, str(out_dir))
+    # (no server) the hook returns None and the task runner maps them here. A Dask runner is asked for
+    # by name, so it replaces the Prefect-worker fan-out wherever the flow runs.
+    dask = cfg.generate.task_runner == "dask"
+    results = None if dask else fanout.run_shard_batches(params, stage, str(out_dir))
     if results is None:
         if cfg.generate.dask_address:
             check_dask_scheduler(cfg.generate.dask_address)
