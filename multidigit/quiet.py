@@ -12,8 +12,8 @@ What a CPU-only TensorFlow 2.19 prints, and what silences it (each checked by ru
   `absl::InitializeLog()`. Abseil reads no environment variable (neither TF_CPP_MIN_LOG_LEVEL nor
   GLOG_minloglevel / ABSL_MIN_LOG_LEVEL change them; tensorflow#100442), and "failed call to cuInit" is an
   ERROR that level 1 keeps. So the first `import tensorflow` runs with file descriptor 2 sent to a temporary
-  file, lists the devices (where cuInit is first called), then replays that output minus the lines
-  matching `NOISE`. Every other line, a real error included, is printed.
+  file and, on a machine without an NVIDIA driver, lists the devices (where cuInit is first called), then
+  replays that output minus the lines matching `NOISE`. Every other line, a real error included, is printed.
 Devices are never hidden: CUDA_VISIBLE_DEVICES is left alone and a GPU is found as usual. Prefect's task-run
 INFO lines are raised to WARNING (see `install`). Python warnings and errors are untouched. Set
 MULTIDIGIT_TF_LOGS=1 to see TensorFlow's start-up output unfiltered.
@@ -22,6 +22,7 @@ MULTIDIGIT_TF_LOGS=1 to see TensorFlow's start-up output unfiltered.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -76,6 +77,15 @@ def filtered_stderr() -> Iterator[None]:
                 sys.stderr.flush()
 
 
+def has_cuda_driver() -> bool:
+    """True when the NVIDIA driver library loads (loading it initialises nothing)."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
 class _QuietLoader(importlib.abc.Loader):
     """Wraps TensorFlow's own loader: runs its `exec_module` inside `filtered_stderr`."""
 
@@ -90,10 +100,13 @@ class _QuietLoader(importlib.abc.Loader):
         module.__loader__ = module.__spec__.loader = self._loader
         with filtered_stderr():
             self._loader.exec_module(module)
-            # Lists (never initialises or hides) the devices: where a GPU-less machine logs cuInit. A
-            # failure here shows again, unfiltered, at the caller's first use of a device.
-            with contextlib.suppress(Exception):
-                module.config.list_physical_devices()
+            if not has_cuda_driver():
+                # Listing the devices is where TF calls cuInit, which fails without a driver. Only then:
+                # with a driver, cuInit in a parent that later forks (warm workers, process pools)
+                # would leave the children unable to use the GPU. A failure here shows again at the
+                # caller's first use of a device.
+                with contextlib.suppress(Exception):
+                    module.config.list_physical_devices()
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
