@@ -73,11 +73,10 @@ def test_tensorflow_stages_print_no_startup_noise(tiny_run):
 
 def test_each_stage_prints_its_headline_first(tiny_run):
     _, _, outputs = tiny_run
-    assert outputs["train@stage1"].splitlines()[0] == (
-        "==> train@stage1: train one curriculum stage of the detector "
-        "(models/pretrain/backbone.keras, data/canvases/stage1 -> models/stage1/detector.keras, "
-        "models/stage1/train_info.json)"
-    )
+    first = outputs["train@stage1"].splitlines()[0]
+    assert first.startswith("==> train@stage1: train one curriculum stage of the detector ("), first
+    assert "models/pretrain/backbone.keras" in first and "data/canvases/stage1" in first, first
+    assert first.endswith(" -> models/stage1/detector.keras, models/stage1/train_info.json)"), first
     for name, text in outputs.items():
         assert text.startswith(f"==> {name}: "), f"{name}: no headline first:\n{text[:500]}"
         assert sum(line.startswith("==> ") for line in text.splitlines()) == 1, name
