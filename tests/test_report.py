@@ -32,7 +32,7 @@ def outputs(tmp_path):
     )
     _write(
         tmp_path / "benchmarks/results/generator.json",
-        {"canvases_per_s_1_process": 276.8, "speedup_vs_naive_1_process": 65.7},
+        {"canvases_per_s_1_process": 276.8, "canvases_per_s_all_cores": 412.3},
     )
     _write(tmp_path / "reports/ablation.json", {"budget": "1 epoch", "C": {"class/accuracy": 0.51}})
     return tmp_path
@@ -44,7 +44,8 @@ def test_results_block_carries_the_files_figures(outputs):
     assert "| stage1 | – | – | – | – | – | – | – |" in block
     assert "| 7 | 0.991 | – | 0.970 |" in block
     assert "| C: from scratch | – | – | 0.510 | about 50% |" in block
-    assert "| generator, 1 process | 277 canvases/s |" in block
+    assert "| generator, stage 3, 1 process | 277 canvases/s |" in block
+    assert "| generator, stage 3, all cores | 412 canvases/s |" in block
     assert "| detector parameters | 126,479 |" in block
     assert "Transfer-learning ablation (1 epoch)" in block
 
