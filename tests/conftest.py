@@ -73,3 +73,13 @@ def mnist_splits(tmp_path_factory, mnist_dir) -> Path:
     out = tmp_path_factory.mktemp("mnist") / "mnist"
     mnist.write_splits(arrays, out, params.mnist.val_size, params.seed)
     return out
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    """A temporary Prefect server for a module's in-process flow tests (module-scoped: its settings must
+    not leak into tests of the no-server fallback)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

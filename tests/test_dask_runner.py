@@ -25,14 +25,6 @@ from tests.test_generate_flow import write_params
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 @pytest.fixture()
 def workspace(tmp_path, mnist_splits, monkeypatch):
     """A cwd with data/mnist (linked) and stage3 (overlap, scales, the drawn split) at 40/20/20/20

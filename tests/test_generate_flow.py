@@ -20,14 +20,6 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 @pytest.fixture()
 def workspace(tmp_path, mnist_splits, monkeypatch):
     """A cwd with data/mnist (linked) and a small params file: stage2, 40/20/20 canvases and 20 of the drawn
