@@ -34,6 +34,10 @@ def outputs(tmp_path):
         tmp_path / "benchmarks/results/generator.json",
         {"canvases_per_s_1_process": 276.8, "canvases_per_s_all_cores": 412.3},
     )
+    _write(
+        tmp_path / "benchmarks/results/pipeline.json",
+        {"make_run_to_serving_seconds": 938.4, "make_run_stage_overhead": {"median_overhead_s": 5.31}},
+    )
     _write(tmp_path / "reports/ablation.json", {"budget": "1 epoch", "C": {"class/accuracy": 0.51}})
     return tmp_path
 
@@ -46,6 +50,8 @@ def test_results_block_carries_the_files_figures(outputs):
     assert "| C: from scratch | – | – | 0.510 | about 50% |" in block
     assert "| generator, stage 3, 1 process | 277 canvases/s |" in block
     assert "| generator, stage 3, all cores | 412 canvases/s |" in block
+    assert "| `make run`, fresh clone to serving | 938 s |" in block
+    assert "| stage overhead through the stack, median | 5.3 s |" in block
     assert "| detector parameters | 126,479 |" in block
     assert "Transfer-learning ablation (1 epoch)" in block
 

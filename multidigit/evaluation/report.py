@@ -199,8 +199,13 @@ def system_rows(results_dir: Path, models_dir: Path) -> list[list[str]]:
     pre = _read_json(models_dir / "pretrain" / "pretrain_info.json")
     pipeline = _read_json(results_dir / "pipeline.json")
     speed = _read_json(results_dir / "inference.json")
+    serving = pipeline.get("make_run_to_serving_seconds")
     rows = [
-        ["whole `dvc repro`, fresh workspace", f"{_fmt(pipeline.get('dvc_repro_wall_seconds'), '.0f')} s"],
+        ["`make run`, fresh clone to serving", f"{_fmt(serving, '.0f')} s"],
+        [
+            "stage overhead through the stack, median",
+            f"{_fmt(pipeline.get('make_run_stage_overhead', {}).get('median_overhead_s'), '.1f')} s",
+        ],
         ["generator, stage 3, 1 process", f"{_fmt(gen.get('canvases_per_s_1_process'), '.0f')} canvases/s"],
         ["generator, stage 3, all cores", f"{_fmt(gen.get('canvases_per_s_all_cores'), '.0f')} canvases/s"],
         ["generation through Prefect, 2 vs 1 workers", f"{_fmt(fan.get('speedup_2_vs_1'), '.2f')}×"],
