@@ -37,13 +37,15 @@ OUT = ROOT / "reports" / "proxy.jsonl"
 def make_split(cfg: Params, stage: str, split: str, n: int, digits: tuple) -> object:
     """`n` canvases of one stage in memory, shard by shard as the generator seeds them."""
     from multidigit.canvas import Canvases, make_shard, shard_seed
+    from multidigit.fresh import concat
 
-    parts = [
+    shards = [
         make_shard(*digits, min(cfg.generate.shard_size, n - start), cfg.generate,
                    cfg.generate.stages[stage], shard_seed(cfg.seed, stage, split, i))
         for i, start in enumerate(range(0, n, cfg.generate.shard_size))
     ]  # fmt: skip
-    return Canvases(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("images", "boxes", "labels")))
+    parts = [Canvases(s.images, s.boxes, s.labels) for s in shards]
+    return concat(parts, cfg.generate.stages[stage].digits[1])
 
 
 def train_curriculum(

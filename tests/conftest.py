@@ -75,6 +75,21 @@ def mnist_splits(tmp_path_factory, mnist_dir) -> Path:
     return out
 
 
+def generate_workspace(tmp_path: Path, mnist_splits: Path, monkeypatch, stage: str, **generate) -> tuple:
+    """A cwd for generator-flow tests: data/mnist (linked) and params.yaml's dict with `stage` at
+    40/20/20 canvases and 20 of the drawn split, shards of 20, `generate` keys set; returns (cwd, dict)."""
+    from multidigit.params import validate_params
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist").symlink_to(mnist_splits, target_is_directory=True)
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["generate"].update(shard_size=20, workers=2, **generate)
+    data["generate"]["stages"][stage]["canvases"] = {"train": 40, "val": 20, "test": 20, "drawn": 20}
+    validate_params(data)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path, data
+
+
 @pytest.fixture(scope="module")
 def prefect_harness():
     """A temporary Prefect server for a module's in-process flow tests (module-scoped: its settings must

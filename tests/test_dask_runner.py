@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from multidigit.params import ParamsError, validate_params
-from tests.conftest import ROOT
+from tests.conftest import generate_workspace
 from tests.test_generate_flow import write_params
 
 pytestmark = pytest.mark.slow
@@ -27,16 +26,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture()
 def workspace(tmp_path, mnist_splits, monkeypatch):
-    """A cwd with data/mnist (linked) and stage3 (overlap, scales, the drawn split) at 40/20/20/20
-    canvases in shards of 20: five shards, each on a different code path or seed."""
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "mnist").symlink_to(mnist_splits, target_is_directory=True)
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data["generate"].update(shard_size=20, workers=2, retries=0)
-    data["generate"]["stages"]["stage3"]["canvases"] = {"train": 40, "val": 20, "test": 20, "drawn": 20}
-    validate_params(data)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path, data
+    """stage3 (overlap, scales, the drawn split) at 40/20/20/20 canvases in shards of 20: five shards, each
+    on a different code path or seed."""
+    return generate_workspace(tmp_path, mnist_splits, monkeypatch, "stage3", retries=0)
 
 
 def shard_sha256(stage_dir: Path) -> dict[str, str]:

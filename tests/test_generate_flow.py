@@ -14,24 +14,15 @@ import pytest
 import yaml
 
 from multidigit import canvas
-from multidigit.params import validate_params
-from tests.conftest import ROOT
+from tests.conftest import generate_workspace
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
 def workspace(tmp_path, mnist_splits, monkeypatch):
-    """A cwd with data/mnist (linked) and a small params file: stage2, 40/20/20 canvases and 20 of the drawn
-    split, shards of 20."""
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "mnist").symlink_to(mnist_splits, target_is_directory=True)
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data["generate"].update(shard_size=20, workers=2, retries=2)
-    data["generate"]["stages"]["stage2"]["canvases"] = {"train": 40, "val": 20, "test": 20, "drawn": 20}
-    validate_params(data)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path, data
+    """stage2 at 40/20/20 canvases and 20 of the drawn split, shards of 20."""
+    return generate_workspace(tmp_path, mnist_splits, monkeypatch, "stage2", retries=2)
 
 
 def write_params(workspace, name: str, **generate) -> str:
