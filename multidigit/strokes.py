@@ -16,9 +16,10 @@ so a rendered canvas equals, byte for byte, what the page sends for the same poi
 
 from __future__ import annotations
 
-import itertools
+import math
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
 from multidigit.constants import CANVAS_SIZE
@@ -189,54 +190,64 @@ def digit_strokes(
 
 
 # ---------------------------------------------------------------- strokes -> pixels
-def _paint_segment(buf: np.ndarray, a: np.ndarray, b: np.ndarray, width: float) -> None:
+# The brush is a compiled loop: per-segment numpy calls cost more than the arithmetic. numba's defaults
+# keep IEEE float64 semantics (no fastmath, and LLVM fuses no multiply-add unless asked), so every pixel
+# gets the operations of the module docstring in that order; tests/test_strokes.py checks the machine code
+# for fused multiply-adds. The explicit signature compiles (or loads from the on-disk cache) at import, so
+# a warm parent's forked workers never compile.
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _paint_segment(buf, ax: float, ay: float, bx: float, by: float, width: float) -> None:
     """Max the brush bytes of segment a -> b into `buf` (H, W) uint8, over its bounding box only."""
     half = width / 2 + 0.5
     reach = width / 2 + 1
-    ax, ay, bx, by = float(a[0]), float(a[1]), float(b[0]), float(b[1])
     # pixels outside the box get coverage <= 0 anyway, so the box only saves work
-    x0 = max(0, int(np.floor(min(ax, bx) - reach)))
-    x1 = min(buf.shape[1] - 1, int(np.ceil(max(ax, bx) + reach)))
-    y0 = max(0, int(np.floor(min(ay, by) - reach)))
-    y1 = min(buf.shape[0] - 1, int(np.ceil(max(ay, by) + reach)))
-    if x0 > x1 or y0 > y1:
-        return
-    px = np.arange(x0, x1 + 1, dtype=np.float64)[None, :] + 0.5
-    py = np.arange(y0, y1 + 1, dtype=np.float64)[:, None] + 0.5
+    x0 = max(0, math.floor(min(ax, bx) - reach))
+    x1 = min(buf.shape[1] - 1, math.ceil(max(ax, bx) + reach))
+    y0 = max(0, math.floor(min(ay, by) - reach))
+    y1 = min(buf.shape[0] - 1, math.ceil(max(ay, by) + reach))
     dx, dy = bx - ax, by - ay
     len2 = dx * dx + dy * dy
-    rx, ry = px - ax, py - ay
-    # in place on one (H, W) array: the same float64 operations in the same order, fewer allocations
-    if len2 > 0:
-        t = rx * dx + ry * dy
-        t /= len2
-        np.clip(t, 0.0, 1.0, out=t)
-        ex = t * dx
-        np.subtract(rx, ex, out=ex)
-        ey = np.multiply(t, dy, out=t)
-        np.subtract(ry, ey, out=ey)
-    else:  # t = 0
-        ex, ey = rx + 0 * ry, ry + 0 * rx
-    ex *= ex
-    ey *= ey
-    ex += ey
-    d = np.sqrt(ex, out=ex)
-    cover = np.subtract(half, d, out=d)
-    np.clip(cover, 0.0, 1.0, out=cover)
-    cover *= 255
-    cover += 0.5
-    byte = cover.astype(np.uint8)  # >= 0.5, so truncation is the floor
-    np.maximum(buf[y0 : y1 + 1, x0 : x1 + 1], byte, out=buf[y0 : y1 + 1, x0 : x1 + 1])
+    for y in range(y0, y1 + 1):
+        ry = (y + 0.5) - ay
+        ry_dy = ry * dy
+        for x in range(x0, x1 + 1):
+            rx = (x + 0.5) - ax
+            if len2 > 0:
+                t = (rx * dx + ry_dy) / len2
+                t = t if t > 0.0 else 0.0  # np.clip(t, 0, 1): max with 0, then min with 1
+                t = t if t < 1.0 else 1.0
+                ex = rx - t * dx
+                ey = ry - t * dy
+            else:  # t = 0
+                ex, ey = rx + 0 * ry, ry + 0 * rx
+            cover = half - math.sqrt(ex * ex + ey * ey)
+            cover = cover if cover > 0.0 else 0.0
+            cover = cover if cover < 1.0 else 1.0
+            byte = np.uint8(cover * 255 + 0.5)  # >= 0.5, so truncation is the floor
+            if byte > buf[y, x]:
+                buf[y, x] = byte
+
+
+@numba.njit("void(uint8[:, :], float64[:, ::1], int64[::1], float64[::1])", cache=True, nogil=True)
+def _paint_polylines(buf, points, offsets, widths) -> None:
+    """Stroke s is points[offsets[s]:offsets[s + 1]], painted with widths[s]; one point is a dot."""
+    for s in range(len(widths)):
+        lo, hi = offsets[s], offsets[s + 1]
+        if hi - lo == 1:
+            _paint_segment(buf, points[lo, 0], points[lo, 1], points[lo, 0], points[lo, 1], widths[s])
+        for k in range(lo, hi - 1):
+            _paint_segment(buf, points[k, 0], points[k, 1], points[k + 1, 0], points[k + 1, 1], widths[s])
 
 
 def paint_strokes(buf: np.ndarray, strokes: Sequence[np.ndarray], widths: Sequence[float]) -> np.ndarray:
     """Paint polylines (K, 2) float64 (x, y) into `buf` (H, W) uint8 in place, stroke i with widths[i]."""
-    for points, width in zip(strokes, widths, strict=True):
-        points = np.asarray(points, np.float64)
-        if len(points) == 1:
-            _paint_segment(buf, points[0], points[0], float(width))
-        for a, b in itertools.pairwise(points):
-            _paint_segment(buf, a, b, float(width))
+    if len(strokes) != len(widths):
+        raise ValueError(f"{len(strokes)} strokes but {len(widths)} widths; need one width per stroke")
+    lines = [np.asarray(points, np.float64).reshape(-1, 2) for points in strokes]
+    offsets = np.zeros(len(lines) + 1, np.int64)
+    np.cumsum([len(line) for line in lines], out=offsets[1:])
+    points = np.concatenate(lines) if lines else np.zeros((0, 2))
+    _paint_polylines(buf, np.ascontiguousarray(points), offsets, np.asarray(widths, np.float64).reshape(-1))
     return buf
 
 

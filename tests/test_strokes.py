@@ -7,7 +7,9 @@ tests/test_page_e2e.py; here the brush is checked against its own definition.
 from __future__ import annotations
 
 import itertools
+import math
 
+import numba
 import numpy as np
 import pytest
 
@@ -77,6 +79,42 @@ def test_brush_follows_its_definition():
         # an independent formula may round an exact .5 the other way; the brush itself is exact
         assert np.abs(image.astype(int) - expected).max() <= 1
         assert (image == expected).mean() > 0.999
+
+
+def _brush_reference(side: int, a, b, width: float) -> np.ndarray:
+    """The module docstring's brush, pixel by pixel in Python floats (IEEE float64, nothing fused)."""
+    out = np.zeros((side, side), np.uint8)
+    (ax, ay), (bx, by) = a, b
+    dx, dy = bx - ax, by - ay
+    len2 = dx * dx + dy * dy
+    for y in range(side):
+        for x in range(side):
+            rx, ry = x + 0.5 - ax, y + 0.5 - ay
+            t = min(max((rx * dx + ry * dy) / len2, 0.0), 1.0) if len2 > 0 else 0.0
+            ex, ey = rx - t * dx, ry - t * dy
+            cover = min(max(width / 2 + 0.5 - math.sqrt(ex * ex + ey * ey), 0.0), 1.0)
+            out[y, x] = math.floor(cover * 255 + 0.5)
+    return out
+
+
+def test_brush_equals_its_formula_byte_for_byte():
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        a = rng.uniform(-5, 45, 2)
+        b = a if rng.random() < 0.25 else rng.uniform(-5, 45, 2)  # a dot now and then
+        width = float(rng.choice([rng.uniform(0.5, 30), rng.integers(1, 30)]))
+        image = strokes.render_strokes([np.stack([a, b])], width, side=40)
+        assert np.array_equal(image, _brush_reference(40, a, b, width))
+
+
+def test_the_compiled_brush_fuses_no_multiply_add():
+    # A fused a * b + c rounds once instead of twice, which would move some bytes away from the page's.
+    # The cached kernel cannot be inspected, so the same source is compiled again for the same signature.
+    signature = strokes._paint_polylines.signatures[0]
+    kernel = numba.njit(signature)(strokes._paint_polylines.py_func)
+    asm = kernel.inspect_asm(signature).lower()
+    assert "mul" in asm  # the float64 multiplies are there (x86 vmulsd, arm fmul) ...
+    assert not any(op in asm for op in ("fmadd", "fmsub", "fnmadd", "fnmsub"))  # ... none fused
 
 
 def test_a_dot_is_a_disc_and_strokes_combine_by_max():
