@@ -12,10 +12,14 @@ so a rendered canvas equals, byte for byte, what the page sends for the same poi
 - `digit_strokes`: Zhang-Suen thinning, an edge walk over the skeleton, smoothing and Douglas-Peucker
   simplification, giving (K, 2) float64 (x, y) polylines in digit pixels (pixel (r, c) centre at
   (c + 0.5, r + 0.5)).
+
+The brush, the walk, the smoothing and the simplification are numba-compiled loops (the generator
+re-strokes thousands of digits a second); thinning and the reduction stay whole-array numpy.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -72,24 +76,22 @@ def thin(mask: np.ndarray) -> np.ndarray:
     return img[:, 1:-1, 1:-1].astype(bool).reshape(mask.shape)
 
 
-def _walk_tables() -> list[list[tuple[int, int]]]:
-    """Per 8-neighbour code (bit i = NEIGHBOURS[i]): the neighbour offsets a stroke may walk to, in
-    NEIGHBOURS order. A diagonal beside an L of two straight edges is dropped: it would double the ink."""
-    out = []
+def _walk_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per 8-neighbour code (bit i = NEIGHBOURS[i]): the NEIGHBOURS indices a stroke may walk to, in
+    NEIGHBOURS order, (256, 8) padded with -1, and their count (256,). A diagonal beside an L of two
+    straight edges is dropped: it would double the ink."""
+    steps, counts = np.full((256, 8), -1, np.int64), np.zeros(256, np.int64)
     for code in range(256):
         bit = [(code >> i) & 1 for i in range(8)]
         # diagonal i (odd) sits between straight neighbours i - 1 and i + 1
-        out.append(
-            [
-                d
-                for i, d in enumerate(NEIGHBOURS)
-                if bit[i] and (i % 2 == 0 or not (bit[i - 1] or bit[(i + 1) % 8]))
-            ]
-        )
-    return out
+        walk = [i for i in range(8) if bit[i] and (i % 2 == 0 or not (bit[i - 1] or bit[(i + 1) % 8]))]
+        steps[code, : len(walk)], counts[code] = walk, len(walk)
+    return steps, counts
 
 
-WALKS = _walk_tables()
+WALK_STEPS, WALK_COUNTS = _walk_tables()
+STEP_DY = np.array([dy for dy, _ in NEIGHBOURS], np.int64)
+STEP_DX = np.array([dx for _, dx in NEIGHBOURS], np.int64)
 
 
 def neighbour_codes(skeleton: np.ndarray) -> np.ndarray:
@@ -102,76 +104,160 @@ def neighbour_codes(skeleton: np.ndarray) -> np.ndarray:
     return code
 
 
-def trace(skeleton: np.ndarray, codes: np.ndarray | None = None) -> list[list[tuple[int, int]]]:
-    """Polylines of (row, col) that walk every 8-neighbour edge of a (H, W) skeleton once.
+# The tracer, smoother and simplifier are compiled loops too (a digit's few hundred pixels and points
+# cost far more in Python objects than in arithmetic); their float64 operations are those of the Python
+# they replaced, in the same order, so the strokes keep their bytes.
+@numba.njit(cache=True, nogil=True)
+def _adjacency(skeleton, codes):
+    """Skeleton pixels in row-major order: rows, cols (n,), their walkable neighbours (n, 8) as pixel
+    indices in WALK_STEPS order, and how many (n,)."""
+    h, w = skeleton.shape
+    index = np.full((h, w), -1, np.int64)
+    n = 0
+    for r in range(h):
+        for c in range(w):
+            if skeleton[r, c]:
+                index[r, c] = n
+                n += 1
+    rows, cols = np.empty(n, np.int64), np.empty(n, np.int64)
+    adj, degree = np.empty((n, 8), np.int64), np.zeros(n, np.int64)
+    k = 0
+    for r in range(h):
+        for c in range(w):
+            if skeleton[r, c]:
+                rows[k], cols[k], code = r, c, codes[r, c]
+                for m in range(WALK_COUNTS[code]):
+                    i = WALK_STEPS[code, m]
+                    adj[k, m] = index[r + STEP_DY[i], c + STEP_DX[i]]
+                degree[k] = WALK_COUNTS[code]
+                k += 1
+    return rows, cols, adj, degree
 
-    `codes` is its `neighbour_codes`, optional (a batch computes them faster at once).
-    """
-    codes = neighbour_codes(skeleton) if codes is None else codes
-    rows, cols = np.nonzero(skeleton)
-    adj, lone = {}, []
-    for r, c, code in zip(rows.tolist(), cols.tolist(), codes[rows, cols].tolist(), strict=True):
-        adj[(r, c)] = [(r + dy, c + dx) for dy, dx in WALKS[code]]
-        if not code:
-            lone.append((r, c))
-    strokes = []
-    while live := [p for p in adj if adj[p]]:
-        path = [min(live, key=lambda p: (len(adj[p]) % 2 == 0, p))]  # a pen end (odd degree) if any
-        while adj[path[-1]]:
-            q = adj[path[-1]].pop(0)
-            adj[q].remove(path[-1])
-            path.append(q)
-        strokes.append(path)
-    return strokes + [[p] for p in lone]
+
+@numba.njit(cache=True, nogil=True)
+def _pen_start(degree) -> int:
+    """The first pixel (row-major) with an odd number of edges left, a pen end; else the first with any;
+    -1 when every edge is walked."""
+    for k in range(len(degree)):
+        if degree[k] % 2 == 1:
+            return k
+    for k in range(len(degree)):
+        if degree[k] > 0:
+            return k
+    return -1
 
 
-def smooth(points: np.ndarray, passes: int = 2) -> np.ndarray:
-    """Round off the pixel staircase of a traced (K, 2) path; its two ends stay put."""
+@numba.njit(cache=True, nogil=True)
+def _trace(skeleton, codes):
+    """Paths that walk every 8-neighbour edge of a (H, W) skeleton once, each from `_pen_start` taking
+    a pixel's first edge left, then its isolated pixels as one-pixel paths: (rows, cols) of all path
+    points (P,) and path offsets (S + 1,)."""
+    rows, cols, adj, degree = _adjacency(skeleton, codes)
+    n = len(rows)
+    path, offsets = np.empty(9 * n + 1, np.int64), np.zeros(5 * n + 2, np.int64)  # <= 4n edges
+    m = s = 0
+    cur = _pen_start(degree)
+    while cur >= 0:
+        path[m], m = cur, m + 1
+        while degree[cur] > 0:
+            q = adj[cur, 0]
+            adj[cur, : degree[cur] - 1] = adj[cur, 1 : degree[cur]].copy()  # pop the first edge
+            degree[cur] -= 1
+            for t in range(degree[q]):  # and drop its other end's first edge back to cur
+                if adj[q, t] == cur:
+                    adj[q, t : degree[q] - 1] = adj[q, t + 1 : degree[q]].copy()
+                    break
+            degree[q] -= 1
+            path[m], m, cur = q, m + 1, q
+        s += 1
+        offsets[s] = m
+        cur = _pen_start(degree)
+    for k in range(n):
+        if codes[rows[k], cols[k]] == 0:
+            path[m], m, s = k, m + 1, s + 1
+            offsets[s] = m
+    return rows[path[:m]], cols[path[:m]], offsets[: s + 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _smooth(v, passes):
+    """Round off the pixel staircase of one coordinate of a traced (K,) path; its two ends stay put."""
     for _ in range(passes):
-        if len(points) > 2:
-            points = np.concatenate([points[:1], (points[:-2] + points[1:-1] + points[2:]) / 3, points[-1:]])
-    return points
+        if len(v) > 2:
+            out = v.copy()
+            for i in range(1, len(v) - 1):
+                out[i] = (v[i - 1] + v[i] + v[i + 1]) / 3
+            v = out
+    return v
 
 
-def _farthest(xs: list[float], ys: list[float], i: int, j: int) -> tuple[int, float]:
+@numba.njit(cache=True, nogil=True)
+def _farthest(xs, ys, i: int, j: int) -> tuple[int, float]:
     """(index, distance) of the point strictly between i and j farthest from the chord i -> j (from point
-    i when the path closes on itself, a loop); the first one on ties. Python floats: the few points of a
-    digit's stroke are faster here than in numpy calls."""
+    i when the path closes on itself, a loop); the first one on ties."""
     ax, ay = xs[i], ys[i]
     abx, aby = xs[j] - ax, ys[j] - ay
-    norm = float(np.hypot(abx, aby))
+    norm = math.hypot(abx, aby)  # libm hypot, as np.hypot
     best, far = i + 1, -1.0
     for k in range(i + 1, j):
         rx, ry = xs[k] - ax, ys[k] - ay
-        dist = abs(abx * ry - aby * rx) / norm if norm > 0 else float(np.hypot(rx, ry))
+        dist = abs(abx * ry - aby * rx) / norm if norm > 0 else math.hypot(rx, ry)
         if dist > far:
             best, far = k, dist
     return best, far
 
 
-def simplify(points: np.ndarray, tolerance: float = SIMPLIFY_PX) -> np.ndarray:
-    """Douglas-Peucker: drop points of a (K, 2) polyline within `tolerance` of the chord that skips them."""
-    if len(points) < 3:
-        return points
-    keep = np.zeros(len(points), bool)
-    keep[[0, -1]] = True
-    xs, ys = points[:, 0].tolist(), points[:, 1].tolist()
-    todo = [(0, len(points) - 1)]
-    while todo:
-        i, j = todo.pop()
+@numba.njit("b1[::1](f8[::1], f8[::1], f8)", cache=True, nogil=True)
+def _simplify_keep(xs, ys, tolerance):
+    """Douglas-Peucker's kept points of the polyline (xs, ys) (K,): (K,) bool."""
+    keep = np.ones(len(xs), np.bool_)
+    if len(xs) < 3:
+        return keep
+    keep[1:-1] = False
+    todo = np.empty((len(xs), 2), np.int64)  # a stack of (i, j) chords to test
+    todo[0, 0], todo[0, 1], top = 0, len(xs) - 1, 1
+    while top:
+        top -= 1
+        i, j = todo[top, 0], todo[top, 1]
         if j - i < 2:
             continue
         k, dist = _farthest(xs, ys, i, j)
         if dist > tolerance:
             keep[k] = True
-            todo += [(i, k), (k, j)]
-    return points[keep]
+            todo[top, 0], todo[top, 1], todo[top + 1, 0], todo[top + 1, 1] = i, k, k, j
+            top += 2
+    return keep
+
+
+@numba.njit("(b1[:, :], u1[:, :], f8)", cache=True, nogil=True)
+def _skeleton_lines(skeleton, codes, tolerance):
+    """`digit_strokes` of a skeleton: all points (P, 2) float64 (x, y) and stroke offsets (S + 1,)."""
+    rows, cols, offsets = _trace(skeleton, codes)
+    points, out = np.empty((len(rows), 2), np.float64), np.zeros(len(offsets), np.int64)
+    m = 0
+    for s in range(len(offsets) - 1):
+        lo, hi = offsets[s], offsets[s + 1]
+        xs = _smooth(cols[lo:hi].astype(np.float64), 2) + 0.5  # pixel (r, c) centre at (c + 0.5, r + 0.5)
+        ys = _smooth(rows[lo:hi].astype(np.float64), 2) + 0.5
+        keep = _simplify_keep(xs, ys, tolerance)
+        for k in range(hi - lo):
+            if keep[k]:
+                points[m, 0], points[m, 1], m = xs[k], ys[k], m + 1
+        out[s + 1] = m
+    return points[:m], out
+
+
+def simplify(points: np.ndarray, tolerance: float = SIMPLIFY_PX) -> np.ndarray:
+    """Douglas-Peucker: drop points of a (K, 2) polyline within `tolerance` of the chord that skips them."""
+    points = np.asarray(points, np.float64)
+    xs, ys = np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1])
+    return points[_simplify_keep(xs, ys, float(tolerance))]
 
 
 def digit_strokes(
     digit: np.ndarray, skeleton: np.ndarray | None = None, codes: np.ndarray | None = None
 ) -> list[np.ndarray]:
-    """Pen strokes of one digit image.
+    """Pen strokes of one digit image: its skeleton traced edge by edge, smoothed, simplified.
 
     Args:
         digit: (H, W) grey digit (e.g. uint8 (28, 28) MNIST, or a float augmented one), white on black.
@@ -180,13 +266,10 @@ def digit_strokes(
     Returns:
         Polylines, each (K, 2) float64 (x, y) in digit pixels; a lone skeleton pixel is a (1, 2) dot.
     """
-    if skeleton is None:
-        skeleton = thin(digit > INK_LEVEL)
-    out = []
-    for path in trace(skeleton, codes):
-        rc = smooth(np.array(path, np.float64))
-        out.append(simplify(rc[:, ::-1] + 0.5))
-    return out
+    skeleton = thin(digit > INK_LEVEL) if skeleton is None else np.asarray(skeleton, bool)
+    codes = neighbour_codes(skeleton) if codes is None else np.asarray(codes, np.uint8)
+    points, offsets = _skeleton_lines(skeleton, codes, SIMPLIFY_PX)
+    return [points[a:b] for a, b in itertools.pairwise(offsets.tolist())]
 
 
 # ---------------------------------------------------------------- strokes -> pixels
