@@ -13,8 +13,9 @@ so a rendered canvas equals, byte for byte, what the page sends for the same poi
   simplification, giving (K, 2) float64 (x, y) polylines in digit pixels (pixel (r, c) centre at
   (c + 0.5, r + 0.5)).
 
-The brush, the walk, the smoothing and the simplification are numba-compiled loops (the generator
-re-strokes thousands of digits a second); thinning and the reduction stay whole-array numpy.
+Thinning, the walk, the smoothing, the simplification, the brush and the block reduction are
+numba-compiled loops (the generator re-strokes thousands of digits a second, a few hundred pixels and
+segments each, where numpy's per-call cost outweighed the arithmetic).
 """
 
 from __future__ import annotations
@@ -48,31 +49,42 @@ def _zhang_suen_tables() -> tuple[np.ndarray, np.ndarray]:
     return base & first, base & second
 
 
-ZHANG_SUEN = _zhang_suen_tables()
+ZHANG_SUEN = np.stack(_zhang_suen_tables())  # (2, 256) bool
+STEP_DY = np.array([dy for dy, _ in NEIGHBOURS], np.int64)
+STEP_DX = np.array([dx for _, dx in NEIGHBOURS], np.int64)
+
+
+@numba.njit("void(u1[:, ::1])", cache=True, nogil=True)
+def _thin_padded(img) -> None:
+    """Zhang-Suen in place on one zero-padded (H + 2, W + 2) uint8 0/1 image: each sub-iteration looks
+    every set pixel's neighbour byte up in ZHANG_SUEN, then removes all it marked; until a full pass
+    removes nothing."""
+    h, w = img.shape[0] - 2, img.shape[1] - 2
+    gone = np.empty((h * w, 2), np.int64)
+    changed = True
+    while changed:
+        changed = False
+        for table in range(2):
+            n = 0
+            for r in range(1, h + 1):
+                for c in range(1, w + 1):
+                    if img[r, c]:
+                        code = 0
+                        for i in range(8):
+                            code |= img[r + STEP_DY[i], c + STEP_DX[i]] << i
+                        if ZHANG_SUEN[table, code]:
+                            gone[n, 0], gone[n, 1], n = r, c, n + 1
+            for k in range(n):
+                img[gone[k, 0], gone[k, 1]] = 0
+            changed |= n > 0
 
 
 def thin(mask: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning of a boolean (H, W) image, or of a (B, H, W) stack at once, to its skeleton.
-
-    Each sub-iteration packs every pixel's neighbours into one byte and looks the rule up in ZHANG_SUEN;
-    images drop out of the loop once a full pass leaves them unchanged.
-    """
+    """Zhang-Suen thinning of a boolean (H, W) image, or of a (B, H, W) stack, to its skeleton."""
     h, w = mask.shape[-2:]
-    img = np.pad(mask.reshape(-1, h, w).astype(np.uint8), ((0, 0), (1, 1), (1, 1)))
-    active = np.arange(len(img))
-    while len(active):
-        sub = img[active]
-        inner = sub[:, 1:-1, 1:-1]  # a view: removals write through
-        changed = np.zeros(len(active), bool)
-        for table in ZHANG_SUEN:
-            code = np.zeros(inner.shape, np.uint8)
-            for i, (dy, dx) in enumerate(NEIGHBOURS):
-                code |= sub[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] << i
-            remove = table[code] & (inner == 1)
-            inner[remove] = 0
-            changed |= remove.any(axis=(1, 2))
-        img[active] = sub
-        active = active[changed]
+    img = np.pad(mask.reshape(-1, h, w).astype(np.uint8), ((0, 0), (1, 1), (1, 1)))  # (B, H + 2, W + 2)
+    for one in img:
+        _thin_padded(one)
     return img[:, 1:-1, 1:-1].astype(bool).reshape(mask.shape)
 
 
@@ -90,8 +102,6 @@ def _walk_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 WALK_STEPS, WALK_COUNTS = _walk_tables()
-STEP_DY = np.array([dy for dy, _ in NEIGHBOURS], np.int64)
-STEP_DX = np.array([dx for _, dx in NEIGHBOURS], np.int64)
 
 
 def neighbour_codes(skeleton: np.ndarray) -> np.ndarray:
@@ -370,10 +380,26 @@ def reduce_drawing(image: np.ndarray) -> np.ndarray:
     return reduce_blocks(image, factor)
 
 
+@numba.njit("u1[:, ::1](u1[:, :], i8)", cache=True, nogil=True)
+def _block_means(image, factor):
+    """Integer mean of each factor x factor block, rounding half up (int64 sums cannot overflow)."""
+    h, w, area = image.shape[0] // factor, image.shape[1] // factor, factor * factor
+    out = np.empty((h, w), np.uint8)
+    for y in range(h):
+        for x in range(w):
+            total = 0
+            for dy in range(factor):
+                for dx in range(factor):
+                    total += image[y * factor + dy, x * factor + dx]
+            out[y, x] = (total + area // 2) // area
+    return out
+
+
 def reduce_blocks(image: np.ndarray, factor: int) -> np.ndarray:
     """The same block reduction for any (f*H, f*W) uint8 patch (the generator reduces digit patches)."""
-    h, w = image.shape[0] // factor, image.shape[1] // factor
-    area = factor * factor
-    # (H, f, W, f) blocks; int64 sums cannot overflow (at most 64 * 255).
-    sums = image.astype(np.int64).reshape(h, factor, w, factor).sum(axis=(1, 3))
-    return ((sums + area // 2) // area).astype(np.uint8)
+    if image.ndim != 2 or image.shape[0] % factor or image.shape[1] % factor:
+        raise ValueError(
+            f"patch is {'x'.join(map(str, image.shape))}, need a 2-D patch with sides that are multiples of "
+            f"{factor}"
+        )
+    return _block_means(np.asarray(image, np.uint8), int(factor))
