@@ -54,8 +54,12 @@ def shard_seed(seed: int, stage: str, split: str, index: int) -> np.random.SeedS
 
 
 # Placement is integer counting in compiled loops (numpy calls per candidate and per placed box were a
-# third of stage-3 generation); the random draws stay in Python, in the same order.
-@numba.njit(cache=True, nogil=True)
+# third of stage-3 generation); the random draws stay in Python, in the same order. The signatures compile
+# (or load from numba's on-disk cache) at import, so forked workers of a warm parent never compile.
+_BOXES = "i8[::1], f8[::1], i8[:, ::1], i8"  # covered, limits, placed, n
+
+
+@numba.njit(f"(i8[::1], i8[::1], i8, i8, f8, b1[:, ::1], b1[:, :, ::1], {_BOXES})", cache=True, nogil=True)
 def _first_fit(xs, ys, w, h, limit, union, free, covered, limits, placed, n):
     """(index of the first candidate corner (xs, ys) whose w x h box stays within `limit` of covered
     pixels and keeps every placed box within its own limit, or -1; that box's covered pixels)."""
@@ -86,7 +90,7 @@ def _first_fit(xs, ys, w, h, limit, union, free, covered, limits, placed, n):
     return -1, 0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(f"void(i8, i8, i8, i8, i8, f8, b1[:, ::1], b1[:, :, ::1], {_BOXES})", cache=True, nogil=True)
 def _add_box(x, y, w, h, own, limit, union, free, covered, limits, placed, n) -> None:
     """Record placed box n at (x, y): the pixels it takes from earlier boxes' uncovered ones, and its own
     pixels that no earlier box covers."""

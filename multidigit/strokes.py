@@ -36,6 +36,12 @@ NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -
 
 
 # ---------------------------------------------------------------- digit -> strokes
+def _input(dtype, ndim: int, layout: str = "A"):
+    """numba type of a read-only array argument: it takes writable arrays too (decoded images and
+    np.frombuffer views are read-only, and a writable-only signature would refuse them)."""
+    return numba.types.Array(dtype, ndim, layout, readonly=True)
+
+
 def _zhang_suen_tables() -> tuple[np.ndarray, np.ndarray]:
     """Per sub-iteration, a 256-entry table: may a pixel whose 8 neighbours (bit i = NEIGHBOURS[i]) are
     set go? Zhang-Suen's rule: 2-6 set neighbours, one 0 -> 1 transition around, and its side condition."""
@@ -217,7 +223,11 @@ def _farthest(xs, ys, i: int, j: int) -> tuple[int, float]:
     return best, far
 
 
-@numba.njit("b1[::1](f8[::1], f8[::1], f8)", cache=True, nogil=True)
+@numba.njit(
+    numba.bool_[::1](_input(numba.float64, 1), _input(numba.float64, 1), numba.float64),
+    cache=True,
+    nogil=True,
+)
 def _simplify_keep(xs, ys, tolerance):
     """Douglas-Peucker's kept points of the polyline (xs, ys) (K,): (K,) bool."""
     keep = np.ones(len(xs), np.bool_)
@@ -239,7 +249,7 @@ def _simplify_keep(xs, ys, tolerance):
     return keep
 
 
-@numba.njit("(b1[:, :], u1[:, :], f8)", cache=True, nogil=True)
+@numba.njit((_input(numba.bool_, 2), _input(numba.uint8, 2), numba.float64), cache=True, nogil=True)
 def _skeleton_lines(skeleton, codes, tolerance):
     """`digit_strokes` of a skeleton: all points (P, 2) float64 (x, y) and stroke offsets (S + 1,)."""
     rows, cols, offsets = _trace(skeleton, codes)
@@ -321,7 +331,11 @@ def _paint_segment(buf, ax: float, ay: float, bx: float, by: float, width: float
                 buf[y, x] = byte
 
 
-@numba.njit("void(uint8[:, :], float64[:, ::1], int64[::1], float64[::1])", cache=True, nogil=True)
+@numba.njit(
+    numba.void(numba.uint8[:, :], _input(numba.float64, 2), _input(numba.int64, 1), _input(numba.float64, 1)),
+    cache=True,
+    nogil=True,
+)
 def _paint_polylines(buf, points, offsets, widths) -> None:
     """Stroke s is points[offsets[s]:offsets[s + 1]], painted with widths[s]; one point is a dot."""
     for s in range(len(widths)):
@@ -380,7 +394,7 @@ def reduce_drawing(image: np.ndarray) -> np.ndarray:
     return reduce_blocks(image, factor)
 
 
-@numba.njit("u1[:, ::1](u1[:, :], i8)", cache=True, nogil=True)
+@numba.njit(numba.uint8[:, ::1](_input(numba.uint8, 2), numba.int64), cache=True, nogil=True)
 def _block_means(image, factor):
     """Integer mean of each factor x factor block, rounding half up (int64 sums cannot overflow)."""
     h, w, area = image.shape[0] // factor, image.shape[1] // factor, factor * factor
