@@ -206,13 +206,30 @@ def stroke_patch(lines: list[np.ndarray], widths: np.ndarray) -> np.ndarray:
     Returns:
         uint8 (h, w) canvas-pixel patch, not yet cropped.
     """
-    pts = np.concatenate(lines)
+    offsets = np.concatenate([[0], np.cumsum([len(line) for line in lines])]).astype(np.int64)
+    return _stroke_patch(np.concatenate(lines), offsets, widths)
+
+
+def _stroke_patch(points: np.ndarray, offsets: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """`stroke_patch` of strokes as arrays: points (P, 2) buffer pixels, offsets (S + 1,)."""
     reach = float(np.max(widths)) / 2 + 1
-    origin = np.floor((pts.min(axis=0) - reach) / BUFFER_FACTOR) * BUFFER_FACTOR
-    size = np.ceil((pts.max(axis=0) + reach - origin) / BUFFER_FACTOR).astype(int) * BUFFER_FACTOR
+    origin = np.floor((points.min(axis=0) - reach) / BUFFER_FACTOR) * BUFFER_FACTOR
+    size = np.ceil((points.max(axis=0) + reach - origin) / BUFFER_FACTOR).astype(int) * BUFFER_FACTOR
     buf = np.zeros((size[1], size[0]), np.uint8)
-    strokes.paint_strokes(buf, [line - origin for line in lines], widths)
+    strokes.paint_arrays(buf, points - origin, offsets, widths)
     return strokes.reduce_blocks(buf, BUFFER_FACTOR)
+
+
+@numba.njit(numba.types.UniTuple(numba.int64, 4)(numba.uint8[:, ::1]), cache=True, nogil=True)
+def _ink_bounds(patch):
+    """`tight_bounds` of one (H, W) uint8 patch, without numpy's per-call cost: (x0, y0, x1, y1)."""
+    h, w = patch.shape
+    x0, y0, x1, y1 = w, h, 0, 0
+    for y in range(h):
+        for x in range(w):
+            if patch[y, x]:
+                x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x + 1), max(y1, y + 1)
+    return (0, 0, 0, 0) if x1 == 0 else (x0, y0, x1, y1)
 
 
 def restroked_crops(
@@ -235,16 +252,17 @@ def restroked_crops(
     skeletons = strokes.thin(images > strokes.INK_LEVEL)
     codes = strokes.neighbour_codes(skeletons)
     widths = brush_widths(params, len(images), rng)
+    j = params.width_jitter
     out = []
-    for image, skeleton, code, scale, width in zip(images, skeletons, codes, scales, widths, strict=True):
-        lines = strokes.digit_strokes(image, skeleton, code)
-        if not lines:
+    for skeleton, code, scale, width in zip(skeletons, codes, scales, widths, strict=True):
+        points, offsets = strokes.stroke_arrays(skeleton, code)
+        if len(offsets) == 1:  # no strokes
             out.append(np.zeros((0, 0), np.uint8))
             continue
-        j = params.width_jitter
-        stroke_widths = width * rng.uniform(1 - j, 1 + j, len(lines))
-        jittered = [line + rng.normal(0.0, params.point_jitter, line.shape) for line in lines]
-        patch = stroke_patch([line * (BUFFER_FACTOR * scale) for line in jittered], stroke_widths)
-        x0, y0, x1, y1 = tight_bounds(patch[None])[0]
+        stroke_widths = width * rng.uniform(1 - j, 1 + j, len(offsets) - 1)
+        # one draw for all points: the generator fills it in the order the per-stroke draws took
+        jittered = points + rng.normal(0.0, params.point_jitter, points.shape)
+        patch = _stroke_patch(jittered * (BUFFER_FACTOR * scale), offsets, stroke_widths)
+        x0, y0, x1, y1 = _ink_bounds(patch)
         out.append(patch[y0:y1, x0:x1])
     return out

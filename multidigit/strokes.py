@@ -286,10 +286,17 @@ def digit_strokes(
     Returns:
         Polylines, each (K, 2) float64 (x, y) in digit pixels; a lone skeleton pixel is a (1, 2) dot.
     """
-    skeleton = thin(digit > INK_LEVEL) if skeleton is None else np.asarray(skeleton, bool)
-    codes = neighbour_codes(skeleton) if codes is None else np.asarray(codes, np.uint8)
-    points, offsets = _skeleton_lines(skeleton, codes, SIMPLIFY_PX)
+    skeleton = thin(digit > INK_LEVEL) if skeleton is None else skeleton
+    points, offsets = stroke_arrays(skeleton, codes)
     return [points[a:b] for a, b in itertools.pairwise(offsets.tolist())]
+
+
+def stroke_arrays(skeleton: np.ndarray, codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`digit_strokes` of a (H, W) skeleton as two arrays: all points (P, 2) float64 (x, y) and the
+    strokes' offsets (S + 1,) int64, stroke s = points[offsets[s]:offsets[s + 1]] (no list of arrays)."""
+    skeleton = np.asarray(skeleton, bool)
+    codes = neighbour_codes(skeleton) if codes is None else np.asarray(codes, np.uint8)
+    return _skeleton_lines(skeleton, codes, SIMPLIFY_PX)
 
 
 # ---------------------------------------------------------------- strokes -> pixels
@@ -353,8 +360,13 @@ def paint_strokes(buf: np.ndarray, strokes: Sequence[np.ndarray], widths: Sequen
     lines = [np.asarray(points, np.float64).reshape(-1, 2) for points in strokes]
     offsets = np.zeros(len(lines) + 1, np.int64)
     np.cumsum([len(line) for line in lines], out=offsets[1:])
-    points = np.concatenate(lines) if lines else np.zeros((0, 2))
-    _paint_polylines(buf, np.ascontiguousarray(points), offsets, np.asarray(widths, np.float64).reshape(-1))
+    return paint_arrays(buf, np.concatenate(lines) if lines else np.zeros((0, 2)), offsets, widths)
+
+
+def paint_arrays(buf: np.ndarray, points: np.ndarray, offsets: np.ndarray, widths) -> np.ndarray:
+    """`paint_strokes` of strokes given as `stroke_arrays` gives them: points (P, 2), offsets (S + 1,)."""
+    points = np.ascontiguousarray(points, np.float64)
+    _paint_polylines(buf, points, np.asarray(offsets, np.int64), np.asarray(widths, np.float64).reshape(-1))
     return buf
 
 
