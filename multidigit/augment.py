@@ -206,8 +206,7 @@ def stroke_patch(lines: list[np.ndarray], widths: np.ndarray) -> np.ndarray:
     Returns:
         uint8 (h, w) canvas-pixel patch, not yet cropped.
     """
-    offsets = np.concatenate([[0], np.cumsum([len(line) for line in lines])]).astype(np.int64)
-    return _stroke_patch(np.concatenate(lines), offsets, widths)
+    return _stroke_patch(*strokes.pack_lines(lines), widths)
 
 
 def _stroke_patch(points: np.ndarray, offsets: np.ndarray, widths: np.ndarray) -> np.ndarray:

@@ -357,10 +357,15 @@ def paint_strokes(buf: np.ndarray, strokes: Sequence[np.ndarray], widths: Sequen
     """Paint polylines (K, 2) float64 (x, y) into `buf` (H, W) uint8 in place, stroke i with widths[i]."""
     if len(strokes) != len(widths):
         raise ValueError(f"{len(strokes)} strokes but {len(widths)} widths; need one width per stroke")
-    lines = [np.asarray(points, np.float64).reshape(-1, 2) for points in strokes]
+    return paint_arrays(buf, *pack_lines(strokes), widths)
+
+
+def pack_lines(lines: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Polylines (K, 2) as `stroke_arrays` gives them: all points (P, 2) float64 and offsets (S + 1,)."""
+    lines = [np.asarray(points, np.float64).reshape(-1, 2) for points in lines]
     offsets = np.zeros(len(lines) + 1, np.int64)
     np.cumsum([len(line) for line in lines], out=offsets[1:])
-    return paint_arrays(buf, np.concatenate(lines) if lines else np.zeros((0, 2)), offsets, widths)
+    return (np.concatenate(lines) if lines else np.zeros((0, 2))), offsets
 
 
 def paint_arrays(buf: np.ndarray, points: np.ndarray, offsets: np.ndarray, widths) -> np.ndarray:
