@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -279,3 +282,23 @@ def test_fit_stage_trains_on_fresh_epochs(fresh_cfg, train_digits, tmp_path):
     epochs = train.fit_stage(cfg, "stage3", detector, data, data, tmp_path, verbose=0, digits=train_digits)
     assert epochs == 3
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 4
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's")
+def test_producer_thread_runs_niced_and_the_trainer_keeps_its_priority():
+    import threading
+
+    from multidigit import fresh
+
+    seen = {}
+
+    def producer():
+        fresh.lower_priority(fresh.PRODUCER_NICE)
+        seen["producer"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join()
+    assert seen["producer"] == min(before + fresh.PRODUCER_NICE, 19)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
