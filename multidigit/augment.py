@@ -189,9 +189,9 @@ def scaled_crops(images: np.ndarray, scales: np.ndarray, transforms: np.ndarray 
     return tight_crops(_to_uint8(warp_digits(images, transforms, scales)))
 
 
-def brush_widths(params: AugmentParams, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n,) brush widths in buffer pixels from the triangular law `params.brush` (min, mode, max)."""
-    lo, mode, hi = params.brush
+def brush_widths(law: tuple[float, float, float], n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) brush widths in buffer pixels from the triangular `law` (min, mode, max)."""
+    lo, mode, hi = law
     if lo == hi:  # one fixed width (numpy refuses a degenerate triangle)
         return np.full(n, lo)
     return rng.triangular(lo, mode, hi, n)
@@ -250,7 +250,7 @@ def restroked_crops(
     """
     skeletons = strokes.thin(images > strokes.INK_LEVEL)
     codes = strokes.neighbour_codes(skeletons)
-    widths = brush_widths(params, len(images), rng)
+    widths = brush_widths(params.brush, len(images), rng)
     j = params.width_jitter
     out = []
     for skeleton, code, scale, width in zip(skeletons, codes, scales, widths, strict=True):

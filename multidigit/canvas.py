@@ -284,7 +284,7 @@ def make_drawn_shard(
     from multidigit import drawn
 
     k = max(gen.stages[stage].digits[1], gen.drawn.digits[1])
-    arrays = drawn.make_drawn(digits, labels, n, gen.drawn, gen.augment, k, np.random.default_rng(seed))
+    arrays = drawn.make_drawn(digits, labels, n, gen.drawn, gen.drawn.brush, k, np.random.default_rng(seed))
     core = {key: arrays.pop(key) for key in ("images", "boxes", "labels")}
     return Shard(**core, extra=arrays)
 

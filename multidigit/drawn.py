@@ -3,7 +3,7 @@
 Per canvas: 1-6 digits (`generate.drawn.digits`) in a row, or two rows, on a slightly slanted baseline
 with small gaps, each digit's strokes (multidigit.strokes) scaled to a height in `generate.drawn.height`
 canvas pixels, drawn with ONE integer brush width (the page's slider; triangular law
-`generate.augment.brush`), rendered on the page's 400 x 400 buffer and reduced by the page's reduction, so
+`generate.drawn.brush`), rendered on the page's 400 x 400 buffer and reduced by the page's reduction, so
 replaying the stored strokes in the page gives the same canvas. Boxes are tight around each digit's own
 rendered pixels; digits are stored in reading order (rows top to bottom, left to right).
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from multidigit import augment, strokes
 from multidigit.constants import CANVAS_SIZE
-from multidigit.params import AugmentParams, DrawnParams
+from multidigit.params import DrawnParams
 
 ROW_PITCH = 1.35  # baseline-to-baseline distance of two rows, in digit heights
 SIZE_JITTER = 0.1  # each digit's height times U(1 - j, 1 + j)
@@ -136,7 +136,7 @@ def make_drawn(
     labels: np.ndarray,
     n: int,
     params: DrawnParams,
-    aug: AugmentParams,
+    brush_law: tuple[float, float, float],
     max_digits: int,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
@@ -144,7 +144,8 @@ def make_drawn(
 
     Args:
         digits, labels: the MNIST test split (M, 28, 28) uint8 and (M,).
-        n: canvases; params: the drawn block; aug: the augment block (its brush law).
+        n: canvases; params: the drawn block; brush_law: (min, mode, max) of each canvas's brush width:
+            the drawn split's `params.brush` (the page's slider), or training's `generate.augment.brush`.
         max_digits: K, the padded digit slots (>= params.digits[1]).
         rng: the shard's generator.
     Returns:
@@ -161,7 +162,7 @@ def make_drawn(
     for i in range(n):
         count = int(rng.integers(params.digits[0], params.digits[1] + 1))
         ids = rng.integers(0, len(digits), count)
-        brush = float(np.rint(augment.brush_widths(aug, 1, rng)[0]))  # the slider moves in whole pixels
+        brush = float(np.rint(augment.brush_widths(brush_law, 1, rng)[0]))  # the slider moves in whole pixels
         placed = drawn_canvas(digits[ids], params, brush, rng)
         out["images"][i], out["boxes"][i, :count] = _render(placed, brush)
         out["labels"][i, :count], out["source"][i, :count], out["brush"][i] = labels[ids], ids, brush

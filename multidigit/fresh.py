@@ -26,9 +26,9 @@ from multidigit.canvas import Canvases, make_shard, shard_seed
 from multidigit.params import Params
 
 AHEAD = 4  # generated chunks buffered ahead of training
-# On 2 cores a producer at the trainer's priority takes a core from TensorFlow's step: training fell from
-# 297 to 117 canvases/s while it made 659/s. Niced by 10, training keeps its 297-305/s and the producer
-# still makes ~400/s from the cycles the step leaves, more than training reads (benchmarks/fresh_feed.py).
+# The producer only has to stay ahead of training; at the trainer's priority it takes a core from
+# TensorFlow's step. On 2 cores (benchmarks/fresh_feed.py) training ran at 214 canvases/s beside it, 292/s
+# beside it niced by 10 (328-345/s alone); niced, it still made 380/s, more than training reads.
 PRODUCER_NICE = 10
 EPOCH_STRIDE = 1 << 16  # shard indices per fresh epoch: epoch e >= 1 uses [e * stride, (e + 1) * stride)
 WRITTEN_OFFSET = 1 << 40  # shard indices of written-layout chunks (far from any shard-file index)
@@ -72,8 +72,9 @@ def written_canvases(cfg: Params, stage: str, digits: tuple, epoch: int, chunk: 
 
     gen = cfg.generate
     seed = shard_seed(cfg.seed, stage, "train", WRITTEN_OFFSET + epoch * EPOCH_STRIDE + chunk)
+    # training's brush law (generate.augment.brush), not the drawn split's slider law
     arrays = drawn.make_drawn(
-        *digits, n, gen.drawn, gen.augment, slots(cfg, stage), np.random.default_rng(seed)
+        *digits, n, gen.drawn, gen.augment.brush, slots(cfg, stage), np.random.default_rng(seed)
     )
     return Canvases(arrays["images"], arrays["boxes"], arrays["labels"])
 

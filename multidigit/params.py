@@ -35,6 +35,13 @@ def _check_range(lo: float, hi: float, name: str) -> None:
         raise ValueError(f"{name}: min {lo} > max {hi}, need min <= max")
 
 
+def _check_law(law: tuple[float, float, float], name: str) -> None:
+    """A triangular law [min, mode, max] must be ordered."""
+    lo, mode, hi = law
+    if not lo <= mode <= hi:
+        raise ValueError(f"{name}: need min <= mode <= max, got {list(law)}")
+
+
 # ---------------------------------------------------------------- mnist
 class MnistParams(Block):
     dir: str | None = None  # folder of IDX .gz files; None: $MNIST_DIR, ../shared/data/mnist, mirrors
@@ -49,18 +56,16 @@ class AugmentParams(Block):
     translate: Annotated[float, Field(ge=0.0, le=0.3)] = 0.08  # fraction of the 28 px digit box
     zoom: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1  # +- fraction (RandomZoom)
     rotate_deg: Annotated[float, Field(ge=0.0, le=45.0)] = 10.0  # +- degrees (RandomRotation)
-    # Re-stroking (a stage's `restroke` share of digits, and the drawn split): the digit's skeleton redrawn
-    # with the page's round brush. Brush widths in 400-px buffer pixels (the page's slider), drawn from a
-    # triangular law [min, mode, max], whatever the digit's size.
+    # Re-stroking (a stage's `restroke` share of digits, and training's written-layout canvases): the digit's
+    # skeleton redrawn with the page's round brush. Brush widths in 400-px buffer pixels, drawn from a
+    # triangular law [min, mode, max], whatever the digit's size (the drawn split has its own, drawn.brush).
     brush: tuple[PosFloat, PosFloat, PosFloat] = (4.0, 10.0, 24.0)
     width_jitter: Fraction = 0.15  # each stroke's width times U(1 - j, 1 + j) (training digits only)
     point_jitter: Annotated[float, Field(ge=0.0, le=2.0)] = 0.3  # stroke-point offset sd, digit pixels
 
     @model_validator(mode="after")
     def _brush_order(self) -> AugmentParams:
-        lo, mode, hi = self.brush
-        if not lo <= mode <= hi:
-            raise ValueError(f"brush: need min <= mode <= max, got {list(self.brush)}")
+        _check_law(self.brush, "brush")
         return self
 
 
@@ -79,12 +84,16 @@ class DrawnParams(Block):
     two_rows: Fraction = 0.3  # probability that a canvas of 3 or more digits is written in two rows
     slant_deg: Annotated[float, Field(ge=0.0, le=30.0)] = 6.0  # baseline angle drawn from +- this
     gap: tuple[NonNegFloat, NonNegFloat] = (0.1, 0.5)  # [min, max] gap between digits, in digit heights
+    # The drawn split's brush widths: the page's slider (4-24), triangular [min, mode, max]. Its own law, so
+    # a change to training's `augment.brush` never moves the split it is judged on.
+    brush: tuple[PosFloat, PosFloat, PosFloat] = (4.0, 10.0, 24.0)
 
     @model_validator(mode="after")
     def _ranges(self) -> DrawnParams:
         _check_range(*self.digits, "digits")
         _check_range(*self.height, "height")
         _check_range(*self.gap, "gap")
+        _check_law(self.brush, "brush")
         return self
 
 

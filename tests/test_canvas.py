@@ -299,6 +299,26 @@ def test_drawn_split_is_deterministic_and_leaves_other_splits_alone(drawn_dir, m
         canvas.read_strokes("stage3", "test", drawn_dir / "canvases")
 
 
+def test_drawn_split_brush_is_its_own_law_not_trainings(cfg, mnist_splits):
+    test_digits = read_split("test", mnist_splits)
+    seed = canvas.shard_seed(cfg.seed, "stage3", "drawn", 0)
+
+    def drawn_with(drawn_brush=None, train_brush=None):
+        gen = cfg.generate
+        if drawn_brush:
+            gen = gen.model_copy(update={"drawn": gen.drawn.model_copy(update={"brush": drawn_brush})})
+        if train_brush:
+            gen = gen.model_copy(update={"augment": gen.augment.model_copy(update={"brush": train_brush})})
+        return canvas.make_drawn_shard(*test_digits, 12, gen, "stage3", seed)
+
+    base = drawn_with()
+    assert np.array_equal(
+        drawn_with(train_brush=(2.0, 12.0, 30.0)).images, base.images
+    )  # training's law moves nothing
+    thick = drawn_with(drawn_brush=(20.0, 20.0, 20.0))
+    assert np.all(thick.extra["brush"] == 20.0) and not np.array_equal(thick.images, base.images)
+
+
 # ---------------------------------------------------------------- sampling
 def test_class_balance_matches_mnist(cfg, train_digits):
     shard = make(cfg, train_digits, "stage2", 1000)
