@@ -6,12 +6,15 @@ drawn canvases built from MNIST *val* digits (never test), the README "Tuning" r
 {"params": {...merged over params.yaml...}, "counts": {"stage1": N, ...}, "epochs": {"stage3": 2},
 "backbone": "models/pretrain/backbone.keras", "stage2": ".proxy/base/stage2.keras"}; without a backbone it
 pretrains one; with a stage-2 detector (every run saves its own as .proxy/NAME/stage2.keras) only stage 3 is
-generated and trained, so stage-3 levers compare from one start. Needs data/mnist (`dvc repro mnist`).
+generated and trained, so stage-3 levers compare from one start. Each stage is seeded as `train_stage`
+seeds it, so an arm at the default params and counts retrains the pipeline's own stage. `--score-only
+DETECTOR` scores a saved detector on the same val sets. Needs data/mnist (`dvc repro mnist`).
 Appends one JSON line per run to reports/proxy.jsonl, with each stage's fit seconds and the load average.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -26,11 +29,13 @@ os.chdir(ROOT)  # data/mnist and models/ are relative to the repo
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from multidigit.constants import STAGES  # noqa: E402
 from multidigit.params import Params, validate_params  # noqa: E402
 from scripts.smoke import merge  # noqa: E402
 
 COUNTS = {"stage1": 4000, "stage2": 6000, "stage3": 8000}
 VAL_CANVASES = 500
+SLIDER_ENDS = (4.0, 24.0)  # the page's brush slider: drawn-val is also scored with every canvas at each end
 OUT = ROOT / "reports" / "proxy.jsonl"
 
 
@@ -74,7 +79,9 @@ def train_curriculum(
         run_cfg = cfg.model_copy(
             update={"train": cfg.train.model_copy(update={"stages": {stage: stage_cfg}})}
         )
-        keras.utils.set_random_seed(cfg.seed)
+        keras.utils.set_random_seed(
+            cfg.seed + STAGES.index(stage)
+        )  # train_stage's seed: arms match the pipeline
         detector = detector or train.initial_detector(run_cfg, "pretrained", backbone)
         tic = time.perf_counter()
         train.fit_stage(run_cfg, stage, detector, data[stage], vals[stage], work, verbose=0, digits=digits)
@@ -84,8 +91,9 @@ def train_curriculum(
     return detector, seconds
 
 
-def score(cfg: Params, detector, val3, drawn_val: dict) -> dict[str, float]:
-    """Val figures: stage-3 mAP and counts at the val-calibrated threshold, the drawn-val page figures."""
+def score(cfg: Params, detector, val3, drawn_vals: dict) -> dict[str, float]:
+    """Val figures: stage-3 mAP and counts at the val-calibrated threshold, the drawn-val page figures
+    (`drawn_vals`: brush law -> drawn canvases; the first is the split's law, the others fixed widths)."""
     from multidigit.artifact import build_detector_fn, detect_canvases
     from multidigit.evaluation import coco
     from multidigit.evaluation import matching as mt
@@ -98,9 +106,15 @@ def score(cfg: Params, detector, val3, drawn_val: dict) -> dict[str, float]:
     stats = coco.score_detections(val3.boxes, val3.labels, candidates).stats
     shown = [mt.shown_only(d) for d in detect_canvases(fn, val3.images, threshold)]
     acc = mt.canvas_accuracies(mt.canvas_counts(mt.match_split(val3.boxes, val3.labels, shown), 0.0))
-    images = drawn_val["images"]
-    runs = [detect_canvases(fn, images, t) for t in (coco.SCORE_FLOOR, threshold)]
+    (_, drawn_val), *fixed = drawn_vals.items()
+    runs = [detect_canvases(fn, drawn_val["images"], t) for t in (coco.SCORE_FLOOR, threshold)]
     drawn = score_drawn(drawn_val["boxes"], drawn_val["labels"], drawn_val["brush"], *runs)
+    ends = {}
+    for (width, _, _), arrays in fixed:
+        at = detect_canvases(fn, arrays["images"], threshold)  # recall and sequence use the shown ones only
+        metrics = score_drawn(arrays["boxes"], arrays["labels"], arrays["brush"], at, at).metrics
+        for key in ("recall", "sequence_accuracy"):
+            ends[f"drawn_val_brush{width:g}/{key}"] = metrics[f"drawn/{key}"]
     keys = (
         "mAP50",
         "mAP50-95",
@@ -118,13 +132,45 @@ def score(cfg: Params, detector, val3, drawn_val: dict) -> dict[str, float]:
         "val3/mAP50-95": stats["metrics/mAP50-95"],
         "val3/count": acc["count/accuracy"],
         **{f"drawn_val/{k}": drawn.metrics.get(f"drawn/{k}", float("nan")) for k in keys},
+        **ends,
     }
 
 
-def main() -> int:
+def drawn_vals(base: Params, val_digits: tuple) -> dict:
+    """Drawn-val canvases (MNIST val digits) per brush law: the split's own, then each slider end alone."""
     from multidigit import drawn
+
+    k = max(base.generate.stages["stage3"].digits[1], base.generate.drawn.digits[1])
+    laws = (base.generate.drawn.brush, *((w, w, w) for w in SLIDER_ENDS))
+    rng = functools.partial(np.random.default_rng, base.seed)  # one layout stream per law
+    return {
+        law: drawn.make_drawn(*val_digits, VAL_CANVASES, base.generate.drawn, law, k, rng()) for law in laws
+    }
+
+
+def score_only(path: str) -> int:
+    """`--score-only DETECTOR`: the val figures of a saved detector (e.g. a pipeline's models/stage3)."""
+    import keras
+
     from multidigit.mnist import read_split
 
+    base = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    val_digits = read_split("val")
+    detector = keras.saving.load_model(path, compile=False)
+    val3 = make_split(base, "stage3", "val", VAL_CANVASES, val_digits)
+    result = {"name": f"score-only {path}"}
+    result |= {k: round(v, 4) for k, v in score(base, detector, val3, drawn_vals(base, val_digits)).items()}
+    print(json.dumps(result))
+    with OUT.open("a") as fh:
+        fh.write(json.dumps(result) + "\n")
+    return 0
+
+
+def main() -> int:
+    from multidigit.mnist import read_split
+
+    if sys.argv[1] == "--score-only":
+        return score_only(sys.argv[2])
     name = sys.argv[1]
     over = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     cfg = validate_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over.get("params", {})))
@@ -139,9 +185,7 @@ def main() -> int:
     # val canvases from params.yaml as is: a row changing the generator must not change what it is scored on
     base = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     vals = {s: make_split(base, s, "val", VAL_CANVASES, val_digits) for s in stages}
-    k = max(cfg.generate.stages["stage3"].digits[1], cfg.generate.drawn.digits[1])
-    drawn_val = drawn.make_drawn(*val_digits, VAL_CANVASES, cfg.generate.drawn, cfg.generate.augment, k,
-                                 np.random.default_rng(cfg.seed))  # fmt: skip
+    drawn_val = drawn_vals(base, val_digits)
     gen_seconds = round(time.perf_counter() - start)
     begin = {k: over[k] for k in ("backbone", "stage2") if k in over}
     detector, fit = train_curriculum(cfg, data, vals, over.get("epochs", {}), begin, work, train_digits)
