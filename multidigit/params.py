@@ -59,7 +59,7 @@ class AugmentParams(Block):
     # Re-stroking (a stage's `restroke` share of digits, and training's written-layout canvases): the digit's
     # skeleton redrawn with the page's round brush. Brush widths in 400-px buffer pixels, drawn from a
     # triangular law [min, mode, max], whatever the digit's size (the drawn split has its own, drawn.brush).
-    brush: tuple[PosFloat, PosFloat, PosFloat] = (4.0, 10.0, 24.0)
+    brush: tuple[PosFloat, PosFloat, PosFloat] = (2.0, 10.0, 30.0)  # reaches past the slider (4-24)
     width_jitter: Fraction = 0.15  # each stroke's width times U(1 - j, 1 + j) (training digits only)
     point_jitter: Annotated[float, Field(ge=0.0, le=2.0)] = 0.3  # stroke-point offset sd, digit pixels
 
