@@ -59,6 +59,11 @@ def init_source(stage: str, cfg: StageTrainParams, models_dir: Path = MODELS_DIR
     return path
 
 
+def stage_seed(cfg: Params, stage: str) -> int:
+    """The Keras seed a stage trains under (one per stage, so a rerun of one stage alone repeats it)."""
+    return cfg.seed + STAGES.index(stage)
+
+
 def initial_detector(cfg: Params, init: str, path: Path | None) -> Any:
     """A fresh detector with weights loaded from `path` per `init` (scratch: seeded random)."""
     import keras
@@ -217,7 +222,7 @@ def train_stage(
     train = subset(read_canvases(stage, "train", root), stage_cfg.canvases)
     val = read_canvases(stage, "val", root)
     digits = stage_digits(stage_cfg, mnist_dir)
-    keras.utils.set_random_seed(cfg.seed + STAGES.index(stage))
+    keras.utils.set_random_seed(stage_seed(cfg, stage))
     detector = initial_detector(cfg, stage_cfg.init, init_source(stage, stage_cfg, models_dir))
     start = time.perf_counter()
     epochs = fit_stage(cfg, stage, detector, train, val, work, digits=digits)

@@ -29,7 +29,6 @@ os.chdir(ROOT)  # data/mnist and models/ are relative to the repo
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from multidigit.constants import STAGES  # noqa: E402
 from multidigit.params import Params, validate_params  # noqa: E402
 from scripts.smoke import merge  # noqa: E402
 
@@ -79,9 +78,7 @@ def train_curriculum(
         run_cfg = cfg.model_copy(
             update={"train": cfg.train.model_copy(update={"stages": {stage: stage_cfg}})}
         )
-        keras.utils.set_random_seed(
-            cfg.seed + STAGES.index(stage)
-        )  # train_stage's seed: arms match the pipeline
+        keras.utils.set_random_seed(train.stage_seed(cfg, stage))  # as train_stage: arms match the pipeline
         detector = detector or train.initial_detector(run_cfg, "pretrained", backbone)
         tic = time.perf_counter()
         train.fit_stage(run_cfg, stage, detector, data[stage], vals[stage], work, verbose=0, digits=digits)
@@ -148,13 +145,18 @@ def drawn_vals(base: Params, val_digits: tuple) -> dict:
     }
 
 
+def repo_params(overrides: dict | None = None) -> Params:
+    """params.yaml, with `overrides` merged over it, validated through the one schema."""
+    return validate_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides or {}))
+
+
 def score_only(path: str) -> int:
     """`--score-only DETECTOR`: the val figures of a saved detector (e.g. a pipeline's models/stage3)."""
     import keras
 
     from multidigit.mnist import read_split
 
-    base = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    base = repo_params()
     val_digits = read_split("val")
     detector = keras.saving.load_model(path, compile=False)
     val3 = make_split(base, "stage3", "val", VAL_CANVASES, val_digits)
@@ -173,7 +175,7 @@ def main() -> int:
         return score_only(sys.argv[2])
     name = sys.argv[1]
     over = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
-    cfg = validate_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over.get("params", {})))
+    cfg = repo_params(over.get("params", {}))
     counts = {**COUNTS, **over.get("counts", {})}
     work = ROOT / ".proxy" / name
     work.mkdir(parents=True, exist_ok=True)
@@ -183,7 +185,7 @@ def main() -> int:
     stages = ["stage3"] if "stage2" in over else list(counts)
     data = {s: make_split(cfg, s, "train", counts[s], train_digits) for s in stages}
     # val canvases from params.yaml as is: a row changing the generator must not change what it is scored on
-    base = validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    base = repo_params()
     vals = {s: make_split(base, s, "val", VAL_CANVASES, val_digits) for s in stages}
     drawn_val = drawn_vals(base, val_digits)
     gen_seconds = round(time.perf_counter() - start)

@@ -210,6 +210,18 @@ def test_restroked_patch_equals_the_pages_render_of_the_same_strokes(train_digit
         assert page.sum(dtype=np.int64) == patch.sum(dtype=np.int64)  # no ink elsewhere on the page
 
 
+def test_compiled_ink_bounds_equal_tight_bounds():
+    # restroked_crops crops with a compiled twin of tight_bounds (numpy's per-call cost on one small patch
+    # is most of its time): the two must agree, empty patches and one-pixel ink included.
+    rng = np.random.default_rng(5)
+    patches = [np.zeros((7, 9), np.uint8), np.pad(np.full((1, 1), 9, np.uint8), ((3, 2), (0, 4)))]
+    for _ in range(300):
+        h, w = rng.integers(1, 40, 2)
+        patches.append(((rng.random((h, w)) < rng.uniform(0, 0.05)) * rng.integers(1, 256)).astype(np.uint8))
+    for patch in patches:
+        assert augment._ink_bounds(np.ascontiguousarray(patch)) == tuple(augment.tight_bounds(patch[None])[0])
+
+
 def test_restroked_stage_keeps_tight_boxes_and_its_bytes_are_seeded(cfg, train_digits):
     stage = cfg.generate.stages["stage3"].model_copy(update={"restroke": 1.0})
 
