@@ -30,19 +30,22 @@ BN_MOMENTUM = 0.9
 DOWNSAMPLE = {2: (2,), 4: (2, 2), 5: (5,), 10: (2, 5)}
 
 
-def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, dilation: int = 1, name: str = ""):
-    """Conv (no bias) -> BatchNorm -> ReLU6; BatchNorm folds away at export."""
+def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, dilation: int = 1, name: str = "",
+             activation: str = "relu6"):  # fmt: skip
+    """Conv (no bias) -> BatchNorm -> ReLU6 or SiLU (`model.activation`); BatchNorm folds away at export."""
     x = layers.Conv2D(
         filters, kernel, strides, padding="same", dilation_rate=dilation, use_bias=False, name=f"{name}_conv"
     )(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    if activation == "silu":
+        return layers.Activation("silu", name=f"{name}_silu")(x)
     return layers.ReLU(6.0, name=f"{name}_relu")(x)
 
 
-def _context(x, filters: int, dilations: tuple[int, ...]):
+def _context(x, filters: int, dilations: tuple[int, ...], activation: str = "relu6"):
     """Dilated 3x3 convs at grid resolution (`model.dilations` set the receptive field); both backbones."""
     for i, dilation in enumerate(dilations):
-        x = _conv_bn(x, filters, dilation=dilation, name=f"context{i}")
+        x = _conv_bn(x, filters, dilation=dilation, name=f"context{i}", activation=activation)
     return x
 
 
@@ -60,8 +63,8 @@ def mnist_cnn_backbone(params: ModelParams, size: int) -> keras.Model:
     for i, factor in enumerate(factors):
         filters = 2 * params.width if i == len(factors) - 1 else params.width // 2
         kernel = 2 * factor if i == 0 else max(3, factor)
-        x = _conv_bn(x, filters, kernel=kernel, strides=factor, name=f"down{i}")
-    x = _context(x, 2 * params.width, params.dilations)
+        x = _conv_bn(x, filters, kernel=kernel, strides=factor, name=f"down{i}", activation=params.activation)
+    x = _context(x, 2 * params.width, params.dilations, params.activation)
     return keras.Model(inputs, x, name=BACKBONE_NAME)
 
 
@@ -84,7 +87,7 @@ def mobilenetv2_backbone(params: ModelParams, size: int) -> keras.Model:
         input_shape=(size, size, 1), alpha=params.alpha, include_top=False, weights=None
     )
     x = net.get_layer(MOBILENET_TAPS[params.stride]).output
-    x = _context(x, 2 * params.width, params.dilations)
+    x = _context(x, 2 * params.width, params.dilations, params.activation)
     return keras.Model(net.input, x, name=BACKBONE_NAME)
 
 
@@ -112,7 +115,8 @@ def build_detector(params: ModelParams) -> keras.Model:
     x = build_backbone(params)(inputs)
     if x.shape[1] != g:  # strides 5 and 10 on MobileNetV2: resample the tapped map onto the grid
         x = layers.Resizing(g, g, interpolation="bilinear", name="to_grid")(x)
-    x = _conv_bn(x, 2 * params.width, kernel=1, name="head")
+    head = params.head_width or 2 * params.width
+    x = _conv_bn(x, head, kernel=1, name="head", activation=params.activation)
     # Small initial weights: every slot starts as an anchor-sized box mid-cell with flat class scores.
     # Glorot init gave an initial box loss of ~80 per canvas whose gradients wiped out the pretrained
     # class features (class loss stuck at ln 10 through a whole stage-1 epoch).

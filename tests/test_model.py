@@ -33,6 +33,26 @@ def test_detector_shapes(kw, grid, slots):
     assert count_macs(detector) > 0
 
 
+@pytest.mark.parametrize("backbone", ["mnist_cnn", "mobilenetv2"])
+def test_activation_is_silu_in_every_block_the_param_names(backbone):
+    from multidigit.model import build_detector
+
+    relu6, silu = (ModelParams(backbone=backbone, width=8, activation=a) for a in ("relu6", "silu"))
+    relu6, silu = build_detector(relu6), build_detector(silu)
+    names = [layer.name for model in (silu.get_layer("backbone"), silu) for layer in model.layers]
+    ours = [n for n in names if n.startswith(("down", "context", "head"))]  # MobileNetV2 keeps its own ReLU6
+    assert {"head_silu", "context0_silu"} <= set(ours) and not any(n.endswith("_relu") for n in ours)
+    assert relu6.count_params() == silu.count_params()  # the activation adds no weights
+
+
+def test_head_width_sets_the_heads_filters_and_defaults_to_twice_the_width():
+    from multidigit.model import build_detector
+
+    default, wide = (build_detector(ModelParams(width=8, head_width=w)) for w in (None, 40))
+    assert default.get_layer("head_conv").filters == 16 and wide.get_layer("head_conv").filters == 40
+    assert tuple(wide.output.shape) == tuple(default.output.shape)
+
+
 def test_backbone_weights_fit_any_input_size():
     from multidigit.model import BACKBONE_NAME, build_backbone, build_detector
 
