@@ -4,7 +4,8 @@ whole batch in one bilinear resampling; or, for re-stroked digits, the augmented
 and redrawn with the page's round brush at its final size (so the stroke width follows the brush, not the
 digit's size); then cropping tight around the non-zero pixels.
 
-The resampling works on whole batches; re-stroking loops over the digits (a few segments each).
+The resampling works on whole batches; re-stroking loops over the digits (a few segments each) in one
+compiled call that draws from the shard's generator itself.
 """
 
 from __future__ import annotations
@@ -206,17 +207,29 @@ def stroke_patch(lines: list[np.ndarray], widths: np.ndarray) -> np.ndarray:
     Returns:
         uint8 (h, w) canvas-pixel patch, not yet cropped.
     """
-    return _stroke_patch(*strokes.pack_lines(lines), widths)
+    points, offsets = strokes.pack_lines(lines)
+    return _stroke_patch(points, offsets, np.asarray(widths, np.float64).reshape(-1))
 
 
-def _stroke_patch(points: np.ndarray, offsets: np.ndarray, widths: np.ndarray) -> np.ndarray:
+# The patch, its crop and the re-stroking loop are compiled: per digit, a dozen numpy calls on a few
+# hundred points cost more than the painting. They call strokes' compiled brush and reduction directly.
+_POINTS = numba.types.Array(numba.float64, 2, "C", readonly=True)
+
+
+@numba.njit(numba.uint8[:, ::1](_POINTS, numba.int64[::1], numba.float64[::1]), cache=True, nogil=True)
+def _stroke_patch(points, offsets, widths):
     """`stroke_patch` of strokes as arrays: points (P, 2) buffer pixels, offsets (S + 1,)."""
-    reach = float(np.max(widths)) / 2 + 1
-    origin = np.floor((points.min(axis=0) - reach) / BUFFER_FACTOR) * BUFFER_FACTOR
-    size = np.ceil((points.max(axis=0) + reach - origin) / BUFFER_FACTOR).astype(int) * BUFFER_FACTOR
+    reach = widths.max() / 2 + 1
+    origin, size = np.empty(2), np.empty(2, np.int64)
+    for a in range(2):  # x, then y: the numpy expressions of the block-aligned bounds, per coordinate
+        origin[a] = np.floor((points[:, a].min() - reach) / BUFFER_FACTOR) * BUFFER_FACTOR
+        size[a] = int(np.ceil((points[:, a].max() + reach - origin[a]) / BUFFER_FACTOR)) * BUFFER_FACTOR
     buf = np.zeros((size[1], size[0]), np.uint8)
-    strokes.paint_arrays(buf, points - origin, offsets, widths)
-    return strokes.reduce_blocks(buf, BUFFER_FACTOR)
+    local = np.empty_like(points)
+    for k in range(len(points)):
+        local[k, 0], local[k, 1] = points[k, 0] - origin[0], points[k, 1] - origin[1]
+    strokes._paint_polylines(buf, local, offsets, widths)
+    return strokes._block_means(buf, BUFFER_FACTOR)
 
 
 @numba.njit(numba.types.UniTuple(numba.int64, 4)(numba.uint8[:, ::1]), cache=True, nogil=True)
@@ -229,6 +242,46 @@ def _ink_bounds(patch):
             if patch[y, x]:
                 x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x + 1), max(y1, y + 1)
     return (0, 0, 0, 0) if x1 == 0 else (x0, y0, x1, y1)
+
+
+# The shard's np.random.Generator: numba draws from the same bit generator state, with numpy's algorithms
+# (the same bytes as rng.uniform / rng.normal in Python, in the same order).
+_RNG = numba.typeof(np.random.default_rng(0))
+
+
+@numba.njit(
+    numba.types.Tuple((numba.uint8[::1], numba.int64[:, ::1]))(
+        numba.bool_[:, :, ::1],
+        numba.uint8[:, :, ::1],
+        numba.float64[::1],
+        numba.float64[::1],
+        numba.float64,
+        numba.float64,
+        _RNG,
+    ),
+    cache=True,
+    nogil=True,
+)
+def _restroke(skeletons, codes, scales, widths, width_jitter, point_jitter, rng):
+    """`restroked_crops` of thinned digits: the crops end to end (flat uint8) and their (D, 2) (h, w)."""
+    crops, shapes, total = [], np.zeros((len(skeletons), 2), np.int64), 0
+    for i in range(len(skeletons)):
+        points, offsets = strokes._skeleton_lines(skeletons[i], codes[i], strokes.SIMPLIFY_PX)
+        if len(offsets) == 1:  # no strokes: shape (0, 0), no draws
+            continue
+        stroke_widths = widths[i] * rng.uniform(1 - width_jitter, 1 + width_jitter, len(offsets) - 1)
+        # one draw for all points: the generator fills it in the order the per-stroke draws took
+        jittered = (points + rng.normal(0.0, point_jitter, points.shape)) * (BUFFER_FACTOR * scales[i])
+        patch = _stroke_patch(jittered, offsets, stroke_widths)
+        x0, y0, x1, y1 = _ink_bounds(patch)
+        crops.append(patch[y0:y1, x0:x1])
+        shapes[i, 0], shapes[i, 1], total = y1 - y0, x1 - x0, total + (y1 - y0) * (x1 - x0)
+    flat, at = np.empty(total, np.uint8), 0
+    for crop in crops:
+        h, w = crop.shape
+        flat[at : at + h * w] = crop.copy().reshape(h * w)
+        at += h * w
+    return flat, shapes
 
 
 def restroked_crops(
@@ -250,18 +303,9 @@ def restroked_crops(
     """
     skeletons = strokes.thin(images > strokes.INK_LEVEL)
     codes = strokes.neighbour_codes(skeletons)
-    widths = brush_widths(params.brush, len(images), rng)
-    j = params.width_jitter
-    out = []
-    for skeleton, code, scale, width in zip(skeletons, codes, scales, widths, strict=True):
-        points, offsets = strokes.stroke_arrays(skeleton, code)
-        if len(offsets) == 1:  # no strokes
-            out.append(np.zeros((0, 0), np.uint8))
-            continue
-        stroke_widths = width * rng.uniform(1 - j, 1 + j, len(offsets) - 1)
-        # one draw for all points: the generator fills it in the order the per-stroke draws took
-        jittered = points + rng.normal(0.0, params.point_jitter, points.shape)
-        patch = _stroke_patch(jittered * (BUFFER_FACTOR * scale), offsets, stroke_widths)
-        x0, y0, x1, y1 = _ink_bounds(patch)
-        out.append(patch[y0:y1, x0:x1])
-    return out
+    widths = np.asarray(brush_widths(params.brush, len(images), rng), np.float64)
+    scales = np.ascontiguousarray(scales, np.float64)
+    jitter = (float(params.width_jitter), float(params.point_jitter))
+    flat, shapes = _restroke(skeletons, codes, scales, widths, *jitter, rng)
+    ends = np.cumsum(shapes[:, 0] * shapes[:, 1]).tolist()
+    return [flat[e - h * w : e].reshape(h, w) for e, (h, w) in zip(ends, shapes.tolist(), strict=True)]
