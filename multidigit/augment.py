@@ -244,9 +244,9 @@ def _ink_bounds(patch):
     return (0, 0, 0, 0) if x1 == 0 else (x0, y0, x1, y1)
 
 
-# The shard's np.random.Generator: numba draws from the same bit generator state, with numpy's algorithms
-# (the same bytes as rng.uniform / rng.normal in Python, in the same order).
-_RNG = numba.typeof(np.random.default_rng(0))
+# numba's type of the shard's np.random.Generator: compiled code draws from the same bit generator state
+# with numpy's algorithms (the bytes rng.uniform / normal / integers give in Python, in the same order).
+RNG = numba.typeof(np.random.default_rng(0))
 
 
 @numba.njit(
@@ -257,7 +257,7 @@ _RNG = numba.typeof(np.random.default_rng(0))
         numba.float64[::1],
         numba.float64,
         numba.float64,
-        _RNG,
+        RNG,
     ),
     cache=True,
     nogil=True,

@@ -54,7 +54,8 @@ def shard_seed(seed: int, stage: str, split: str, index: int) -> np.random.SeedS
 
 
 # Placement is integer counting in compiled loops (numpy calls per candidate and per placed box were a
-# third of stage-3 generation); the random draws stay in Python, in the same order. The signatures compile
+# third of stage-3 generation); the candidates are drawn inside them from the shard's generator, in the
+# order the Python loop drew them. The signatures compile
 # (or load from numba's on-disk cache) at import, so forked workers of a warm parent never compile.
 _BOXES = "i8[::1], f8[::1], i8[:, ::1], i8"  # covered, limits, placed, n
 
@@ -108,46 +109,82 @@ def _add_box(x, y, w, h, own, limit, union, free, covered, limits, placed, n) ->
     placed[n, 0], placed[n, 1], placed[n, 2], placed[n, 3] = x, y, w, h
 
 
-def place_boxes(
-    sizes: np.ndarray, canvas: int, max_overlap: float, attempts: int, rng: np.random.Generator
-) -> np.ndarray | None:
-    """Find top-left corners for boxes of `sizes` so that no box is covered beyond `max_overlap`.
+@numba.njit(cache=True, nogil=True)
+def _place_one(sizes, canvas, max_overlap, attempts, rng, corners) -> bool:
+    """`place_boxes` of one canvas's (k, 2) sizes: writes `corners` (k, 2); False when a box found no
+    valid candidate."""
+    k = len(sizes)
+    union = np.zeros((canvas, canvas), np.bool_)  # pixels under any placed box
+    free = np.zeros((k, canvas, canvas), np.bool_)  # per placed box: its pixels no other box covers
+    covered = np.zeros(k, np.int64)  # per placed box: its pixels that other boxes cover
+    limits = np.zeros(k)
+    placed = np.zeros((k, 4), np.int64)  # x, y, w, h of placed boxes
+    order = np.argsort(-sizes[:, 0] * sizes[:, 1], kind="mergesort")  # stable, as numpy's "stable"
+    for n in range(k):
+        i = order[n]
+        w, h = sizes[i, 0], sizes[i, 1]
+        limit = max_overlap * w * h + 1e-9
+        xs = rng.integers(0, canvas - w + 1, attempts)
+        ys = rng.integers(0, canvas - h + 1, attempts)
+        c, own = _first_fit(xs, ys, w, h, limit, union, free, covered, limits, placed, n)
+        if c < 0:
+            return False
+        corners[i, 0], corners[i, 1] = xs[c], ys[c]
+        if n < k - 1:  # the last box: no later box needs the masks
+            _add_box(xs[c], ys[c], w, h, own, limit, union, free, covered, limits, placed, n)
+    return True
 
-    Boxes go in largest first. Each gets `attempts` random candidate corners, tried in order until one
-    keeps its own coverage (from a summed-area table of the placed boxes' union) and the coverage it adds
-    to each placed box (counted on that box's still uncovered pixels) within the limit.
+
+# One call per round of canvases: handing numba the generator costs more than placing a canvas.
+@numba.njit(
+    numba.types.Tuple((numba.int64[:, ::1], numba.bool_[::1]))(
+        numba.int64[:, ::1], numba.int64[::1], numba.int64, numba.float64, numba.int64, augment.RNG
+    ),
+    cache=True,
+    nogil=True,
+)
+def _place_all(sizes, starts, canvas, max_overlap, attempts, rng):
+    """`place_boxes` compiled: canvas j's boxes are sizes[starts[j]:starts[j + 1]]."""
+    corners = np.zeros((len(sizes), 2), np.int64)
+    fits = np.zeros(len(starts) - 1, np.bool_)
+    for j in range(len(starts) - 1):
+        one = sizes[starts[j] : starts[j + 1]]
+        if len(one) and (one.min() == 0 or one.max() > canvas):
+            continue  # an empty digit, or one larger than the canvas: no draws, re-sampled
+        fits[j] = _place_one(one, canvas, max_overlap, attempts, rng, corners[starts[j] : starts[j + 1]])
+    return corners, fits
+
+
+def place_boxes(
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    canvas: int,
+    max_overlap: float,
+    attempts: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Find top-left corners for the boxes of each canvas so that no box is covered beyond `max_overlap`.
+
+    Canvas by canvas, boxes go in largest first. Each gets `attempts` random candidate corners, tried in
+    order until one keeps its own coverage (from a summed-area table of the placed boxes' union) and the
+    coverage it adds to each placed box (counted on that box's still uncovered pixels) within the limit.
+    The candidates are drawn inside the compiled loop from `rng`'s state, as rng.integers would draw them.
 
     Args:
-        sizes: (k, 2) int (w, h) of each box, all <= canvas.
+        sizes: (D, 2) int (w, h) of every box, canvas after canvas.
+        counts: (n,) boxes per canvas.
         canvas: canvas side in pixels.
         max_overlap: largest fraction of a box's area that the union of the other boxes may cover.
         attempts: candidate corners per box.
         rng: the shard's generator.
     Returns:
-        (k, 2) int (x, y) corners in the order of `sizes`, or None when a box found no valid candidate.
+        (D, 2) int (x, y) corners in the order of `sizes`, and (n,) bool: whether the canvas's boxes all
+        found a corner (False too, without a draw, when a box is empty or larger than the canvas).
     """
-    k = len(sizes)
-    union = np.zeros((canvas, canvas), bool)  # pixels under any placed box
-    free = np.zeros((k, canvas, canvas), bool)  # per placed box: its pixels no other box covers
-    covered = np.zeros(k, np.int64)  # per placed box: its pixels that other boxes cover
-    limits = np.zeros(k)
-    placed = np.zeros((k, 4), np.int64)  # x, y, w, h of placed boxes
-    corners = np.zeros((k, 2), np.int64)
-    order = np.argsort(-sizes[:, 0] * sizes[:, 1], kind="stable")
-    for n, i in enumerate(order):
-        w, h = sizes[i]
-        limit = max_overlap * w * h + 1e-9
-        xs = rng.integers(0, canvas - w + 1, attempts)
-        ys = rng.integers(0, canvas - h + 1, attempts)
-        c, own = _first_fit(xs, ys, int(w), int(h), limit, union, free, covered, limits, placed, n)
-        if c < 0:
-            return None
-        corners[i] = xs[c], ys[c]
-        if n < k - 1:  # the last box: no later box needs the masks
-            _add_box(
-                int(xs[c]), int(ys[c]), int(w), int(h), own, limit, union, free, covered, limits, placed, n
-            )
-    return corners
+    starts = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=starts[1:])
+    sizes = np.ascontiguousarray(sizes, np.int64).reshape(-1, 2)
+    return _place_all(sizes, starts, int(canvas), float(max_overlap), int(attempts), rng)
 
 
 def compose_canvas(crops: list[np.ndarray], corners: np.ndarray, canvas: int) -> np.ndarray:
@@ -211,14 +248,6 @@ def _draw_canvases(n, digits, gen: GenerateParams, stage: StageDataParams, augme
     return _Draw(counts, digit_ids, crops)
 
 
-def _layout(crops, gen: GenerateParams, stage: StageDataParams, rng) -> np.ndarray | None:
-    """Corners for one canvas's crops, or None when they cannot be placed (or a digit came out empty)."""
-    sizes = np.array([(c.shape[1], c.shape[0]) for c in crops], np.int64).reshape(-1, 2)
-    if (sizes == 0).any() or (sizes > gen.canvas_size).any():
-        return None
-    return place_boxes(sizes, gen.canvas_size, stage.max_overlap, gen.max_attempts, rng)
-
-
 def make_shard(
     digits: np.ndarray,
     labels: np.ndarray,
@@ -250,18 +279,20 @@ def make_shard(
     todo = np.arange(n)
     for _ in range(MAX_ROUNDS):
         draw = _draw_canvases(len(todo), digits, gen, stage, augmenter, rng)
-        starts = np.concatenate([[0], np.cumsum(draw.counts)])
+        sizes = np.array([(c.shape[1], c.shape[0]) for c in draw.crops], np.int64).reshape(-1, 2)  # (D, 2)
+        corners, fits = place_boxes(
+            sizes, draw.counts, gen.canvas_size, stage.max_overlap, gen.max_attempts, rng
+        )
+        starts = np.concatenate([[0], np.cumsum(draw.counts)]).tolist()
         failed = []
         for j, slot in enumerate(todo):
-            crops = draw.crops[starts[j] : starts[j + 1]]
-            corners = _layout(crops, gen, stage, rng)
-            if corners is None:
+            lo, hi = starts[j], starts[j + 1]
+            if not fits[j]:
                 failed.append(slot)
                 continue
-            out.images[slot] = compose_canvas(crops, corners, gen.canvas_size)
-            sizes = [(c.shape[1], c.shape[0]) for c in crops]
-            out.boxes[slot, : len(crops)] = np.concatenate([corners, sizes], axis=1)
-            out.labels[slot, : len(crops)] = labels[draw.digit_ids[starts[j] : starts[j + 1]]]
+            out.images[slot] = compose_canvas(draw.crops[lo:hi], corners[lo:hi], gen.canvas_size)
+            out.boxes[slot, : hi - lo] = np.concatenate([corners[lo:hi], sizes[lo:hi]], axis=1)
+            out.labels[slot, : hi - lo] = labels[draw.digit_ids[lo:hi]]
         out.resampled += len(failed)
         todo = np.array(failed, np.int64)
         if len(todo) == 0:
