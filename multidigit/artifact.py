@@ -134,7 +134,7 @@ def build_detector_fn(detector: Any, post: PostprocessParams) -> Any:
 
     from multidigit.model import inference_model
 
-    model = inference_model(detector)
+    model = inference_model(detector, post.peaks)
 
     class DetectorModule(tf.Module):
         def __init__(self):

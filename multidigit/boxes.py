@@ -11,6 +11,7 @@ Box format everywhere outside the grid is pixel `x, y, w, h` with `(x, y)` the t
     tw, th  log(w / anchor), log(h / anchor), anchor a fixed size in pixels per slot
 
 and the object belongs to the cell that holds its centre and to the slot whose anchor is nearest its size;
+every cell also gets a centre heat (CenterNet): a Gaussian around each digit's centre, 1 at its centre cell;
 with `neighbours`, also to the two cells beside it on the sides nearest the centre (YOLOv5's assignment),
 whose offsets fall in (-0.5, 0) or (1, 1.5): three times the box supervision per digit.
 Raw network output per slot (`RAW_CHANNELS`): [objectness logit, tx logit, ty logit, tw, th, 10 class
@@ -27,7 +28,10 @@ import numpy as np
 from multidigit.constants import CANVAS_SIZE, DIGIT_SIZE, NUM_CLASSES
 
 RAW_CHANNELS = 5 + NUM_CLASSES  # objectness, tx, ty, tw, th, class logits
-TARGET_CHANNELS = 6  # is_object, tx, ty, tw, th, class index
+TARGET_CHANNELS = 7  # is_object, tx, ty, tw, th, class index, centre heat
+# Centre heatmap (`loss.objectness: heatmap`): an elliptical Gaussian per digit with sd HEAT_ALPHA * side / 6
+# (TTFNet's shape; CenterNet's radius rule gives similar sds for square boxes), 1 at the centre cell.
+HEAT_ALPHA = 0.54
 # Anchor sizes span roughly the digit sizes of the curriculum (scale 0.6-1.8 of a 28 px digit).
 ANCHOR_RANGE = (16.0, 44.0)
 # Log-size outputs are clipped before exp so a wild logit cannot overflow to inf in the decoded box.
@@ -120,8 +124,9 @@ def encode_targets(
         boxes_per_cell: anchor slots per cell.
         neighbours: also assign each object to the two cells beside its centre cell.
     Returns:
-        (B, G, G, A, TARGET_CHANNELS) float32 [is_object, tx, ty, tw, th, class]; zeros where empty.
-        Two objects in one cell and slot keep the larger (drawn last); a centre cell beats a neighbour.
+        (B, G, G, A, TARGET_CHANNELS) float32 [is_object, tx, ty, tw, th, class, heat]; zeros where empty
+        (heat: `centre_heat`, the same in every slot of a cell). Two objects in one cell and slot keep the
+        larger (drawn last); a centre cell beats a neighbour.
     """
     boxes, labels = np.asarray(boxes, np.float32), np.asarray(labels)
     g, anchors = grid_size(stride), anchor_sizes(boxes_per_cell)
@@ -139,8 +144,30 @@ def encode_targets(
     for row, col, ok in _assignments(cx, cy, g, neighbours):
         tx, ty = np.clip(cx - col, lo, hi), np.clip(cy - row, lo, hi)
         values = np.stack([np.ones_like(w), tx, ty, size[:, 0], size[:, 1], cls], axis=1)
-        out[b_idx[ok], row[ok], col[ok], slot[ok]] = values[ok]
+        out[b_idx[ok], row[ok], col[ok], slot[ok], :6] = values[ok]
+    out[..., 6] = centre_heat(boxes.shape[0], b_idx, cx, cy, w / stride, h / stride, g)[..., None]
     return out
+
+
+def centre_heat(batch: int, b_idx: np.ndarray, cx, cy, w, h, g: int) -> np.ndarray:
+    """(B, G, G) float32 centre heatmap: per canvas the max over its digits of an elliptical Gaussian
+    exp(-dx^2 / 2 sx^2 - dy^2 / 2 sy^2) at the cell centres, sx = HEAT_ALPHA * w / 6; 1 at each centre cell.
+
+    Args:
+        batch: canvases B. b_idx: (N,) canvas of each digit. cx, cy, w, h: (N,) centre and size in cells.
+        g: cells a side.
+    """
+    heat = np.zeros((batch, g, g), np.float32)
+    if not len(b_idx):
+        return heat
+    centres = np.arange(g, dtype=np.float32) + 0.5
+    sx, sy = (np.maximum(HEAT_ALPHA * s / 6.0, 0.1)[:, None] for s in (w, h))
+    gx = np.exp(-np.square(centres[None, :] - cx[:, None]) / (2 * sx * sx))  # (N, G) along x
+    gy = np.exp(-np.square(centres[None, :] - cy[:, None]) / (2 * sy * sy))
+    np.maximum.at(heat, b_idx, (gy[:, :, None] * gx[:, None, :]).astype(np.float32))
+    col, row = np.clip(cx.astype(int), 0, g - 1), np.clip(cy.astype(int), 0, g - 1)
+    heat[b_idx, row, col] = 1.0
+    return heat
 
 
 def cell_offsets(stride: int, boxes_per_cell: int) -> np.ndarray:
@@ -151,13 +178,23 @@ def cell_offsets(stride: int, boxes_per_cell: int) -> np.ndarray:
     return np.repeat(corner[:, :, None, :], boxes_per_cell, axis=2)
 
 
-def decode_raw(raw, stride: int, boxes_per_cell: int):
+def peak_objectness(objectness):
+    """(B, G, G, A) objectness zeroed where a slot is below the best slot of its 3 x 3 cells (CenterNet's
+    max-pool "NMS"): a digit keeps the one peak of its centre heat."""
+    from keras import ops
+
+    best = ops.max_pool(ops.max(objectness, axis=-1, keepdims=True), 3, strides=1, padding="same")
+    return ops.where(objectness >= best, objectness, 0.0)
+
+
+def decode_raw(raw, stride: int, boxes_per_cell: int, peaks: bool = False):
     """Raw grid output -> decoded boxes and probabilities (keras.ops, so it runs in the model and in numpy).
 
     Args:
         raw: (B, G, G, A, RAW_CHANNELS) logits as the training model outputs them.
         stride: pixels per grid cell.
         boxes_per_cell: anchor slots per cell.
+        peaks: keep objectness only at local maxima (`peak_objectness`, `nms.peaks`).
     Returns:
         (B, G*G*A, 15) tensor [x, y, w, h pixels top-left, objectness prob, 10 class probs].
     """
@@ -168,7 +205,8 @@ def decode_raw(raw, stride: int, boxes_per_cell: int):
     anchors = ops.convert_to_tensor(anchor_sizes(boxes_per_cell)[:, None])  # (A, 1)
     centre = offsets + offset_from_logit(raw[..., 1:3], ops) * float(stride)
     size = ops.exp(ops.minimum(raw[..., 3:5], MAX_LOG_SIZE)) * anchors
-    objectness = ops.sigmoid(raw[..., 0:1])
+    objectness = ops.sigmoid(raw[..., 0])
+    objectness = (peak_objectness(objectness) if peaks else objectness)[..., None]
     classes = ops.softmax(raw[..., 5:], axis=-1)
     decoded = ops.concatenate([centre - size / 2, size, objectness, classes], axis=-1)
     return ops.reshape(decoded, (-1, g * g * boxes_per_cell, 5 + NUM_CLASSES))

@@ -1,12 +1,15 @@
 """The detection loss on the raw grid: objectness BCE, class cross-entropy, box regression.
 
 Inputs are the training model's raw output (B, G, G, A, 15) = [obj logit, tx logit, ty logit, tw, th,
-10 class logits] and the targets of `boxes.encode_targets` (B, G, G, A, 6) = [is_object, tx, ty, tw, th,
-class]. Every term is summed over cells and averaged over canvases (YOLO style), so the weights of the
+10 class logits] and the targets of `boxes.encode_targets` (B, G, G, A, 7) = [is_object, tx, ty, tw, th,
+class, heat]. Every term is summed over cells and averaged over canvases (YOLO style), so the weights of the
 loss block (lambda_coord, lambda_noobj, lambda_class, lambda_iou) keep their meaning across batch sizes.
 
     objectness  BCE; empty slots weighted lambda_noobj. The target of an object slot blends 1 with the
                 IoU of its predicted box (obj_iou), so the score also ranks how well a box fits.
+                Or (`objectness: heatmap`) CenterNet's penalty-reduced focal loss on every cell against
+                the centre heat of `boxes.centre_heat`: a cell beside a centre is only gently pushed
+                down, so the three cells that share a digit's box no longer fight over its score.
     box         lambda_coord * squared error of (centre offsets in cell units, log sizes)
                 + lambda_iou * (1 - GIoU) of the decoded box, which presses on the pixel edges that
                 mAP@.5:.95 measures.
@@ -22,6 +25,7 @@ from multidigit.boxes import MAX_LOG_SIZE, anchor_sizes, offset_from_logit
 from multidigit.params import LossParams
 
 EPS = 1e-7
+FOCAL_ALPHA, FOCAL_BETA = 2.0, 4.0  # CenterNet's focal exponents: hard examples, and the penalty reduction
 
 
 def _giou(pred, true):
@@ -37,11 +41,21 @@ def _giou(pred, true):
     return iou - (hull - union) / (hull + EPS), iou
 
 
+def _focal_heat(heat, logit):
+    """Summed penalty-reduced focal loss of objectness logits against centre heat (CenterNet eq. 1)."""
+    p = ops.sigmoid(logit)
+    log_p, log_not_p = -ops.softplus(-logit), -ops.softplus(logit)  # log p, log(1 - p), stable
+    peak = ops.cast(heat >= 1.0, logit.dtype)
+    pos = peak * ops.power(1.0 - p, FOCAL_ALPHA) * log_p
+    neg = (1.0 - peak) * ops.power(1.0 - heat, FOCAL_BETA) * ops.power(p, FOCAL_ALPHA) * log_not_p
+    return -ops.sum(pos + neg)
+
+
 def loss_components(targets, raw, params: LossParams, stride: int) -> dict:
     """Each loss term, summed over cells and averaged over the batch.
 
     Args:
-        targets: (B, G, G, A, 6) from `boxes.encode_targets`.
+        targets: (B, G, G, A, 7) from `boxes.encode_targets`.
         raw: (B, G, G, A, 15) training model output.
         params: the loss block.
         stride: pixels per grid cell (converts cell offsets to pixels for GIoU).
@@ -63,11 +77,14 @@ def loss_components(targets, raw, params: LossParams, stride: int) -> dict:
     giou, iou = _giou(pred_box, true_box)
     box = ops.sum(is_obj * (params.lambda_coord * coord_err + params.lambda_iou * (1.0 - giou))) / batch
 
-    quality = ops.stop_gradient(ops.clip(iou, 0.0, 1.0))
-    obj_target = is_obj * (1.0 - params.obj_iou + params.obj_iou * quality)
-    bce = ops.binary_crossentropy(obj_target[..., None], raw[..., 0:1], from_logits=True)[..., 0]
-    weight = is_obj + params.lambda_noobj * (1.0 - is_obj)
-    obj = ops.sum(weight * bce) / batch
+    if params.objectness == "heatmap":
+        obj = _focal_heat(targets[..., 6], raw[..., 0]) / batch
+    else:
+        quality = ops.stop_gradient(ops.clip(iou, 0.0, 1.0))
+        obj_target = is_obj * (1.0 - params.obj_iou + params.obj_iou * quality)
+        bce = ops.binary_crossentropy(obj_target[..., None], raw[..., 0:1], from_logits=True)[..., 0]
+        weight = is_obj + params.lambda_noobj * (1.0 - is_obj)
+        obj = ops.sum(weight * bce) / batch
 
     labels = ops.cast(targets[..., 5], "int32")
     ce = ops.sparse_categorical_crossentropy(labels, raw[..., 5:], from_logits=True)

@@ -139,15 +139,16 @@ def _init_prior(predict: layers.Conv2D, boxes_per_cell: int) -> None:
 class DecodeGrid(layers.Layer):
     """(B, G, G, A, 15) raw logits -> (B, G*G*A, 15) decoded boxes and probabilities (boxes.decode_raw)."""
 
-    def __init__(self, stride: int, boxes_per_cell: int, **kwargs):
+    def __init__(self, stride: int, boxes_per_cell: int, peaks: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.stride, self.boxes_per_cell = stride, boxes_per_cell
+        self.stride, self.boxes_per_cell, self.peaks = stride, boxes_per_cell, peaks
 
     def call(self, raw):
-        return boxes.decode_raw(raw, self.stride, self.boxes_per_cell)
+        return boxes.decode_raw(raw, self.stride, self.boxes_per_cell, self.peaks)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "stride": self.stride, "boxes_per_cell": self.boxes_per_cell}
+        config = {"stride": self.stride, "boxes_per_cell": self.boxes_per_cell, "peaks": self.peaks}
+        return {**super().get_config(), **config}
 
 
 def grid_of(detector: keras.Model) -> tuple[int, int]:
@@ -156,16 +157,17 @@ def grid_of(detector: keras.Model) -> tuple[int, int]:
     return CANVAS_SIZE // g, a
 
 
-def inference_model(detector: keras.Model) -> keras.Model:
+def inference_model(detector: keras.Model, peaks: bool = False) -> keras.Model:
     """Wrap a training detector so it outputs the contract (B, N, 15) decoded tensor.
 
     Args:
         detector: the model `build_detector` returns (or one loaded from detector.keras).
+        peaks: keep objectness only at its local maxima (`nms.peaks`).
     Returns:
         Model (B, 100, 100, 1) -> (B, G*G*A, 15) [x, y, w, h pixels top-left, objectness, 10 class probs].
     """
     stride, per_cell = grid_of(detector)
-    decoded = DecodeGrid(stride, per_cell, name="decode")(detector.output)
+    decoded = DecodeGrid(stride, per_cell, peaks, name="decode")(detector.output)
     return keras.Model(detector.input, decoded, name="detector_inference")
 
 

@@ -176,6 +176,9 @@ class LossParams(Block):
     lambda_class: PosFloat = 1.0  # class cross-entropy weight
     lambda_iou: Annotated[float, Field(ge=0.0)] = 1.0  # weight of (1 - GIoU) on object slots
     obj_iou: Fraction = 0.5  # objectness target of an object slot: 1 - obj_iou + obj_iou * IoU(pred, gt)
+    # bce: the IoU-aware BCE above on the assigned cells (YOLO); heatmap: every cell's objectness learns the
+    # digits' Gaussian centre heat with CenterNet's penalty-reduced focal loss (lambda_noobj, obj_iou unused).
+    objectness: Literal["bce", "heatmap"] = "bce"
 
 
 class PretrainParams(Block):
@@ -212,6 +215,7 @@ class NmsParams(Block):
     iou_threshold: Fraction = 0.45
     max_detections: PosInt = 20
     merge: bool = True  # a kept box becomes the score-weighted mean of the same-class boxes it suppressed
+    peaks: bool = False  # before NMS, a cell keeps its objectness only where it peaks over its 3 x 3 cells
     # One box per digit: after NMS and the merge, a box overlapping a better-scored shown box of another
     # class by IoU > agnostic_iou, or lying inside it by more than agnostic_containment (intersection over
     # its own area), is not shown (1.0 turns a test off). Chosen on stage-3 val (baseline model, threshold

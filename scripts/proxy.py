@@ -8,7 +8,8 @@ drawn canvases built from MNIST *val* digits (never test), the README "Tuning" r
 pretrains one; with a stage-2 detector (every run saves its own as .proxy/NAME/stage2.keras) only stage 3 is
 generated and trained, so stage-3 levers compare from one start. Each stage is seeded as `train_stage`
 seeds it, so an arm at the default params and counts retrains the pipeline's own stage. `--score-only
-DETECTOR` scores a saved detector on the same val sets. Needs data/mnist (`dvc repro mnist`).
+DETECTOR [OVERRIDES]` scores a saved detector (every run saves its own as .proxy/NAME/detector.keras) on
+the same val sets, post-processed by the overrides' nms block. Needs data/mnist (`dvc repro mnist`).
 Appends one JSON line per run to reports/proxy.jsonl, with each stage's fit seconds and the load average.
 """
 
@@ -85,6 +86,7 @@ def train_curriculum(
         seconds[stage] = round(time.perf_counter() - tic, 1)
         if stage == "stage2":
             detector.save(work / "stage2.keras")
+    detector.save(work / "detector.keras")  # for `--score-only` under other post-processing params
     return detector, seconds
 
 
@@ -150,18 +152,19 @@ def repo_params(overrides: dict | None = None) -> Params:
     return validate_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides or {}))
 
 
-def score_only(path: str) -> int:
-    """`--score-only DETECTOR`: the val figures of a saved detector (e.g. a pipeline's models/stage3)."""
+def score_only(path: str, overrides: dict) -> int:
+    """`--score-only DETECTOR [OVERRIDES]`: the val figures of a saved detector (e.g. a pipeline's
+    models/stage3), post-processed by params.yaml's nms block or by the one in OVERRIDES' params."""
     import keras
 
     from multidigit.mnist import read_split
 
-    base = repo_params()
+    base, cfg = repo_params(), repo_params(overrides.get("params", {}))
     val_digits = read_split("val")
     detector = keras.saving.load_model(path, compile=False)
     val3 = make_split(base, "stage3", "val", VAL_CANVASES, val_digits)
-    result = {"name": f"score-only {path}"}
-    result |= {k: round(v, 4) for k, v in score(base, detector, val3, drawn_vals(base, val_digits)).items()}
+    result = {"name": f"score-only {path}", "overrides": overrides}
+    result |= {k: round(v, 4) for k, v in score(cfg, detector, val3, drawn_vals(base, val_digits)).items()}
     print(json.dumps(result))
     with OUT.open("a") as fh:
         fh.write(json.dumps(result) + "\n")
@@ -172,7 +175,7 @@ def main() -> int:
     from multidigit.mnist import read_split
 
     if sys.argv[1] == "--score-only":
-        return score_only(sys.argv[2])
+        return score_only(sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})
     name = sys.argv[1]
     over = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     cfg = repo_params(over.get("params", {}))

@@ -148,3 +148,29 @@ def test_postprocess_rejects_bad_shape():
 def test_grid_size_rejects_non_divisor():
     with pytest.raises(ValueError, match=r"model\.stride: 3"):
         boxes.grid_size(3)
+
+
+def test_centre_heat_peaks_at_each_centre_cell_and_widens_with_the_digit():
+    gt = np.array([[[8, 8, 12, 20], [50, 30, 48, 56]]], np.float32)  # a small digit and a ~2 cm one
+    heat = boxes.encode_targets(gt, np.array([[3, 7]]), stride=4, boxes_per_cell=2)[..., 6]
+    np.testing.assert_array_equal(heat[..., 0], heat[..., 1])  # one heat per cell, every slot
+    heat = heat[0, ..., 0]
+    small, large = (4, 3), (14, 18)  # (row, col) of the cells holding the two centres
+    assert heat[small] == 1.0 and heat[large] == 1.0 and (heat == 1.0).sum() == 2
+    assert heat.min() >= 0.0 and heat.max() <= 1.0
+    # one cell to the side: a 12 px digit's heat is nearly gone, a 48 px digit's is still high
+    assert heat[small[0], small[1] + 1] < 0.1 < 0.5 < heat[large[0], large[1] + 1]
+    assert heat[20:, :8].max() < 1e-6  # far from both digits
+
+
+def test_peaks_keep_one_slot_per_digit_and_its_box():
+    gt = np.array([[[10, 8, 12, 20], [40, 5, 30, 44], [70, 60, 25, 28]]], np.float32)
+    targets = boxes.encode_targets(gt, np.array([[3, 7, 1]]), stride=4, boxes_per_cell=1, neighbours=True)
+    raw = _raw_from_targets(targets)
+    heat = np.clip(targets[..., 6], 1e-4, 1 - 1e-4)
+    raw[..., 0] = np.log(heat / (1 - heat))  # objectness shaped like the centre heat
+    spread = np.asarray(boxes.decode_raw(raw, 4, 1))[0]
+    peaked = np.asarray(boxes.decode_raw(raw, 4, 1, peaks=True))[0]
+    assert (spread[:, 4] > 0.01).sum() > 3 * 3  # the heat's shoulders score too
+    assert (peaked[:, 4] > 0.01).sum() == 3
+    np.testing.assert_allclose(peaked[peaked[:, 4] > 0.01, :4], gt[0], atol=1e-3)

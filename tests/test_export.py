@@ -78,12 +78,12 @@ def save_tiny_detector(path: Path) -> Path:
     return path
 
 
-def decoded_of(detector, images: np.ndarray) -> np.ndarray:
+def decoded_of(detector, images: np.ndarray, peaks: bool = False) -> np.ndarray:
     """(B, N, 15) Keras inference-model output: the input of the numpy reference post-processing."""
     from multidigit.model import inference_model
     from multidigit.preprocess import to_model_input
 
-    return inference_model(detector).predict(to_model_input(images), verbose=0)
+    return inference_model(detector, peaks).predict(to_model_input(images), verbose=0)
 
 
 def busy_threshold(decoded: np.ndarray) -> float:
@@ -224,6 +224,19 @@ def test_module_equals_keras_and_numpy_postprocessing(detector, canvases, mnist_
     plain = reference(decoded, threshold, NmsParams(merge=False, agnostic_iou=1.0, agnostic_containment=1.0))
     assert any(not np.allclose(g["boxes"], p["boxes"]) for g, p in zip(got, plain, strict=True))  # merged
     assert all(p["shown"].all() for p in plain)  # 1.0 turns the rule off
+
+
+@pytest.mark.slow
+def test_module_with_peaks_equals_keras_and_numpy_and_lists_one_slot_per_peak(detector, canvases):
+    post = POST.model_copy(update={"peaks": True})
+    module = artifact.build_detector_fn(detector, post)
+    decoded, spread = decoded_of(detector, canvases, peaks=True), decoded_of(detector, canvases)
+    assert ((decoded[..., 4] > 0) & (decoded[..., 4] < spread[..., 4])).sum() == 0  # zeroed, never scaled
+    assert (decoded[..., 4] > 0).sum() < (spread[..., 4] > 0).sum() / 4  # most slots are not peaks
+    threshold = busy_threshold(spread)
+    want = reference(decoded, threshold, post)
+    assert sum(len(d["labels"]) for d in want) >= len(canvases) // 2  # peaks are left to compare
+    assert_same_detections(artifact.detect_canvases(module, canvases, threshold), want, atol=1e-3)
 
 
 @pytest.mark.slow

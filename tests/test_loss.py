@@ -68,3 +68,22 @@ def test_keras_loss_sums_components(targets):
     parts = _loss(targets, raw, LossParams())
     total = float(DetectionLoss(LossParams(), stride=4)(targets, raw))
     assert total == pytest.approx(parts["obj"] + parts["box"] + parts["cls"], rel=1e-5)
+
+
+def test_heatmap_objectness_is_near_zero_on_the_heat_and_costly_for_a_miss(targets):
+    heatmap = LossParams(objectness="heatmap")
+    raw = _raw_from_targets(targets)
+    heat = np.clip(targets[..., 6], 1e-6, 1 - 1e-6)
+    raw[..., 0] = np.log(heat / (1 - heat))
+    assert _loss(targets, raw, heatmap)["obj"] < 0.1
+    missed = raw.copy()
+    missed[..., 0][targets[..., 6] == 1.0] = -10.0  # the three centre cells say "empty"
+    assert _loss(targets, missed, heatmap)["obj"] > 25
+    # a cell beside a centre is punished far less than a cell far from every digit for the same score
+    beside, far = raw.copy(), raw.copy()
+    assert targets[0, 6, 13, 0, 6] == 1.0  # the centre cell of the 30 x 44 px digit
+    beside[0, 6, 14, 0, 0] = 2.0
+    far[0, 24, 0, 0, 0] = 2.0
+    base = _loss(targets, raw, heatmap)["obj"]
+    extra_beside, extra_far = (_loss(targets, r, heatmap)["obj"] - base for r in (beside, far))
+    assert 0 < extra_beside < extra_far / 2
