@@ -81,6 +81,64 @@ def random_transforms(augmenter, n: int) -> np.ndarray:
     return _matrices(r) @ _matrices(z) @ _matrices(t)
 
 
+# The resampling is TensorFlow's ImageProjectiveTransformV3 kernel (bilinear, constant fill 0; what
+# keras.ops.image.affine_transform ran), compiled here with the same float32 operations in the same order
+# (tensorflow/core/kernels/image/image_ops.h, ProjectiveGenerator): the same bytes at twice the speed, and
+# the digits are read in place instead of being copied into padded frames and handed to TensorFlow twice.
+_DIGITS = [numba.types.Array(t, 3, "C", readonly=True) for t in (numba.uint8, numba.float32)]
+
+
+@numba.njit(
+    [numba.float32[:, :, ::1](d, numba.float32[:, ::1], numba.int64, numba.int64) for d in _DIGITS],
+    cache=True,
+    nogil=True,
+)
+def _resample(digits, transforms, pad, frame):
+    """(D, frame, frame) float32: each (H, W) digit, zero-padded by `pad`, resampled bilinearly at its
+    8-number transform (output (x, y) -> input ((t0 x + t1 y + t2) / k, (t3 x + t4 y + t5) / k),
+    k = t6 x + t7 y + 1); samples outside the digit read 0 (the padding and the fill alike)."""
+    n, h, w = digits.shape
+    out = np.empty((n, frame, frame), np.float32)
+    zero, one = np.float32(0), np.float32(1)
+    for b in range(n):
+        t = transforms[b]
+        for oy in range(frame):
+            fy = np.float32(oy)
+            for ox in range(frame):
+                fx = np.float32(ox)
+                k = t[6] * fx + t[7] * fy + one
+                if k == zero:
+                    out[b, oy, ox] = zero
+                    continue
+                x = (t[0] * fx + t[1] * fy + t[2]) / k
+                y = (t[3] * fx + t[4] * fy + t[5]) / k
+                x0, y0 = np.floor(x), np.floor(y)
+                x1, y1 = x0 + one, y0 + one
+                c0, r0 = int(x0) - pad, int(y0) - pad  # digit column and row of (x0, y0)
+                v00 = np.float32(digits[b, r0, c0]) if 0 <= r0 < h and 0 <= c0 < w else zero
+                v01 = np.float32(digits[b, r0, c0 + 1]) if 0 <= r0 < h and 0 <= c0 + 1 < w else zero
+                v10 = np.float32(digits[b, r0 + 1, c0]) if 0 <= r0 + 1 < h and 0 <= c0 < w else zero
+                v11 = np.float32(digits[b, r0 + 1, c0 + 1]) if 0 <= r0 + 1 < h and 0 <= c0 + 1 < w else zero
+                top = (x1 - x) * v00 + (x - x0) * v01
+                bottom = (x1 - x) * v10 + (x - x0) * v11
+                out[b, oy, ox] = (y1 - y) * top + (y - y0) * bottom
+    return out
+
+
+def _frame_transforms(transforms: np.ndarray, scales: np.ndarray, pad: int) -> np.ndarray:
+    """(D, 8) float32 transforms of the digits padded by `pad`: augmentation, then zoom about the centre."""
+    frame = DIGIT_SIZE + 2 * pad
+    c = (frame - 1) / 2.0
+    scale = np.zeros((len(scales), 3, 3))
+    scale[:, 0, 0] = scale[:, 1, 1] = 1.0 / scales
+    scale[:, 0, 2] = scale[:, 1, 2] = c * (1.0 - 1.0 / scales)
+    scale[:, 2, 2] = 1.0
+    move = np.eye(3)
+    move[:2, 2] = pad  # digit -> frame coordinates
+    total = move @ transforms @ np.linalg.inv(move) @ scale  # frame output -> frame input
+    return total.reshape(-1, 9)[:, :8].astype(np.float32)
+
+
 def warp_digits(digits: np.ndarray, transforms: np.ndarray, scales: np.ndarray | None = None) -> np.ndarray:
     """Apply each digit's transform, then its scale, in ONE bilinear resampling of the batch.
 
@@ -97,26 +155,10 @@ def warp_digits(digits: np.ndarray, transforms: np.ndarray, scales: np.ndarray |
     scales = np.ones(len(digits)) if scales is None else np.asarray(scales, np.float64)
     if len(digits) == 0:
         return np.zeros((0, DIGIT_SIZE, DIGIT_SIZE), np.float32)
-    import keras
-
     top = float(scales.max())
     pad = int(np.ceil(DIGIT_SIZE * (top - 1.0) / 2.0)) + 1 if top > 1 else 0
-    frame = DIGIT_SIZE + 2 * pad
-    c = (frame - 1) / 2.0
-    scale = np.zeros((len(scales), 3, 3))
-    scale[:, 0, 0] = scale[:, 1, 1] = 1.0 / scales
-    scale[:, 0, 2] = scale[:, 1, 2] = c * (1.0 - 1.0 / scales)
-    scale[:, 2, 2] = 1.0
-    move = np.eye(3)
-    move[:2, 2] = pad  # digit -> frame coordinates
-    total = move @ transforms @ np.linalg.inv(move) @ scale  # frame output -> frame input
-    flat = total.reshape(-1, 9)[:, :8].astype(np.float32)
-    padded = np.zeros((len(digits), frame, frame, 1), np.float32)  # (D, F, F, 1); np.pad is slower
-    padded[:, pad : pad + DIGIT_SIZE, pad : pad + DIGIT_SIZE, 0] = digits
-    out = keras.ops.image.affine_transform(
-        padded, flat, interpolation="bilinear", fill_mode="constant", fill_value=0.0
-    )
-    return np.asarray(out)[..., 0]
+    digits = np.ascontiguousarray(digits, np.uint8 if digits.dtype == np.uint8 else np.float32)
+    return _resample(digits, _frame_transforms(transforms, scales, pad), pad, DIGIT_SIZE + 2 * pad)
 
 
 def augment_digits(augmenter, digits: np.ndarray) -> np.ndarray:
@@ -131,7 +173,7 @@ def augment_digits(augmenter, digits: np.ndarray) -> np.ndarray:
     return warp_digits(digits, random_transforms(augmenter, len(digits)))
 
 
-# Keras hands back a read-only array; a read-only signature takes writable ones too.
+# A read-only signature takes read-only arrays (and writable ones too).
 _IMAGES = numba.types.Array(numba.float32, 3, "A", readonly=True)
 
 

@@ -82,6 +82,23 @@ def test_keras_augmentation_is_seeded(train_digits, cfg):
     assert not np.array_equal(first, digits.astype(np.float32))  # it did transform the digits
 
 
+def test_compiled_resampling_equals_tensorflows_kernel(train_digits, cfg):
+    # warp_digits resamples with a compiled copy of TensorFlow's ImageProjectiveTransformV3 (bilinear,
+    # fill 0); shard bytes depend on it giving the kernel's float32 results exactly, at every scale.
+    import keras
+
+    digits = train_digits[0][:48]
+    transforms = augment.random_transforms(augment.build_augmenter(cfg.generate.augment, (7, 8, 9)), 48)
+    for scales in (np.ones(48), np.random.default_rng(2).uniform(0.6, 3.2, 48)):
+        ours = augment.warp_digits(digits, transforms, scales)
+        pad = (ours.shape[1] - 28) // 2
+        frame = np.zeros((48, ours.shape[1], ours.shape[2], 1), np.float32)
+        frame[:, pad : pad + 28, pad : pad + 28, 0] = digits
+        flat = augment._frame_transforms(transforms, scales, pad)
+        theirs = keras.ops.image.affine_transform(frame, flat, "bilinear", "constant", 0.0)
+        assert ours.tobytes() == np.asarray(theirs)[..., 0].tobytes()
+
+
 def test_one_worker_and_two_workers_write_identical_shards(params_dict, mnist_splits, tmp_path):
     cfg = small_params(params_dict, per_split=40, shard_size=20)
     specs = canvas.plan_shards(cfg.generate, "stage2")
