@@ -71,8 +71,11 @@ def random_transforms(augmenter, n: int) -> np.ndarray:
     Returns:
         (n, 3, 3) float64, output (x, y, 1) -> input (x, y, 1) in 28 px digit coordinates.
     """
+    import keras
+
     rotate, zoom, shift = augmenter.layers
-    shape = np.zeros((n, DIGIT_SIZE, DIGIT_SIZE, 1), np.float32)  # only its shape is read
+    # Only the batch's shape is read; a symbolic tensor gives it without converting a zero batch per layer.
+    shape = keras.KerasTensor((n, DIGIT_SIZE, DIGIT_SIZE, 1))
     r = rotate.get_random_transformation(shape, training=True)["rotation_matrix"]
     z = zoom.get_random_transformation(shape, training=True)
     zooms = zoom.backend.numpy.concatenate([z["width_zoom"], z["height_zoom"]], axis=1)
