@@ -278,8 +278,13 @@ def _stroke_patch(points, offsets, widths):
 
 
 @numba.njit(numba.types.UniTuple(numba.int64, 4)(numba.uint8[:, ::1]), cache=True, nogil=True)
-def _ink_bounds(patch):
-    """`tight_bounds` of one (H, W) uint8 patch, without numpy's per-call cost: (x0, y0, x1, y1)."""
+def ink_bounds(patch: np.ndarray) -> tuple[int, int, int, int]:
+    """`tight_bounds` of one C-contiguous (H, W) uint8 patch, without numpy's per-call cost (the
+    re-stroked digits and the drawn layouts measure thousands of small patches).
+
+    Returns:
+        (x0, y0, x1, y1) exclusive bounds of the non-zero pixels; (0, 0, 0, 0) for an empty patch.
+    """
     h, w = patch.shape
     x0, y0, x1, y1 = w, h, 0, 0
     for y in range(h):
@@ -318,7 +323,7 @@ def _restroke(skeletons, codes, scales, widths, width_jitter, point_jitter, rng)
         # one draw for all points: the generator fills it in the order the per-stroke draws took
         jittered = (points + rng.normal(0.0, point_jitter, points.shape)) * (BUFFER_FACTOR * scales[i])
         patch = _stroke_patch(jittered, offsets, stroke_widths)
-        x0, y0, x1, y1 = _ink_bounds(patch)
+        x0, y0, x1, y1 = ink_bounds(patch)
         crops.append(patch[y0:y1, x0:x1])
         shapes[i, 0], shapes[i, 1], total = y1 - y0, x1 - x0, total + (y1 - y0) * (x1 - x0)
     flat, at = np.empty(total, np.uint8), 0

@@ -68,9 +68,10 @@ def drawn_canvas(digits: np.ndarray, params: DrawnParams, brush: float, rng: np.
         n lists of (K, 2) float64 polylines.
     """
     skeletons = strokes.thin(digits > strokes.INK_LEVEL)  # one batch: faster than digit by digit
+    codes = strokes.neighbour_codes(skeletons)  # likewise (np.pad per digit was a fifth of make_drawn)
     lines = [
-        strokes.digit_strokes(d, sk) or [np.array([[14.0, 14.0]])]
-        for d, sk in zip(digits, skeletons, strict=True)
+        strokes.digit_strokes(d, sk, code) or [np.array([[14.0, 14.0]])]
+        for d, sk, code in zip(digits, skeletons, codes, strict=True)
     ]
     boxes = [np.concatenate([np.concatenate(ls).min(0), np.concatenate(ls).max(0)]) for ls in lines]
     shapes = [b[2:] - b[:2] for b in boxes]
@@ -126,7 +127,7 @@ def _render(digit_lines: list[list[np.ndarray]], brush: float) -> tuple[np.ndarr
         patch, (x, y) = _digit_patch(lines, brush)
         h, w = patch.shape
         np.maximum(page[y : y + h, x : x + w], patch, out=page[y : y + h, x : x + w])
-        x0, y0, x1, y1 = augment.tight_bounds(strokes.reduce_blocks(patch, f)[None])[0]
+        x0, y0, x1, y1 = augment.ink_bounds(strokes.reduce_blocks(patch, f))
         boxes.append([x // f + x0, y // f + y0, x1 - x0, y1 - y0])
     return strokes.reduce_drawing(page), np.array(boxes)
 

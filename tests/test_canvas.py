@@ -236,7 +236,7 @@ def test_compiled_ink_bounds_equal_tight_bounds():
         h, w = rng.integers(1, 40, 2)
         patches.append(((rng.random((h, w)) < rng.uniform(0, 0.05)) * rng.integers(1, 256)).astype(np.uint8))
     for patch in patches:
-        assert augment._ink_bounds(np.ascontiguousarray(patch)) == tuple(augment.tight_bounds(patch[None])[0])
+        assert augment.ink_bounds(np.ascontiguousarray(patch)) == tuple(augment.tight_bounds(patch[None])[0])
 
 
 def test_restroked_stage_keeps_tight_boxes_and_its_bytes_are_seeded(cfg, train_digits):
