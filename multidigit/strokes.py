@@ -324,6 +324,8 @@ def _paint_segment(buf, ax: float, ay: float, bx: float, by: float, width: float
         ry = (y + 0.5) - ay
         ry_dy = ry * dy
         for x in range(x0, x1 + 1):
+            if buf[y, x] == 255:  # full already: no segment can raise it (inside thick strokes, most are)
+                continue
             rx = (x + 0.5) - ax
             if len2 > 0:
                 t = (rx * dx + ry_dy) / len2
