@@ -192,6 +192,7 @@ def operating_thresholds(metrics: dict[str, float], nms: NmsParams) -> dict[str,
         "iou": nms.iou_threshold,
         "max_detections": nms.max_detections,
         "merge": nms.merge,
+        "peaks": nms.peaks,
         "agnostic_iou": nms.agnostic_iou,
         "agnostic_containment": nms.agnostic_containment,
     }
