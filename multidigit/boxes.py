@@ -164,7 +164,12 @@ def centre_heat(batch: int, b_idx: np.ndarray, cx, cy, w, h, g: int) -> np.ndarr
     sx, sy = (np.maximum(HEAT_ALPHA * s / 6.0, 0.1)[:, None] for s in (w, h))
     gx = np.exp(-np.square(centres[None, :] - cx[:, None]) / (2 * sx * sx))  # (N, G) along x
     gy = np.exp(-np.square(centres[None, :] - cy[:, None]) / (2 * sy * sy))
-    np.maximum.at(heat, b_idx, (gy[:, :, None] * gx[:, None, :]).astype(np.float32))
+    # max per canvas over its digits' (G, G) Gaussians: one reduceat over canvas-sorted digits, a tenth
+    # of np.maximum.at's time (encode_targets runs per training batch)
+    order = np.argsort(b_idx, kind="stable")
+    canvases, starts = np.unique(b_idx[order], return_index=True)
+    gauss = (gy[order, :, None] * gx[order, None, :]).astype(np.float32)
+    heat[canvases] = np.maximum.reduceat(gauss, starts, axis=0)
     col, row = np.clip(cx.astype(int), 0, g - 1), np.clip(cy.astype(int), 0, g - 1)
     heat[b_idx, row, col] = 1.0
     return heat
