@@ -55,8 +55,8 @@ def shard_seed(seed: int, stage: str, split: str, index: int) -> np.random.SeedS
 
 # Placement is integer counting in compiled loops (numpy calls per candidate and per placed box were a
 # third of stage-3 generation); the candidates are drawn inside them from the shard's generator, in the
-# order the Python loop drew them. The signatures compile
-# (or load from numba's on-disk cache) at import, so forked workers of a warm parent never compile.
+# order the Python loop drew them. The signatures compile (or load from numba's on-disk cache) at import,
+# so forked workers of a warm parent never compile.
 _BOXES = "i8[::1], f8[::1], i8[:, ::1], i8"  # covered, limits, placed, n
 
 
