@@ -160,10 +160,14 @@ def test_shown_only_keeps_the_shown_rows():
 
 # ---------------------------------------------------------------- pure export helpers
 def test_operating_thresholds_prefer_the_calibrated_score_and_record_every_post_param():
-    nms = NmsParams(score_threshold=0.5, iou_threshold=0.4, max_detections=7, agnostic_iou=0.6)
+    nms = NmsParams(
+        score_threshold=0.5, iou_threshold=0.4, max_detections=7, agnostic_iou=0.6, agnostic_containment=0.7,
+        peaks=True,
+    )  # fmt: skip
     calibrated = export.operating_thresholds(METRICS, nms)
     assert (calibrated["score"], calibrated["iou"], calibrated["max_detections"]) == (0.41, 0.4, 7)
-    assert calibrated["agnostic_iou"] == 0.6 and calibrated["agnostic_containment"] == 0.8
+    assert calibrated["agnostic_iou"] == 0.6 and calibrated["agnostic_containment"] == 0.7
+    assert calibrated["peaks"] is True
     assert "operating/score_threshold" in calibrated["score_source"]
     assert export.operating_thresholds({}, nms)["score"] == 0.5
 
