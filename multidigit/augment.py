@@ -1,8 +1,9 @@
 """Per-digit augmentation: the random draws of seeded Keras RandomRotation / RandomZoom /
 RandomTranslation layers, composed with each digit's scale into one affine matrix and applied to the
-whole batch in one bilinear resampling; or, for re-stroked digits, the augmented digit's skeleton traced
-and redrawn with the page's round brush at its final size (so the stroke width follows the brush, not the
-digit's size); then cropping tight around the non-zero pixels.
+whole batch in one bilinear resampling; or, for re-stroked digits, the original digit's pen strokes
+(traced once per process) moved by the same Keras matrix and redrawn with the page's round brush at the
+final size (so the stroke width follows the brush, not the digit's size); then cropping tight around the
+non-zero pixels.
 
 The resampling works on whole batches; re-stroking loops over the digits (a few segments each) in one
 compiled call that draws from the shard's generator itself.
@@ -15,7 +16,7 @@ import os
 import numba
 import numpy as np
 
-from multidigit import strokes
+from multidigit import stroke_cache, strokes
 from multidigit.constants import DIGIT_SIZE
 from multidigit.params import AugmentParams
 
@@ -301,8 +302,10 @@ RNG = numba.typeof(np.random.default_rng(0))
 
 @numba.njit(
     numba.types.Tuple((numba.uint8[::1], numba.int64[:, ::1]))(
-        numba.bool_[:, :, ::1],
-        numba.uint8[:, :, ::1],
+        _POINTS,
+        numba.int64[::1],
+        numba.int64[::1],
+        numba.float64[:, :, ::1],
         numba.float64[::1],
         numba.float64[::1],
         numba.float64,
@@ -312,17 +315,26 @@ RNG = numba.typeof(np.random.default_rng(0))
     cache=True,
     nogil=True,
 )
-def _restroke(skeletons, codes, scales, widths, width_jitter, point_jitter, rng):
-    """`restroked_crops` of thinned digits: the crops end to end (flat uint8) and their (D, 2) (h, w)."""
-    crops, shapes, total = [], np.zeros((len(skeletons), 2), np.int64), 0
-    for i in range(len(skeletons)):
-        points, offsets = strokes._skeleton_lines(skeletons[i], codes[i], strokes.SIMPLIFY_PX)
-        if len(offsets) == 1:  # no strokes: shape (0, 0), no draws
+def _restroke(points, offsets, digit_strokes, affines, scales, widths, width_jitter, point_jitter, rng):
+    """`restroked_crops` of packed strokes (`SplitStrokes.packed`): the crops end to end (flat uint8) and
+    their (D, 2) (h, w)."""
+    crops, shapes, total = [], np.zeros((len(scales), 2), np.int64), 0
+    for i in range(len(scales)):
+        s0, s1 = digit_strokes[i], digit_strokes[i + 1]
+        if s1 == s0:  # no strokes: shape (0, 0), no draws
             continue
-        stroke_widths = widths[i] * rng.uniform(1 - width_jitter, 1 + width_jitter, len(offsets) - 1)
+        p0, p1 = offsets[s0], offsets[s1]
+        local = offsets[s0 : s1 + 1] - p0
+        stroke_widths = widths[i] * rng.uniform(1 - width_jitter, 1 + width_jitter, s1 - s0)
         # one draw for all points: the generator fills it in the order the per-stroke draws took
-        jittered = (points + rng.normal(0.0, point_jitter, points.shape)) * (BUFFER_FACTOR * scales[i])
-        patch = _stroke_patch(jittered, offsets, stroke_widths)
+        noise = rng.normal(0.0, point_jitter, (p1 - p0, 2))
+        a = affines[i]
+        moved = np.empty((p1 - p0, 2))
+        for k in range(p1 - p0):  # pixel centres sit at +0.5, Keras's matrices act on pixel indices
+            x, y = points[p0 + k, 0] - 0.5, points[p0 + k, 1] - 0.5
+            moved[k, 0] = a[0, 0] * x + a[0, 1] * y + a[0, 2] + 0.5 + noise[k, 0]
+            moved[k, 1] = a[1, 0] * x + a[1, 1] * y + a[1, 2] + 0.5 + noise[k, 1]
+        patch = _stroke_patch(moved * (BUFFER_FACTOR * scales[i]), local, stroke_widths)
         x0, y0, x1, y1 = ink_bounds(patch)
         crops.append(patch[y0:y1, x0:x1])
         shapes[i, 0], shapes[i, 1], total = y1 - y0, x1 - x0, total + (y1 - y0) * (x1 - x0)
@@ -335,27 +347,38 @@ def _restroke(skeletons, codes, scales, widths, width_jitter, point_jitter, rng)
 
 
 def restroked_crops(
-    images: np.ndarray, scales: np.ndarray, params: AugmentParams, rng: np.random.Generator
+    digits: np.ndarray,
+    ids: np.ndarray,
+    transforms: np.ndarray | None,
+    scales: np.ndarray,
+    params: AugmentParams,
+    rng: np.random.Generator,
 ) -> list[np.ndarray]:
-    """Redraw each (augmented) digit from its strokes with the page's brush at its final size.
+    """Redraw digits from their strokes with the page's brush, moved by their Keras transform, at their
+    final size.
 
-    Per digit: one brush width from `params.brush`, each stroke's width jittered by `width_jitter`, each
-    stroke point moved by N(0, point_jitter) digit pixels; strokes scaled by 4 * scale into buffer
-    pixels, rendered, reduced 4 x 4 and cropped tight (the brush's faint edge is real ink, as on the page).
+    Per digit: its MNIST original's strokes (traced once per process, `stroke_cache`), the points moved by
+    the inverse of the digit's Keras matrix (the map the resampling would apply to the pixels), one brush
+    width from `params.brush`, each stroke's width jittered by `width_jitter`, each point moved by
+    N(0, point_jitter) digit pixels; strokes scaled by 4 * scale into buffer pixels, rendered, reduced 4 x 4
+    and cropped tight (the brush's faint edge is real ink, as on the page).
 
     Args:
-        images: (D, 28, 28) float32 in [0, 255] (after the Keras layers).
+        digits: the split's (M, 28, 28) uint8 digits; ids: (D,) the rows to redraw.
+        transforms: (D, 3, 3) from `random_transforms`, or None for none.
         scales: (D,) the digit's 28 px box becomes 28 * scale canvas px.
         params: the augment block (brush, width_jitter, point_jitter).
         rng: the shard's generator.
     Returns:
         D uint8 tight crops; a digit with no ink comes back as shape (0, 0).
     """
-    skeletons = strokes.thin(images > strokes.INK_LEVEL)
-    codes = strokes.neighbour_codes(skeletons)
-    widths = np.asarray(brush_widths(params.brush, len(images), rng), np.float64)
+    points, offsets, digit_strokes = stroke_cache.for_split(digits).packed(ids)
+    n = len(digit_strokes) - 1
+    transforms = np.tile(np.eye(3), (n, 1, 1)) if transforms is None else np.asarray(transforms, np.float64)
+    affines = np.ascontiguousarray(np.linalg.inv(transforms)[:, :2, :])  # input pixel -> output pixel
+    widths = np.asarray(brush_widths(params.brush, n, rng), np.float64)
     scales = np.ascontiguousarray(scales, np.float64)
     jitter = (float(params.width_jitter), float(params.point_jitter))
-    flat, shapes = _restroke(skeletons, codes, scales, widths, *jitter, rng)
+    flat, shapes = _restroke(points, offsets, digit_strokes, affines, scales, widths, *jitter, rng)
     ends = np.cumsum(shapes[:, 0] * shapes[:, 1]).tolist()
     return [flat[e - h * w : e].reshape(h, w) for e, (h, w) in zip(ends, shapes.tolist(), strict=True)]

@@ -240,8 +240,9 @@ def _draw_canvases(n, digits, gen: GenerateParams, stage: StageDataParams, augme
     redraw = rng.random(total) < stage.restroke
     crops: list[np.ndarray] = [np.zeros((0, 0), np.uint8)] * total
     kept = augment.scaled_crops(digits[digit_ids[~redraw]], scales[~redraw], transforms[~redraw])
-    augmented = augment.warp_digits(digits[digit_ids[redraw]], transforms[redraw])  # (R, 28, 28)
-    redrawn = augment.restroked_crops(augmented, scales[redraw], gen.augment, rng)
+    redrawn = augment.restroked_crops(
+        digits, digit_ids[redraw], transforms[redraw], scales[redraw], gen.augment, rng
+    )
     for ids, parts in ((np.flatnonzero(~redraw), kept), (np.flatnonzero(redraw), redrawn)):
         for i, crop in zip(ids, parts, strict=True):
             crops[i] = crop

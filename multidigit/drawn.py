@@ -19,7 +19,7 @@ import itertools
 
 import numpy as np
 
-from multidigit import augment, strokes
+from multidigit import augment, stroke_cache, strokes
 from multidigit.constants import CANVAS_SIZE
 from multidigit.params import DrawnParams
 
@@ -57,28 +57,25 @@ def _place(lines: list[list[np.ndarray]], boxes: list[np.ndarray], layout: list)
     return out
 
 
-def drawn_canvas(digits: np.ndarray, params: DrawnParams, brush: float, rng: np.random.Generator) -> list:
+def drawn_canvas(
+    lines: list[list[np.ndarray]], params: DrawnParams, brush: float, rng: np.random.Generator
+) -> list:
     """Strokes of one drawn canvas, per digit, in 400-px buffer pixels (reading order).
 
     Args:
-        digits: (n, 28, 28) uint8 MNIST test digits, in the order they are written.
+        lines: per digit, in the order they are written, its strokes in digit pixels (`stroke_cache`).
         params: the drawn block; brush: the canvas's brush width in buffer pixels.
         rng: the shard's generator.
     Returns:
         n lists of (K, 2) float64 polylines.
     """
-    skeletons = strokes.thin(digits > strokes.INK_LEVEL)  # one batch: faster than digit by digit
-    codes = strokes.neighbour_codes(skeletons)  # likewise (np.pad per digit was a fifth of make_drawn)
-    lines = [
-        strokes.digit_strokes(d, sk, code) or [np.array([[14.0, 14.0]])]
-        for d, sk, code in zip(digits, skeletons, codes, strict=True)
-    ]
+    lines = [ls or [np.array([[14.0, 14.0]])] for ls in lines]  # an inkless digit is a dot
     boxes = [np.concatenate([np.concatenate(ls).min(0), np.concatenate(ls).max(0)]) for ls in lines]
     shapes = [b[2:] - b[:2] for b in boxes]
-    rows = _row_sizes(len(digits), params, rng)
-    gaps = rng.uniform(*params.gap, len(digits))
-    sizes = rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER, len(digits))
-    drops = rng.normal(0.0, DROP_JITTER, len(digits))
+    rows = _row_sizes(len(lines), params, rng)
+    gaps = rng.uniform(*params.gap, len(lines))
+    sizes = rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER, len(lines))
+    drops = rng.normal(0.0, DROP_JITTER, len(lines))
     angle = np.deg2rad(rng.uniform(-params.slant_deg, params.slant_deg))
     margin = brush / (2 * augment.BUFFER_FACTOR) + 1  # canvas pixels kept free of ink at the edges
     room = CANVAS_SIZE - 2 * margin
@@ -159,12 +156,13 @@ def make_drawn(
         "source": np.full((n, max_digits), -1, np.int32),
         "brush": np.zeros(n, np.float64),
     }
+    table = stroke_cache.for_split(digits)
     points, offsets, canvas_strokes, stroke_digit = [], [0], [0], []
     for i in range(n):
         count = int(rng.integers(params.digits[0], params.digits[1] + 1))
         ids = rng.integers(0, len(digits), count)
         brush = float(np.rint(augment.brush_widths(brush_law, 1, rng)[0]))  # the slider moves in whole pixels
-        placed = drawn_canvas(digits[ids], params, brush, rng)
+        placed = drawn_canvas(table.lines(ids), params, brush, rng)
         out["images"][i], out["boxes"][i, :count] = _render(placed, brush)
         out["labels"][i, :count], out["source"][i, :count], out["brush"][i] = labels[ids], ids, brush
         for slot, digit_lines in enumerate(placed):

@@ -190,22 +190,44 @@ def ink_width(crop: np.ndarray) -> float:
 
 
 def test_restroke_width_follows_the_brush_not_the_digit_size(cfg, train_digits):
-    digits = train_digits[0][:40].astype(np.float32)
+    digits, ids = train_digits[0], np.arange(40)
     fixed = cfg.generate.augment.model_copy(update={"brush": (12.0, 12.0, 12.0), "width_jitter": 0.0})
     widths = {}
     for scale in (1.0, 2.5):
-        scales = np.full(len(digits), scale)
-        redrawn = augment.restroked_crops(digits, scales, fixed, np.random.default_rng(0))
-        zoomed = augment.scaled_crops(digits, scales)
+        scales = np.full(len(ids), scale)
+        redrawn = augment.restroked_crops(digits, ids, None, scales, fixed, np.random.default_rng(0))
+        zoomed = augment.scaled_crops(digits[ids], scales)
         widths[scale] = (np.mean([ink_width(c) for c in redrawn]), np.mean([ink_width(c) for c in zoomed]))
     (small_r, small_z), (big_r, big_z) = widths[1.0], widths[2.5]
     assert 0.85 < big_r / small_r < 1.15  # 12 buffer px = 3 canvas px at either size
     assert 2.9 < small_r < 3.6 and big_r == pytest.approx(3.0, abs=0.5)
     assert big_z / small_z > 1.8  # a zoomed MNIST digit's strokes grow with it
     thick = cfg.generate.augment.model_copy(update={"brush": (24.0, 24.0, 24.0), "width_jitter": 0.0})
-    scales = np.full(len(digits), 2.5)
-    big_brush = augment.restroked_crops(digits, scales, thick, np.random.default_rng(0))
+    scales = np.full(len(ids), 2.5)
+    big_brush = augment.restroked_crops(digits, ids, None, scales, thick, np.random.default_rng(0))
     assert np.mean([ink_width(c) for c in big_brush]) > 1.7 * big_r  # ... and follows the brush
+
+
+def test_restroked_digit_follows_its_keras_transform_like_the_resampled_one(cfg, train_digits):
+    # A Keras matrix maps an output pixel to the input pixel it samples; re-stroking moves the strokes by
+    # its inverse. Sampling x at 2x squeezes a digit to half its width, in both paths.
+    digits, ids = train_digits[0], np.arange(30)
+    squeeze = np.tile(np.diag([2.0, 1.0, 1.0]), (len(ids), 1, 1))
+    squeeze[:, 0, 2] = -13.5  # about the digit's centre column
+    thin_brush = cfg.generate.augment.model_copy(update={"brush": (4.0, 4.0, 4.0), "point_jitter": 0.0})
+    scales = np.full(len(ids), 2.0)
+    sizes = {}
+    for name, transforms in (("plain", None), ("squeezed", squeeze)):
+        crops = augment.restroked_crops(digits, ids, transforms, scales, thin_brush, np.random.default_rng(0))
+        resampled = augment.scaled_crops(digits[ids], scales, transforms)
+        sizes[name] = np.array([c.shape for c in crops], float), np.array([c.shape for c in resampled], float)
+    (plain_r, plain_k), (squeezed_r, squeezed_k) = sizes["plain"], sizes["squeezed"]
+    wide = plain_r[:, 1] > 20  # not the 1s, whose width is mostly brush
+    assert 0.4 < np.median(squeezed_r[wide, 1] / plain_r[wide, 1]) < 0.65
+    assert np.median(squeezed_k[wide, 1] / plain_k[wide, 1]) == pytest.approx(
+        np.median(squeezed_r[wide, 1] / plain_r[wide, 1]), abs=0.12
+    )
+    assert np.allclose(squeezed_r[:, 0], plain_r[:, 0], atol=3)  # heights stay
 
 
 def test_restroked_patch_equals_the_pages_render_of_the_same_strokes(train_digits):
