@@ -124,8 +124,11 @@ def split_train_val(
     return np.sort(order[val_size:]), np.sort(order[:val_size])
 
 
-def write_splits(arrays: dict[str, np.ndarray], out_dir: Path, val_size: int, seed: int) -> dict:
-    """Write train/val/test npz files (images, labels, source indices) and return their counts."""
+def write_splits(
+    arrays: dict[str, np.ndarray], out_dir: Path, val_size: int, seed: int, trace: bool = False
+) -> dict:
+    """Write train/val/test npz files (images, labels, source indices), with `trace` each split's pen
+    strokes beside it (`strokes_path`, ~30 s for all 70,000 digits), and return their counts."""
     train_idx, val_idx = split_train_val(arrays["train_images"], arrays["train_labels"], val_size, seed)
     splits = {
         "train": (arrays["train_images"][train_idx], arrays["train_labels"][train_idx], train_idx),
@@ -139,6 +142,10 @@ def write_splits(arrays: dict[str, np.ndarray], out_dir: Path, val_size: int, se
     with atomic_path(out_dir, is_dir=True) as tmp:
         for split, (images, labels, index) in splits.items():
             save_npz(tmp / SPLIT_FILES[split], images=images, labels=labels, index=index)
+            if trace:
+                from multidigit import stroke_cache
+
+                stroke_cache.write_strokes(images, strokes_path(tmp / SPLIT_FILES[split]))
     return {split: len(v[1]) for split, v in splits.items()}
 
 
@@ -151,14 +158,23 @@ def read_split(split: str, data_dir: str | Path = MNIST_OUT) -> tuple[np.ndarray
         images, labels = f["images"], f["labels"]
     if images.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE):
         raise ValueError(f"{path}: images have shape {images.shape}, expected (N, 28, 28)")
+    if strokes_path(path).is_file():  # re-stroking reads the traced strokes instead of tracing again
+        from multidigit import stroke_cache
+
+        stroke_cache.attach(images, strokes_path(path))
     return images, labels
 
 
+def strokes_path(split_path: Path) -> Path:
+    """data/mnist/train.npz -> data/mnist/train-strokes.npz: the split's pen strokes (`stroke_cache`)."""
+    return split_path.with_name(f"{split_path.stem}-strokes.npz")
+
+
 def main(params: str | Path, out_dir: str | Path = MNIST_OUT) -> None:
-    """DVC stage `mnist`: verify the IDX files and write data/mnist/{train,val,test}.npz."""
+    """DVC stage `mnist`: verify the IDX files, write data/mnist/{train,val,test}.npz and their strokes."""
     from multidigit.params import load_params
 
     cfg = load_params(params)
     arrays = load_mnist_arrays(cfg.mnist)
-    counts = write_splits(arrays, Path(out_dir), cfg.mnist.val_size, cfg.seed)
+    counts = write_splits(arrays, Path(out_dir), cfg.mnist.val_size, cfg.seed, trace=True)
     print(f"mnist: wrote {out_dir} " + ", ".join(f"{k}={v}" for k, v in counts.items()))

@@ -1,37 +1,103 @@
-"""A split's pen strokes, traced once per process and read many times.
+"""A split's pen strokes, traced once and read many times.
 
 Re-stroking draws each training digit from its MNIST original's strokes (`strokes.trace_digits`), moved by
-the digit's Keras transform, so a digit drawn again in a later shard or fresh epoch is not traced again:
-a stage-3 epoch re-strokes ~86,000 digits of the 55,000 in the train split. Tracing at 4x costs ~0.3 ms a
-digit; the points' affine costs nothing by comparison. Strokes are traced on first use, so a test on 40
-digits traces 40.
+the digit's Keras transform; a stage-3 epoch re-strokes ~86,000 digits of the 55,000 in the train split,
+and tracing at 4x costs ~0.4 ms a digit. So the DVC stage `mnist` traces every split once, beside its
+images (`data/mnist/<split>-strokes.npz`, `write_strokes`), and `mnist.read_split` attaches that file to
+the images it returns (`attach`). A table without a file (a test's split) traces each digit on first use
+and keeps it for the process. Either way the strokes of a digit are the same bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
-from multidigit import strokes
+TRACE_BATCH = 1024  # digits per tracing task when a whole split is traced
+Traced = tuple[np.ndarray, np.ndarray]  # one digit: points (P, 2) float64, stroke offsets (S + 1,) int64
+
+
+def digits_sha256(digits: np.ndarray) -> str:
+    """The sha256 of a digit array's bytes: a strokes file names the images it was traced from."""
+    return hashlib.sha256(np.ascontiguousarray(digits).tobytes()).hexdigest()
+
+
+def _trace(digits: np.ndarray) -> list[Traced]:
+    from multidigit import strokes  # numba compiles or loads on import: only where something is traced
+
+    return strokes.trace_digits(digits)
+
+
+def pack(traced: list[Traced]) -> dict[str, np.ndarray]:
+    """Digits' strokes end to end: points (P, 2), stroke offsets (S + 1,) into points, and digit offsets
+    (D + 1,) into the strokes (digit d = strokes digit_offsets[d]:digit_offsets[d + 1])."""
+    counts = np.array([len(p) for p, _ in traced], np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    shifted = [o[1:] + s for (_, o), s in zip(traced, starts.tolist(), strict=True)]
+    per_digit = np.array([len(o) - 1 for _, o in traced], np.int64)
+    points = np.concatenate([p for p, _ in traced]) if traced else np.zeros((0, 2))
+    return {
+        "points": np.ascontiguousarray(points, np.float64),
+        "stroke_offsets": np.concatenate([np.zeros(1, np.int64), *shifted]),
+        "digit_offsets": np.concatenate([[0], np.cumsum(per_digit)]).astype(np.int64),
+    }
+
+
+def unpack(arrays: dict[str, np.ndarray]) -> list[Traced]:
+    """`pack`'s inverse: per digit, (points, stroke offsets from 0)."""
+    points, strokes, digits = arrays["points"], arrays["stroke_offsets"], arrays["digit_offsets"]
+    out = []
+    for a, b in itertools.pairwise(digits.tolist()):
+        offsets = strokes[a : b + 1]
+        out.append((points[offsets[0] : offsets[-1]], offsets - offsets[0]))
+    return out
+
+
+def write_strokes(digits: np.ndarray, path: str | Path, workers: int = 2) -> None:
+    """Trace every digit (`workers` threads: the compiled loops release the GIL) and save the packed
+    strokes with the digits' sha256, atomically."""
+    from multidigit import console
+    from multidigit.atomic import save_npz
+
+    batches = [digits[i : i + TRACE_BATCH] for i in range(0, len(digits), TRACE_BATCH)]
+    with ThreadPoolExecutor(workers) as pool:
+        done = console.progress(pool.map(_trace, batches), f"trace {Path(path).name}", len(batches), "batch")
+        traced = [one for batch in done for one in batch]
+    save_npz(path, **pack(traced), digits_sha256=np.array(digits_sha256(digits)))
 
 
 class SplitStrokes:
-    """The strokes of one (M, 28, 28) digit array, traced lazily, digit by digit."""
+    """The strokes of one (M, 28, 28) digit array: from its strokes file, else traced digit by digit."""
 
-    def __init__(self, digits: np.ndarray) -> None:
+    def __init__(self, digits: np.ndarray, source: Path | None = None) -> None:
         self._digits = digits
-        self._traced: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(digits)
+        self.source = source  # a `write_strokes` file of these digits, read on first use
+        self._traced: list[Traced | None] = [None] * len(digits)
         self._lock = threading.Lock()  # two threads may trace one digit twice (same bytes); never half-store
 
-    def arrays(self, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _load(self) -> None:
+        with np.load(self.source) as f:
+            arrays = {k: f[k] for k in f.files}
+        if str(arrays["digits_sha256"]) != digits_sha256(self._digits):
+            raise ValueError(f"{self.source}: traced from other digits than its split; run `dvc repro mnist`")
+        self._traced = list(unpack(arrays))
+        self.source = None
+
+    def arrays(self, ids: np.ndarray) -> list[Traced]:
         """Per row in `ids`: (points (P, 2) float64 digit pixels, stroke offsets (S + 1,) int64)."""
         ids = np.asarray(ids, np.int64).reshape(-1)
+        with self._lock:
+            if self.source is not None:
+                self._load()
         missing = np.unique([i for i in ids.tolist() if self._traced[i] is None]).astype(np.int64)
         if len(missing):
-            traced = strokes.trace_digits(self._digits[missing])
+            traced = _trace(self._digits[missing])
             with self._lock:
                 for i, t in zip(missing.tolist(), traced, strict=True):
                     self._traced[i] = t
@@ -42,20 +108,9 @@ class SplitStrokes:
         return [[p[a:b] for a, b in itertools.pairwise(o.tolist())] for p, o in self.arrays(ids)]
 
     def packed(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The strokes of `ids` end to end: points (P, 2), stroke offsets (S + 1,) into points, and digit
-        offsets (D + 1,) into the strokes (digit d = strokes digit_offsets[d]:digit_offsets[d + 1])."""
-        arrays = self.arrays(ids)
-        counts = np.array([len(p) for p, _ in arrays], np.int64)
-        points = np.concatenate([p for p, _ in arrays]) if arrays else np.zeros((0, 2))
-        base = np.concatenate([[0], np.cumsum(counts)[:-1]]) if arrays else np.zeros(0, np.int64)
-        shifted = [o[1:] + b for (_, o), b in zip(arrays, base.tolist(), strict=True)]
-        offsets = [np.zeros(1, np.int64), *shifted]
-        per_digit = np.array([len(o) - 1 for _, o in arrays], np.int64)
-        return (
-            np.ascontiguousarray(points, np.float64),
-            np.concatenate(offsets),
-            np.concatenate([[0], np.cumsum(per_digit)]).astype(np.int64),
-        )
+        """`pack` of the rows in `ids`: (points, stroke offsets, digit offsets)."""
+        arrays = pack(self.arrays(ids))
+        return arrays["points"], arrays["stroke_offsets"], arrays["digit_offsets"]
 
 
 _TABLES: dict[int, tuple[weakref.ref, SplitStrokes]] = {}
@@ -73,3 +128,11 @@ def for_split(digits: np.ndarray) -> SplitStrokes:
         table = SplitStrokes(digits)
         _TABLES[key] = (weakref.ref(digits, lambda _, key=key, tables=_TABLES: tables.pop(key, None)), table)
         return table
+
+
+def attach(digits: np.ndarray, path: str | Path) -> None:
+    """Let `digits`' table read its strokes from `path` (a `write_strokes` file) when first asked."""
+    table = for_split(digits)
+    with table._lock:
+        if not any(t is not None for t in table._traced):  # a table already in use keeps what it has
+            table.source = Path(path)

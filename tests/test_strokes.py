@@ -198,3 +198,28 @@ def test_thinning_equals_the_zhang_suen_rules_on_digits_and_noise(test_digits):
     batch = strokes.thin(masks)
     for mask, skeleton in zip(masks, batch, strict=True):
         assert np.array_equal(skeleton, _zhang_suen_reference(mask))
+
+
+def test_a_splits_strokes_file_gives_the_traced_strokes_and_refuses_other_digits(test_digits, tmp_path):
+    from multidigit import mnist, stroke_cache
+    from multidigit.atomic import save_npz
+
+    images, labels = test_digits[0][:300], test_digits[1][:300]
+    split = tmp_path / "test.npz"
+    save_npz(split, images=images, labels=labels, index=np.arange(300))
+    stroke_cache.write_strokes(images, mnist.strokes_path(split))
+    loaded, _ = mnist.read_split("test", tmp_path)
+    table = stroke_cache.for_split(loaded)
+    assert table.source == mnist.strokes_path(split)  # attached, read on first use
+    ids = np.array([5, 0, 299, 5])
+    for (points, offsets), (ref_points, ref_offsets) in zip(
+        table.arrays(ids), strokes.trace_digits(images[ids]), strict=True
+    ):
+        assert np.array_equal(points, ref_points) and np.array_equal(offsets, ref_offsets)
+    assert table.source is None  # loaded, never traced here
+
+    stroke_cache.write_strokes(images[::-1].copy(), mnist.strokes_path(split))  # a stale file
+    stale, _ = mnist.read_split("test", tmp_path)
+    stale_error = r"test-strokes\.npz: traced from other digits than its split; run `dvc repro mnist`"
+    with pytest.raises(ValueError, match=stale_error):
+        stroke_cache.for_split(stale).arrays(ids)
