@@ -38,7 +38,7 @@ def pack(traced: list[Traced]) -> dict[str, np.ndarray]:
     """Digits' strokes end to end: points (P, 2), stroke offsets (S + 1,) into points, and digit offsets
     (D + 1,) into the strokes (digit d = strokes digit_offsets[d]:digit_offsets[d + 1])."""
     counts = np.array([len(p) for p, _ in traced], np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    starts = np.cumsum(counts) - counts  # each digit's first point
     shifted = [o[1:] + s for (_, o), s in zip(traced, starts.tolist(), strict=True)]
     per_digit = np.array([len(o) - 1 for _, o in traced], np.int64)
     points = np.concatenate([p for p, _ in traced]) if traced else np.zeros((0, 2))

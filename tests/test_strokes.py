@@ -217,6 +217,8 @@ def test_a_splits_strokes_file_gives_the_traced_strokes_and_refuses_other_digits
     ):
         assert np.array_equal(points, ref_points) and np.array_equal(offsets, ref_offsets)
     assert table.source is None  # loaded, never traced here
+    points, offsets, digits = table.packed(np.zeros(0, np.int64))  # a re-sample round may redraw none
+    assert points.shape == (0, 2) and offsets.tolist() == [0] and digits.tolist() == [0]
 
     stroke_cache.write_strokes(images[::-1].copy(), mnist.strokes_path(split))  # a stale file
     stale, _ = mnist.read_split("test", tmp_path)
