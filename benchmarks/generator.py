@@ -1,7 +1,7 @@
 """Canvas generator throughput the way users compare generators: canvases/s and digits/s making shards
 AND writing them to disk, in one process and in one worker process per core, at each stage's settings.
 
-    python benchmarks/generator.py [--stages stage1 stage2 stage3] [--canvases 1000] [--restroke R]
+    python benchmarks/generator.py [--stages stage1 stage2 stage3] [--canvases 4000] [--restroke R]
 
 Each measurement makes `--canvases` train canvases (all-cores: that many per worker) in shards of
 `generate.shard_size`, each written with canvas.save_shard into a temporary folder, exactly as
@@ -62,6 +62,14 @@ def _shard(args: tuple) -> tuple[int, int]:
     return len(shard.images), int((shard.labels >= 0).sum())
 
 
+def _warm(args: tuple) -> tuple[int, int]:
+    """A warm-up shard, then wait for every other worker's (`measure`)."""
+    barrier, job = args
+    done = _shard(job)
+    barrier.wait(timeout=600)
+    return done
+
+
 def _one_thread() -> None:
     """Worker initializer: one TensorFlow thread per worker, so the workers do not fight over the cores."""
     import tensorflow as tf
@@ -84,8 +92,13 @@ def measure(params: str, stage: str, split: str, total: int, workers: int, restr
         done = list(map(_shard, jobs))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     else:  # spawn, not fork: a child forked from a process running TensorFlow threads can hang
-        with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _one_thread) as pool:
-            list(pool.map(_shard, warm))
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager, ProcessPoolExecutor(workers, context, _one_thread) as pool:
+            # Each warm-up waits for the others at a barrier, so every worker runs one (imports, kernels
+            # loaded, strokes read) before the clock starts; without it one worker could take them all
+            # and the other start cold inside the measurement.
+            barrier = manager.Barrier(workers)
+            list(pool.map(_warm, [(barrier, job) for job in warm]))
             wall, cpu = time.perf_counter(), None
             done = list(pool.map(_shard, jobs))
             wall = time.perf_counter() - wall
@@ -120,7 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--stages", nargs="+", default=["stage1", "stage2", "stage3"])
-    parser.add_argument("--canvases", type=int, default=1000, help="canvases per measurement (per worker)")
+    # 4,000: at 1,000 a measurement is under a second of work, and start-up hiccups swung the two-process
+    # figure between 1.2x and 2.1x from run to run
+    parser.add_argument("--canvases", type=int, default=4000, help="canvases per measurement (per worker)")
     parser.add_argument("--drawn-canvases", type=int, default=200, help="drawn-split canvases, 1 process")
     parser.add_argument("--restroke", type=float, default=None, help="override the stages' restroke share")
     args = parser.parse_args()

@@ -72,29 +72,54 @@ def write_strokes(digits: np.ndarray, path: str | Path, workers: int = 2) -> Non
     save_npz(path, **pack(traced), digits_sha256=np.array(digits_sha256(digits)))
 
 
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]), without the Python loop."""
+    lengths = ends - starts
+    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return shift + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
+def gather(arrays: dict[str, np.ndarray], ids: np.ndarray) -> dict[str, np.ndarray]:
+    """`pack` of the digits `ids` of packed `arrays`, by index arithmetic (a shard asks for ~2,000)."""
+    digits, strokes, points = arrays["digit_offsets"], arrays["stroke_offsets"], arrays["points"]
+    stroke_ids = _ranges(digits[ids], digits[ids + 1])
+    starts, ends = strokes[stroke_ids], strokes[stroke_ids + 1]
+    return {
+        "points": np.ascontiguousarray(points[_ranges(starts, ends)], np.float64),
+        "stroke_offsets": np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64),
+        "digit_offsets": np.concatenate([[0], np.cumsum(digits[ids + 1] - digits[ids])]).astype(np.int64),
+    }
+
+
 class SplitStrokes:
-    """The strokes of one (M, 28, 28) digit array: from its strokes file, else traced digit by digit."""
+    """The strokes of one (M, 28, 28) digit array: its strokes file, packed (no 55,000 small arrays for
+    the garbage collector to walk), else traced digit by digit on first use."""
 
     def __init__(self, digits: np.ndarray, source: Path | None = None) -> None:
         self._digits = digits
         self.source = source  # a `write_strokes` file of these digits, read on first use
+        self._packed: dict[str, np.ndarray] | None = None
         self._traced: list[Traced | None] = [None] * len(digits)
         self._lock = threading.Lock()  # two threads may trace one digit twice (same bytes); never half-store
 
-    def _load(self) -> None:
-        with np.load(self.source) as f:
-            arrays = {k: f[k] for k in f.files}
-        if str(arrays["digits_sha256"]) != digits_sha256(self._digits):
-            raise ValueError(f"{self.source}: traced from other digits than its split; run `dvc repro mnist`")
-        self._traced = list(unpack(arrays))
-        self.source = None
+    def _from_file(self) -> dict[str, np.ndarray] | None:
+        with self._lock:
+            if self.source is not None:
+                with np.load(self.source) as f:
+                    arrays = {k: f[k] for k in f.files}
+                if str(arrays.pop("digits_sha256")) != digits_sha256(self._digits):
+                    raise ValueError(
+                        f"{self.source}: traced from other digits than its split; run `dvc repro mnist`"
+                    )
+                self._packed, self.source = arrays, None
+            return self._packed
 
     def arrays(self, ids: np.ndarray) -> list[Traced]:
         """Per row in `ids`: (points (P, 2) float64 digit pixels, stroke offsets (S + 1,) int64)."""
         ids = np.asarray(ids, np.int64).reshape(-1)
-        with self._lock:
-            if self.source is not None:
-                self._load()
+        packed = self._from_file()
+        if packed is not None:
+            return unpack(gather(packed, ids))
         missing = np.unique([i for i in ids.tolist() if self._traced[i] is None]).astype(np.int64)
         if len(missing):
             traced = _trace(self._digits[missing])
@@ -109,7 +134,9 @@ class SplitStrokes:
 
     def packed(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`pack` of the rows in `ids`: (points, stroke offsets, digit offsets)."""
-        arrays = pack(self.arrays(ids))
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        packed = self._from_file()
+        arrays = gather(packed, ids) if packed is not None else pack(self.arrays(ids))
         return arrays["points"], arrays["stroke_offsets"], arrays["digit_offsets"]
 
 
@@ -134,5 +161,5 @@ def attach(digits: np.ndarray, path: str | Path) -> None:
     """Let `digits`' table read its strokes from `path` (a `write_strokes` file) when first asked."""
     table = for_split(digits)
     with table._lock:
-        if not any(t is not None for t in table._traced):  # a table already in use keeps what it has
+        if table._packed is None and not any(t is not None for t in table._traced):  # in use: keep it
             table.source = Path(path)

@@ -217,6 +217,13 @@ def test_a_splits_strokes_file_gives_the_traced_strokes_and_refuses_other_digits
     ):
         assert np.array_equal(points, ref_points) and np.array_equal(offsets, ref_offsets)
     assert table.source is None  # loaded, never traced here
+    ids = np.random.default_rng(0).integers(0, 300, 500)
+    assert all(  # the file's packed gather equals packing the traced digits
+        np.array_equal(a, b)
+        for a, b in zip(
+            table.packed(ids), stroke_cache.pack(strokes.trace_digits(images[ids])).values(), strict=True
+        )
+    )
     points, offsets, digits = table.packed(np.zeros(0, np.int64))  # a re-sample round may redraw none
     assert points.shape == (0, 2) and offsets.tolist() == [0] and digits.tolist() == [0]
 
