@@ -95,9 +95,9 @@ class SplitStrokes:
     """The strokes of one (M, 28, 28) digit array: its strokes file, packed (no 55,000 small arrays for
     the garbage collector to walk), else traced digit by digit on first use."""
 
-    def __init__(self, digits: np.ndarray, source: Path | None = None) -> None:
+    def __init__(self, digits: np.ndarray) -> None:
         self._digits = digits
-        self.source = source  # a `write_strokes` file of these digits, read on first use
+        self.source: Path | None = None  # a `write_strokes` file of these digits, read on first use
         self._packed: dict[str, np.ndarray] | None = None
         self._traced: list[Traced | None] = [None] * len(digits)
         self._lock = threading.Lock()  # two threads may trace one digit twice (same bytes); never half-store
@@ -113,6 +113,12 @@ class SplitStrokes:
                     )
                 self._packed, self.source = arrays, None
             return self._packed
+
+    def attach(self, path: str | Path) -> None:
+        """Read the strokes from `path` when first asked, unless this table is already in use."""
+        with self._lock:
+            if self._packed is None and not any(t is not None for t in self._traced):
+                self.source = Path(path)
 
     def arrays(self, ids: np.ndarray) -> list[Traced]:
         """Per row in `ids`: (points (P, 2) float64 digit pixels, stroke offsets (S + 1,) int64)."""
@@ -159,7 +165,4 @@ def for_split(digits: np.ndarray) -> SplitStrokes:
 
 def attach(digits: np.ndarray, path: str | Path) -> None:
     """Let `digits`' table read its strokes from `path` (a `write_strokes` file) when first asked."""
-    table = for_split(digits)
-    with table._lock:
-        if table._packed is None and not any(t is not None for t in table._traced):  # in use: keep it
-            table.source = Path(path)
+    for_split(digits).attach(path)

@@ -33,9 +33,9 @@ MAX_FACTOR = 8  # largest drawing reduce_drawing accepts: 800 x 800
 INK_LEVEL = 100  # MNIST pixels above this are ink for the skeleton
 SIMPLIFY_PX = 0.3  # Douglas-Peucker tolerance in digit pixels: sub-pixel, so a traced 0 stays round
 # Digits are traced at 4x. At 28 px a thick digit's loop fills in (a 6 becomes a bare hook) and thinning
-# erodes a short arm or a 3's tip away: a classifier trained on plain MNIST read 0.964 of re-stroked MNIST
-# val digits traced at 28 px (brush 10; 0.990 of the originals), 0.981 traced at 4x (2x: 0.973, 6x and 8x
-# no better than 4x). README "Canvases" has the figures.
+# erodes a short arm or a 3's tip away: a classifier trained on plain MNIST reads 0.965 of MNIST val digits
+# redrawn from 28-px strokes (brush 10; 0.991 of the originals), 0.979 from 4x strokes
+# (benchmarks/restroke_fidelity.py; 2x read 0.973, 6x and 8x no better than 4x, in a throw-away sweep).
 UPSAMPLE = 4
 TRACE_CHUNK = 256  # digits thinned per batch: bounds the (B, 114, 114) masks' memory
 NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))  # clockwise from up

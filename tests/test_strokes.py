@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import numba
 import numpy as np
@@ -15,6 +16,10 @@ import pytest
 
 from multidigit import strokes
 from multidigit.mnist import read_split
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import restroke_fidelity  # the 28-px tracer and the redraw the fidelity benchmark uses
 
 
 @pytest.fixture(scope="module")
@@ -64,21 +69,14 @@ def test_traced_strokes_cover_the_skeleton_with_few_points(test_digits):
 
 def _ink_recall(digit: np.ndarray, lines: list[np.ndarray]) -> float:
     """Share of the digit's ink pixels that its strokes, drawn 3 digit px wide, cover."""
-    drawn = strokes.reduce_blocks(strokes.render_strokes([line * 4 for line in lines], 12.0, side=112), 4)
-    return float((drawn[digit > strokes.INK_LEVEL] > 0).mean())
+    return float((restroke_fidelity.redraw(lines, 12.0)[digit > strokes.INK_LEVEL] > 0).mean())
 
 
 def test_tracing_at_4x_keeps_the_loops_and_arms_that_28_px_tracing_loses(test_digits):
     # At 28 px a thick digit's loop fills in and thinning erodes short arms, so its strokes miss parts of
     # the digit (a 6 redrawn as a hook, a 3 as a bare arc); traced at 4x they cover nearly all of its ink.
-    def at_28_px(digit):
-        skeleton = strokes.thin(digit > strokes.INK_LEVEL)
-        codes = strokes.neighbour_codes(skeleton)
-        points, offsets = strokes._skeleton_lines(skeleton, codes, strokes.SIMPLIFY_PX)
-        return [points[a:b] for a, b in itertools.pairwise(offsets.tolist())]
-
     digits = test_digits[0][:300]
-    coarse = np.array([_ink_recall(d, at_28_px(d)) for d in digits])
+    coarse = np.array([_ink_recall(d, restroke_fidelity.strokes_at_28_px(d)) for d in digits])
     fine = np.array([_ink_recall(d, strokes.digit_strokes(d)) for d in digits])
     assert fine.mean() > 0.96 and (fine < 0.8).mean() < 0.03
     assert fine.mean() > coarse.mean() + 0.02 and (fine < 0.8).sum() < (coarse < 0.8).sum() / 2
