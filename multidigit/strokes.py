@@ -344,12 +344,51 @@ def digit_strokes(digit: np.ndarray) -> list[np.ndarray]:
 # gets the operations of the module docstring in that order; tests/test_strokes.py checks the machine code
 # for fused multiply-adds. The explicit signature compiles (or loads from the on-disk cache) at import, so
 # a warm parent's forked workers never compile.
+FULL_MARGIN = 1.001  # the brush's full-coverage core: centres this much inside its edge
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _row_span(ry: float, dx: float, dy: float, len2: float, half: float) -> tuple[float, float]:
+    """(lo, hi): an interval of rx = (x + 0.5) - ax holding every pixel centre of the row ry = (y + 0.5) - ay
+    nearer than `half` to the segment (0, 0) -> (dx, dy); lo > hi when none is.
+
+    The capsule is the union of the discs at both ends and the band where t lies in [0, 1] and the
+    perpendicular distance is under `half`; it is convex, so its row is the hull of their three rows.
+    The span only chooses which pixels get the brush's own arithmetic, so the bytes stay those of the
+    segment's whole bounding box (`_paint_segment` says why no pixel with ink falls outside it).
+    """
+    lo, hi = math.inf, -math.inf
+    for cy, cx in ((ry, 0.0), (ry - dy, dx)):  # the discs at a and b
+        q = half * half - cy * cy
+        if q > 0:
+            s = math.sqrt(q)
+            lo, hi = min(lo, cx - s), max(hi, cx + s)
+    if len2 > 0:
+        band_lo, band_hi = -math.inf, math.inf
+        if dx != 0:  # the slab 0 <= rx dx + ry dy <= |d|^2
+            u, v = -ry * dy / dx, (len2 - ry * dy) / dx
+            band_lo, band_hi = max(band_lo, min(u, v)), min(band_hi, max(u, v))
+        elif not 0 <= ry * dy <= len2:
+            band_lo = math.inf
+        reach = half * math.sqrt(len2)
+        if dy != 0:  # the strip |rx dy - ry dx| < half |d|
+            u, v = (ry * dx - reach) / dy, (ry * dx + reach) / dy
+            band_lo, band_hi = max(band_lo, min(u, v)), min(band_hi, max(u, v))
+        elif abs(ry * dx) >= reach:
+            band_lo = math.inf
+        if band_lo <= band_hi:
+            lo, hi = min(lo, band_lo), max(hi, band_hi)
+    return lo, hi
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _paint_segment(buf, ax: float, ay: float, bx: float, by: float, width: float) -> None:
-    """Max the brush bytes of segment a -> b into `buf` (H, W) uint8, over its bounding box only."""
+    """Max the brush bytes of segment a -> b into `buf` (H, W) uint8, row by row over the capsule's span
+    (pixels outside it get coverage <= 0 anyway, so the span only saves work: a long diagonal's bounding
+    box is mostly empty), and its full core set to 255 without the arithmetic."""
     half = width / 2 + 0.5
+    core = half - FULL_MARGIN
     reach = width / 2 + 1
-    # pixels outside the box get coverage <= 0 anyway, so the box only saves work
     x0 = max(0, math.floor(min(ax, bx) - reach))
     x1 = min(buf.shape[1] - 1, math.ceil(max(ax, bx) + reach))
     y0 = max(0, math.floor(min(ay, by) - reach))
@@ -358,9 +397,23 @@ def _paint_segment(buf, ax: float, ay: float, bx: float, by: float, width: float
     len2 = dx * dx + dy * dy
     for y in range(y0, y1 + 1):
         ry = (y + 0.5) - ay
+        lo, hi = _row_span(ry, dx, dy, len2, half)
+        if lo > hi:
+            continue
+        # Bytes are 0 below coverage 1/510, so a pixel with ink lies 0.002 px inside the span's edge: float
+        # rounding (~1e-12 px) cannot move it out. The same slack in reverse makes the core all 255: a
+        # centre nearer than half - 1 has coverage 1, and the byte is 255 from coverage 0.998 up.
+        first = math.ceil(max(float(x0), min(float(x1), ax + lo - 0.5)))
+        last = math.floor(max(float(x0), min(float(x1), ax + hi - 0.5)))
+        full_lo, full_hi = _row_span(ry, dx, dy, len2, core) if core > 0 else (1.0, 0.0)
+        full_first = math.ceil(ax + full_lo - 0.5) if full_lo <= full_hi else 1
+        full_last = math.floor(ax + full_hi - 0.5) if full_lo <= full_hi else 0
         ry_dy = ry * dy
-        for x in range(x0, x1 + 1):
+        for x in range(first, last + 1):
             if buf[y, x] == 255:  # full already: no segment can raise it (inside thick strokes, most are)
+                continue
+            if full_first <= x <= full_last:
+                buf[y, x] = 255
                 continue
             rx = (x + 0.5) - ax
             if len2 > 0:
@@ -454,15 +507,24 @@ def reduce_drawing(image: np.ndarray) -> np.ndarray:
 
 @numba.njit(numba.uint8[:, ::1](_input(numba.uint8, 2), numba.int64), cache=True, nogil=True)
 def _block_means(image, factor):
-    """Integer mean of each factor x factor block, rounding half up (int64 sums cannot overflow)."""
+    """Integer mean of each factor x factor block, rounding half up (int64 sums cannot overflow).
+
+    Row by row: the block's `factor` rows are summed into one line first (a contiguous loop the compiler
+    vectorises), then each block's `factor` column sums; three times faster than summing block by block.
+    """
     h, w, area = image.shape[0] // factor, image.shape[1] // factor, factor * factor
     out = np.empty((h, w), np.uint8)
+    line = np.empty(w * factor, np.int64)
     for y in range(h):
+        line[:] = 0
+        for dy in range(factor):
+            row = image[y * factor + dy]
+            for x in range(w * factor):
+                line[x] += row[x]
         for x in range(w):
             total = 0
-            for dy in range(factor):
-                for dx in range(factor):
-                    total += image[y * factor + dy, x * factor + dx]
+            for dx in range(factor):
+                total += line[x * factor + dx]
             out[y, x] = (total + area // 2) // area
     return out
 

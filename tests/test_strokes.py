@@ -128,13 +128,20 @@ def _brush_reference(side: int, a, b, width: float) -> np.ndarray:
 
 
 def test_brush_equals_its_formula_byte_for_byte():
+    # The brush paints only each row's span of the segment's capsule and fills its core with 255 without
+    # the arithmetic; every pixel must still get the formula's byte: dots, thin and thick brushes, long
+    # diagonals, (near-)axis-parallel segments, ends on half pixels and off the buffer.
     rng = np.random.default_rng(1)
-    for _ in range(12):
+    for i in range(150):
         a = rng.uniform(-5, 45, 2)
-        b = a if rng.random() < 0.25 else rng.uniform(-5, 45, 2)  # a dot now and then
-        width = float(rng.choice([rng.uniform(0.5, 30), rng.integers(1, 30)]))
+        b = a if i % 4 == 0 else rng.uniform(-5, 45, 2)  # a dot now and then
+        if i % 5 == 1:
+            b[i % 2] = a[i % 2] + rng.choice([0.0, 1e-12])  # vertical or horizontal
+        if i % 7 == 2:
+            a, b = np.round(a * 2) / 2, np.round(b * 2) / 2
+        width = float(rng.choice([rng.uniform(0.0, 2.5), rng.uniform(0.5, 30), rng.integers(1, 30)]))
         image = strokes.render_strokes([np.stack([a, b])], width, side=40)
-        assert np.array_equal(image, _brush_reference(40, a, b, width))
+        assert np.array_equal(image, _brush_reference(40, a, b, width)), (a, b, width)
 
 
 def test_the_compiled_brush_fuses_no_multiply_add():
