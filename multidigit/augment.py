@@ -11,6 +11,7 @@ compiled call that draws from the shard's generator itself.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numba
@@ -92,41 +93,137 @@ def random_transforms(augmenter, n: int) -> np.ndarray:
 _DIGITS = [numba.types.Array(t, 3, "C", readonly=True) for t in (numba.uint8, numba.float32)]
 
 
+@numba.njit(cache=True, nogil=True)
+def _sample(digit, t, pad, ox, oy):
+    """Output pixel (ox, oy) of `_resample`: the (H, W) digit, zero-padded by `pad`, sampled bilinearly at
+    the 8-number transform t (output (x, y) -> input ((t0 x + t1 y + t2) / k, (t3 x + t4 y + t5) / k),
+    k = t6 x + t7 y + 1); samples outside the digit read 0 (the padding and the fill alike)."""
+    h, w = digit.shape
+    zero, one = np.float32(0), np.float32(1)
+    fx, fy = np.float32(ox), np.float32(oy)
+    k = t[6] * fx + t[7] * fy + one
+    if k == zero:
+        return zero
+    x = t[0] * fx + t[1] * fy + t[2]
+    y = t[3] * fx + t[4] * fy + t[5]
+    if k != one:  # dividing by exactly 1 changes nothing (IEEE), and affine transforms always have k = 1
+        x, y = x / k, y / k
+    x0, y0 = np.floor(x), np.floor(y)
+    x1, y1 = x0 + one, y0 + one
+    c0, r0 = int(x0) - pad, int(y0) - pad  # digit column and row of (x0, y0)
+    v00 = np.float32(digit[r0, c0]) if 0 <= r0 < h and 0 <= c0 < w else zero
+    v01 = np.float32(digit[r0, c0 + 1]) if 0 <= r0 < h and 0 <= c0 + 1 < w else zero
+    v10 = np.float32(digit[r0 + 1, c0]) if 0 <= r0 + 1 < h and 0 <= c0 < w else zero
+    v11 = np.float32(digit[r0 + 1, c0 + 1]) if 0 <= r0 + 1 < h and 0 <= c0 + 1 < w else zero
+    top = (x1 - x) * v00 + (x - x0) * v01
+    bottom = (x1 - x) * v10 + (x - x0) * v11
+    return (y1 - y) * top + (y - y0) * bottom
+
+
 @numba.njit(
     [numba.float32[:, :, ::1](d, numba.float32[:, ::1], numba.int64, numba.int64) for d in _DIGITS],
     cache=True,
     nogil=True,
 )
 def _resample(digits, transforms, pad, frame):
-    """(D, frame, frame) float32: each (H, W) digit, zero-padded by `pad`, resampled bilinearly at its
-    8-number transform (output (x, y) -> input ((t0 x + t1 y + t2) / k, (t3 x + t4 y + t5) / k),
-    k = t6 x + t7 y + 1); samples outside the digit read 0 (the padding and the fill alike)."""
-    n, h, w = digits.shape
-    out = np.empty((n, frame, frame), np.float32)
-    zero, one = np.float32(0), np.float32(1)
-    for b in range(n):
-        t = transforms[b]
+    """(D, frame, frame) float32: each digit resampled at its transform (`_sample`)."""
+    out = np.empty((digits.shape[0], frame, frame), np.float32)
+    for b in range(digits.shape[0]):
         for oy in range(frame):
-            fy = np.float32(oy)
             for ox in range(frame):
-                fx = np.float32(ox)
-                k = t[6] * fx + t[7] * fy + one
-                if k == zero:
-                    out[b, oy, ox] = zero
-                    continue
-                x = (t[0] * fx + t[1] * fy + t[2]) / k
-                y = (t[3] * fx + t[4] * fy + t[5]) / k
-                x0, y0 = np.floor(x), np.floor(y)
-                x1, y1 = x0 + one, y0 + one
-                c0, r0 = int(x0) - pad, int(y0) - pad  # digit column and row of (x0, y0)
-                v00 = np.float32(digits[b, r0, c0]) if 0 <= r0 < h and 0 <= c0 < w else zero
-                v01 = np.float32(digits[b, r0, c0 + 1]) if 0 <= r0 < h and 0 <= c0 + 1 < w else zero
-                v10 = np.float32(digits[b, r0 + 1, c0]) if 0 <= r0 + 1 < h and 0 <= c0 < w else zero
-                v11 = np.float32(digits[b, r0 + 1, c0 + 1]) if 0 <= r0 + 1 < h and 0 <= c0 + 1 < w else zero
-                top = (x1 - x) * v00 + (x - x0) * v01
-                bottom = (x1 - x) * v10 + (x - x0) * v11
-                out[b, oy, ox] = (y1 - y) * top + (y - y0) * bottom
+                out[b, oy, ox] = _sample(digits[b], transforms[b], pad, ox, oy)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _byte(v):
+    """One resampled float32 value as its uint8: rounded half to even, clipped to [0, 255], dust zeroed."""
+    v = np.rint(v)
+    v = v if v > 0 else np.float32(0)  # np.clip(v, 0, 255)
+    v = v if v < 255 else np.float32(255)
+    byte = np.uint8(v)
+    return byte if byte >= DUST_LEVEL else np.uint8(0)
+
+
+@numba.njit(numba.types.UniTuple(numba.int64, 4)(numba.uint8[:, ::1]), cache=True, nogil=True)
+def ink_bounds(patch: np.ndarray) -> tuple[int, int, int, int]:
+    """`tight_bounds` of one C-contiguous (H, W) uint8 patch, without numpy's per-call cost (the
+    re-stroked digits and the drawn layouts measure thousands of small patches).
+
+    Returns:
+        (x0, y0, x1, y1) exclusive bounds of the non-zero pixels; (0, 0, 0, 0) for an empty patch.
+    """
+    h, w = patch.shape
+    x0, y0, x1, y1 = w, h, 0, 0
+    for y in range(h):
+        for x in range(w):
+            if patch[y, x]:
+                x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x + 1), max(y1, y + 1)
+    return (0, 0, 0, 0) if x1 == 0 else (x0, y0, x1, y1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ink_window(digit, t, pad, frame):
+    """(ox0, oy0, ox1, oy1): the output pixels of the frame that can sample the digit's ink.
+
+    A sample reads the ink only if its input point lies within a pixel of the ink's bounding box; the
+    affine map's inverse carries that box's corners to the output, widened by 2 px (the float32 forward
+    map rounds ~1e-5 px differently). Non-affine transforms, or no ink: the whole frame / nothing."""
+    h, w = digit.shape
+    r0, c0, r1, c1 = h, w, 0, 0
+    for r in range(h):
+        for c in range(w):
+            if digit[r, c]:
+                r0, c0, r1, c1 = min(r0, r), min(c0, c), max(r1, r + 1), max(c1, c + 1)
+    if r1 == 0:
+        return 0, 0, 0, 0
+    a, b, c, d = float(t[0]), float(t[1]), float(t[3]), float(t[4])
+    det = a * d - b * c
+    if t[6] != 0 or t[7] != 0 or det == 0:
+        return 0, 0, frame, frame
+    lo_x, lo_y, hi_x, hi_y = math.inf, math.inf, -math.inf, -math.inf
+    for ix in (pad + c0 - 1.0, pad + c1 + 0.0):
+        for iy in (pad + r0 - 1.0, pad + r1 + 0.0):
+            u, v = ix - float(t[2]), iy - float(t[5])
+            ox, oy = (d * u - b * v) / det, (a * v - c * u) / det
+            lo_x, lo_y, hi_x, hi_y = min(lo_x, ox), min(lo_y, oy), max(hi_x, ox), max(hi_y, oy)
+    return (
+        max(0, math.floor(lo_x) - 2),
+        max(0, math.floor(lo_y) - 2),
+        min(frame, math.ceil(hi_x) + 3),
+        min(frame, math.ceil(hi_y) + 3),
+    )
+
+
+@numba.njit(
+    [
+        numba.types.Tuple((numba.uint8[::1], numba.int64[:, ::1]))(
+            d, numba.float32[:, ::1], numba.int64, numba.int64
+        )
+        for d in _DIGITS
+    ],
+    cache=True,
+    nogil=True,
+)
+def _warp_crops(digits, transforms, pad, frame):
+    """`_resample`'s frames as bytes (`_byte`), each cropped tight, without making the frames: a digit is
+    resampled only over its `_ink_window` (the rest of its frame samples no ink and is 0). Returns the
+    crops end to end (flat uint8) and their (D, 2) (h, w); an empty crop is (0, 0)."""
+    crops, shapes, total = [], np.zeros((digits.shape[0], 2), np.int64), 0
+    for b in range(digits.shape[0]):
+        ox0, oy0, ox1, oy1 = _ink_window(digits[b], transforms[b], pad, frame)
+        window = np.zeros((max(oy1 - oy0, 0), max(ox1 - ox0, 0)), np.uint8)
+        for oy in range(oy0, oy1):
+            for ox in range(ox0, ox1):
+                window[oy - oy0, ox - ox0] = _byte(_sample(digits[b], transforms[b], pad, ox, oy))
+        x0, y0, x1, y1 = ink_bounds(window)
+        crops.append(window[y0:y1, x0:x1].copy())
+        shapes[b, 0], shapes[b, 1], total = y1 - y0, x1 - x0, total + (y1 - y0) * (x1 - x0)
+    flat, at = np.empty(total, np.uint8), 0
+    for crop in crops:
+        flat[at : at + crop.size] = crop.reshape(crop.size)
+        at += crop.size
+    return flat, shapes
 
 
 def _frame_transforms(transforms: np.ndarray, scales: np.ndarray, pad: int) -> np.ndarray:
@@ -159,10 +256,15 @@ def warp_digits(digits: np.ndarray, transforms: np.ndarray, scales: np.ndarray |
     scales = np.ones(len(digits)) if scales is None else np.asarray(scales, np.float64)
     if len(digits) == 0:
         return np.zeros((0, DIGIT_SIZE, DIGIT_SIZE), np.float32)
+    return _resample(*_warp_args(digits, transforms, scales))
+
+
+def _warp_args(digits: np.ndarray, transforms: np.ndarray, scales: np.ndarray) -> tuple:
+    """(digits, frame transforms, pad, frame) of a batch: the frame holds the batch's largest scale."""
     top = float(scales.max())
     pad = int(np.ceil(DIGIT_SIZE * (top - 1.0) / 2.0)) + 1 if top > 1 else 0
     digits = np.ascontiguousarray(digits, np.uint8 if digits.dtype == np.uint8 else np.float32)
-    return _resample(digits, _frame_transforms(transforms, scales, pad), pad, DIGIT_SIZE + 2 * pad)
+    return digits, _frame_transforms(transforms, scales, pad), pad, DIGIT_SIZE + 2 * pad
 
 
 def augment_digits(augmenter, digits: np.ndarray) -> np.ndarray:
@@ -175,26 +277,6 @@ def augment_digits(augmenter, digits: np.ndarray) -> np.ndarray:
         (D, 28, 28) float32 in [0, 255].
     """
     return warp_digits(digits, random_transforms(augmenter, len(digits)))
-
-
-# A read-only signature takes read-only arrays (and writable ones too).
-_IMAGES = numba.types.Array(numba.float32, 3, "A", readonly=True)
-
-
-@numba.njit(numba.uint8[:, :, ::1](_IMAGES), cache=True, nogil=True)
-def _to_uint8(images):
-    """(B, H, W) float32 -> uint8: rounded half to even, clipped to [0, 255], dust zeroed; one pass (the
-    numpy chain made two float temporaries of the whole batch)."""
-    out = np.empty(images.shape, np.uint8)
-    for b in range(images.shape[0]):
-        for y in range(images.shape[1]):
-            for x in range(images.shape[2]):
-                v = np.rint(images[b, y, x])
-                v = v if v > 0 else np.float32(0)  # np.clip(v, 0, 255)
-                v = v if v < 255 else np.float32(255)
-                byte = np.uint8(v)
-                out[b, y, x] = byte if byte >= DUST_LEVEL else 0
-    return out
 
 
 def tight_bounds(images: np.ndarray) -> np.ndarray:
@@ -215,11 +297,6 @@ def tight_bounds(images: np.ndarray) -> np.ndarray:
     return bounds
 
 
-def tight_crops(pixels: np.ndarray) -> list[np.ndarray]:
-    """Each (H, W) uint8 image of a stack cropped to its non-zero pixels; an empty one to shape (0, 0)."""
-    return [img[y0:y1, x0:x1] for img, (x0, y0, x1, y1) in zip(pixels, tight_bounds(pixels), strict=True)]
-
-
 def scaled_crops(images: np.ndarray, scales: np.ndarray, transforms: np.ndarray | None = None) -> list:
     """Zoom each (28, 28) digit by its own factor (after its augmentation `transforms`, when given, in the
     same resampling: `warp_digits`) and crop it tight around its non-zero pixels.
@@ -233,7 +310,16 @@ def scaled_crops(images: np.ndarray, scales: np.ndarray, transforms: np.ndarray 
         a digit left empty comes back as shape (0, 0).
     """
     transforms = np.broadcast_to(np.eye(3), (len(images), 3, 3)) if transforms is None else transforms
-    return tight_crops(_to_uint8(warp_digits(images, transforms, scales)))
+    if len(images) == 0:
+        return []
+    flat, shapes = _warp_crops(*_warp_args(images, transforms, np.asarray(scales, np.float64)))
+    return unpack_crops(flat, shapes)
+
+
+def unpack_crops(flat: np.ndarray, shapes: np.ndarray) -> list[np.ndarray]:
+    """The crops a compiled loop returns end to end (flat uint8, (D, 2) (h, w)) as D arrays (views)."""
+    ends = np.cumsum(shapes[:, 0] * shapes[:, 1]).tolist()
+    return [flat[e - h * w : e].reshape(h, w) for e, (h, w) in zip(ends, shapes.tolist(), strict=True)]
 
 
 def brush_widths(law: tuple[float, float, float], n: int, rng: np.random.Generator) -> np.ndarray:
@@ -276,23 +362,6 @@ def _stroke_patch(points, offsets, widths):
         local[k, 0], local[k, 1] = points[k, 0] - origin[0], points[k, 1] - origin[1]
     strokes._paint_polylines(buf, local, offsets, widths)
     return strokes._block_means(buf, BUFFER_FACTOR)
-
-
-@numba.njit(numba.types.UniTuple(numba.int64, 4)(numba.uint8[:, ::1]), cache=True, nogil=True)
-def ink_bounds(patch: np.ndarray) -> tuple[int, int, int, int]:
-    """`tight_bounds` of one C-contiguous (H, W) uint8 patch, without numpy's per-call cost (the
-    re-stroked digits and the drawn layouts measure thousands of small patches).
-
-    Returns:
-        (x0, y0, x1, y1) exclusive bounds of the non-zero pixels; (0, 0, 0, 0) for an empty patch.
-    """
-    h, w = patch.shape
-    x0, y0, x1, y1 = w, h, 0, 0
-    for y in range(h):
-        for x in range(w):
-            if patch[y, x]:
-                x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x + 1), max(y1, y + 1)
-    return (0, 0, 0, 0) if x1 == 0 else (x0, y0, x1, y1)
 
 
 # numba's type of the shard's np.random.Generator: compiled code draws from the same bit generator state
@@ -379,6 +448,4 @@ def restroked_crops(
     widths = np.asarray(brush_widths(params.brush, n, rng), np.float64)
     scales = np.ascontiguousarray(scales, np.float64)
     jitter = (float(params.width_jitter), float(params.point_jitter))
-    flat, shapes = _restroke(points, offsets, digit_strokes, affines, scales, widths, *jitter, rng)
-    ends = np.cumsum(shapes[:, 0] * shapes[:, 1]).tolist()
-    return [flat[e - h * w : e].reshape(h, w) for e, (h, w) in zip(ends, shapes.tolist(), strict=True)]
+    return unpack_crops(*_restroke(points, offsets, digit_strokes, affines, scales, widths, *jitter, rng))

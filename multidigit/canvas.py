@@ -65,13 +65,24 @@ def _first_fit(xs, ys, w, h, limit, union, free, covered, limits, placed, n):
     """(index of the first candidate corner (xs, ys) whose w x h box stays within `limit` of covered
     pixels and keeps every placed box within its own limit, or -1; that box's covered pixels)."""
     side = union.shape[0]
+    # A candidate's covered pixels are counted directly until that has cost a whole table's worth: most
+    # boxes fit at one of their first candidates, and the first box of a canvas always does.
     sat = np.zeros((side + 1, side + 1), np.int64)  # summed-area table of the union, zero-padded
-    for y in range(side):
-        for x in range(side):
-            sat[y + 1, x + 1] = sat[y, x + 1] + sat[y + 1, x] - sat[y, x] + union[y, x]
+    budget = side * side
     for c in range(len(xs)):
         x, y = xs[c], ys[c]
-        own = sat[y + h, x + w] - sat[y, x + w] - sat[y + h, x] + sat[y, x]
+        if budget > 0:
+            own = 0
+            for yy in range(y, y + h):
+                for xx in range(x, x + w):
+                    own += union[yy, xx]
+            budget -= w * h
+            if budget <= 0:
+                for yy in range(side):
+                    for xx in range(side):
+                        sat[yy + 1, xx + 1] = sat[yy, xx + 1] + sat[yy + 1, xx] - sat[yy, xx] + union[yy, xx]
+        else:
+            own = sat[y + h, x + w] - sat[y, x + w] - sat[y + h, x] + sat[y, x]
         if own > limit:
             continue
         fits = True
@@ -189,11 +200,42 @@ def place_boxes(
 
 def compose_canvas(crops: list[np.ndarray], corners: np.ndarray, canvas: int) -> np.ndarray:
     """Paste tight digit crops at their corners; overlapping pixels combine by max. Returns (S, S) uint8."""
-    image = np.zeros((canvas, canvas), np.uint8)
-    for crop, (x, y) in zip(crops, corners, strict=True):
-        h, w = crop.shape
-        np.maximum(image[y : y + h, x : x + w], crop, out=image[y : y + h, x : x + w])
-    return image
+    image = np.zeros((1, canvas, canvas), np.uint8)
+    compose_into(image, np.zeros(1, np.int64), crops, np.asarray(corners), np.array([0, len(crops)]))
+    return image[0]
+
+
+def compose_into(
+    images: np.ndarray, slots: np.ndarray, crops: list[np.ndarray], corners: np.ndarray, starts: np.ndarray
+) -> None:
+    """`compose_canvas` of many canvases in one compiled call: canvas j's crops[starts[j]:starts[j + 1]]
+    are maxed into images[slots[j]] (slot -1: skipped) at their (x, y) corners."""
+    sizes = np.array([(c.shape[1], c.shape[0]) for c in crops], np.int64).reshape(-1, 2)
+    at = np.zeros(len(crops), np.int64)
+    np.cumsum(sizes[:-1, 0] * sizes[:-1, 1], out=at[1:])
+    flat = np.concatenate([c.reshape(-1) for c in crops]) if crops else np.zeros(0, np.uint8)
+    corners = np.ascontiguousarray(corners, np.int64).reshape(-1, 2)
+    flat = np.ascontiguousarray(flat, np.uint8)
+    _compose(images, np.asarray(slots, np.int64), flat, at, sizes, corners, np.asarray(starts, np.int64))
+
+
+_COMPOSE = "void(u1[:, :, ::1], i8[::1], u1[::1], i8[::1], i8[:, ::1], i8[:, ::1], i8[::1])"
+
+
+@numba.njit(_COMPOSE, cache=True, nogil=True)
+def _compose(images, slots, flat, at, sizes, corners, starts):
+    """`compose_into` of crops given end to end: crop i is flat[at[i]:] of (h, w) = sizes[i, ::-1]."""
+    for j in range(len(slots)):
+        if slots[j] < 0:
+            continue
+        image = images[slots[j]]
+        for i in range(starts[j], starts[j + 1]):
+            w, h, x, y = sizes[i, 0], sizes[i, 1], corners[i, 0], corners[i, 1]
+            for r in range(h):
+                for c in range(w):
+                    v = flat[at[i] + r * w + c]
+                    if v > image[y + r, x + c]:
+                        image[y + r, x + c] = v
 
 
 # ---------------------------------------------------------------- one shard
@@ -284,14 +326,14 @@ def make_shard(
         corners, fits = place_boxes(
             sizes, draw.counts, gen.canvas_size, stage.max_overlap, gen.max_attempts, rng
         )
-        starts = np.concatenate([[0], np.cumsum(draw.counts)]).tolist()
+        starts = np.concatenate([[0], np.cumsum(draw.counts)])
+        compose_into(out.images, np.where(fits, todo, -1), draw.crops, corners, starts)
         failed = []
-        for j, slot in enumerate(todo):
-            lo, hi = starts[j], starts[j + 1]
+        bounds = zip(todo.tolist(), starts[:-1].tolist(), starts[1:].tolist(), strict=True)
+        for j, (slot, lo, hi) in enumerate(bounds):
             if not fits[j]:
                 failed.append(slot)
                 continue
-            out.images[slot] = compose_canvas(draw.crops[lo:hi], corners[lo:hi], gen.canvas_size)
             out.boxes[slot, : hi - lo] = np.concatenate([corners[lo:hi], sizes[lo:hi]], axis=1)
             out.labels[slot, : hi - lo] = labels[draw.digit_ids[lo:hi]]
         out.resampled += len(failed)

@@ -99,6 +99,31 @@ def test_compiled_resampling_equals_tensorflows_kernel(train_digits, cfg):
         assert ours.tobytes() == np.asarray(theirs)[..., 0].tobytes()
 
 
+def test_scaled_crops_equal_the_whole_frames_cropped_tight(train_digits, cfg):
+    # scaled_crops resamples each digit only over the output window that can sample its ink; the crops
+    # must be those of the whole frames (checked against TensorFlow above), rounded, dust zeroed, cropped.
+    rng = np.random.default_rng(4)
+    wild = cfg.generate.augment.model_copy(update={"rotate_deg": 180.0, "zoom": 0.3, "translate": 0.2})
+    for seeds, dtype in (((1, 2, 3), np.uint8), ((4, 5, 6), np.float32)):
+        digits = train_digits[0][rng.integers(0, len(train_digits[0]), 120)].astype(dtype)
+        digits[:3] = 0  # empty digits crop to (0, 0)
+        for d in digits[3:40]:  # solid blocks: ink in the corners of its box, where the window is tightest
+            d[:] = 0
+            (r0, r1), (c0, c1) = (
+                np.sort(rng.choice(29, 2, replace=False)),
+                np.sort(rng.choice(29, 2, replace=False)),
+            )
+            d[r0:r1, c0:c1] = 255
+        transforms = augment.random_transforms(augment.build_augmenter(wild, seeds), len(digits))
+        scales = rng.uniform(0.3, 4.0, len(digits))
+        pixels = np.clip(np.rint(augment.warp_digits(digits, transforms, scales)), 0, 255).astype(np.uint8)
+        pixels[pixels < augment.DUST_LEVEL] = 0
+        crops = augment.scaled_crops(digits, scales, transforms)
+        for crop, image, (x0, y0, x1, y1) in zip(crops, pixels, augment.tight_bounds(pixels), strict=True):
+            assert crop.tobytes() == image[y0:y1, x0:x1].tobytes() and crop.shape == (y1 - y0, x1 - x0)
+        assert sum(c.size == 0 for c in crops) >= 3
+
+
 def test_one_worker_and_two_workers_write_identical_shards(params_dict, mnist_splits, tmp_path):
     cfg = small_params(params_dict, per_split=40, shard_size=20)
     specs = canvas.plan_shards(cfg.generate, "stage2")
