@@ -1,7 +1,7 @@
 """Canvas generator throughput the way users compare generators: canvases/s and digits/s making shards
 AND writing them to disk, in one process and in one worker process per core, at each stage's settings.
 
-    python benchmarks/generator.py [--stages stage1 stage2 stage3] [--canvases 4000] [--restroke R]
+    python benchmarks/generator.py [--stages stage1 stage2 stage3] [--canvases 8000] [--restroke R]
 
 Each measurement makes `--canvases` train canvases (all-cores: that many per worker) in shards of
 `generate.shard_size`, each written with canvas.save_shard into a temporary folder, exactly as
@@ -133,10 +133,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--stages", nargs="+", default=["stage1", "stage2", "stage3"])
-    # 4,000: at 1,000 a measurement is under a second of work, and start-up hiccups swung the two-process
-    # figure between 1.2x and 2.1x from run to run
-    parser.add_argument("--canvases", type=int, default=4000, help="canvases per measurement (per worker)")
-    parser.add_argument("--drawn-canvases", type=int, default=200, help="drawn-split canvases, 1 process")
+    # 8,000 (a few seconds of work per figure): at 1,000, and at 4,000 once stage 3 ran at 2,000/s, start-up
+    # hiccups swung the two-process figure between 1.2x and 2.1x (4,000: 1.56x, 8,000: 1.89x, minutes apart)
+    parser.add_argument("--canvases", type=int, default=8000, help="canvases per measurement (per worker)")
+    # 1,000: at 200 the drawn split read 714-734/s against 1,112-1,147 per CPU second over 1,000 canvases
+    parser.add_argument("--drawn-canvases", type=int, default=1000, help="drawn-split canvases, 1 process")
     parser.add_argument("--restroke", type=float, default=None, help="override the stages' restroke share")
     args = parser.parse_args()
 
