@@ -312,7 +312,7 @@ def make_shard(
     """
     rng_seed, keras_seed = seed.spawn(2)
     rng = np.random.default_rng(rng_seed)
-    augmenter = augment.build_augmenter(gen.augment, tuple(int(s) for s in keras_seed.generate_state(3)))
+    augmenter = augment.shard_augmenter(gen.augment, tuple(int(s) for s in keras_seed.generate_state(3)))
     k = stage.digits[1]
     out = Shard(
         images=np.zeros((n, gen.canvas_size, gen.canvas_size), np.uint8),

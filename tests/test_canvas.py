@@ -82,6 +82,19 @@ def test_keras_augmentation_is_seeded(train_digits, cfg):
     assert not np.array_equal(first, digits.astype(np.float32))  # it did transform the digits
 
 
+def test_shard_augmenter_draws_what_a_new_augmenter_draws(cfg):
+    # make_shard re-seeds one cached augmenter per thread and draws through its traced graph; every draw
+    # must equal a newly built augmenter's eager draws, whatever shards came before in that thread.
+    params = cfg.generate.augment
+    for seeds in ((1, 2, 3), (4, 5, 6), (1, 2, 3)):
+        cached, new = augment.shard_augmenter(params, seeds), augment.build_augmenter(params, seeds)
+        assert hasattr(cached, "graph_draws") and not hasattr(new, "graph_draws")
+        for n in (500, 7, 1, 500):
+            drawn, fresh = augment.random_transforms(cached, n), augment.random_transforms(new, n)
+            assert drawn.tobytes() == fresh.tobytes()
+    assert augment.shard_augmenter(params, (9, 9, 9)) is cached  # built once per thread and params
+
+
 def test_compiled_resampling_equals_tensorflows_kernel(train_digits, cfg):
     # warp_digits resamples with a compiled copy of TensorFlow's ImageProjectiveTransformV3 (bilinear,
     # fill 0); shard bytes depend on it giving the kernel's float32 results exactly, at every scale.
