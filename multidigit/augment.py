@@ -188,10 +188,14 @@ def _byte(v):
     return byte if byte >= DUST_LEVEL else np.uint8(0)
 
 
-@numba.njit(numba.types.UniTuple(numba.int64, 4)(numba.uint8[:, ::1]), cache=True, nogil=True)
+_PATCHES = [numba.types.Array(t, 2, "C", readonly=True) for t in (numba.uint8, numba.float32)]  # writable too
+_BOUNDS = [numba.types.UniTuple(numba.int64, 4)(patch) for patch in _PATCHES]
+
+
+@numba.njit(_BOUNDS, cache=True, nogil=True)
 def ink_bounds(patch: np.ndarray) -> tuple[int, int, int, int]:
-    """`tight_bounds` of one C-contiguous (H, W) uint8 patch, without numpy's per-call cost (the
-    re-stroked digits and the drawn layouts measure thousands of small patches).
+    """`tight_bounds` of one C-contiguous (H, W) uint8 (or float32) patch, without numpy's per-call cost
+    (the re-stroked digits, the drawn layouts and the resampled digits measure thousands of small patches).
 
     Returns:
         (x0, y0, x1, y1) exclusive bounds of the non-zero pixels; (0, 0, 0, 0) for an empty patch.
@@ -212,12 +216,7 @@ def _ink_window(digit, t, pad, frame):
     A sample reads the ink only if its input point lies within a pixel of the ink's bounding box; the
     affine map's inverse carries that box's corners to the output, widened by 2 px (the float32 forward
     map rounds ~1e-5 px differently). Non-affine transforms, or no ink: the whole frame / nothing."""
-    h, w = digit.shape
-    r0, c0, r1, c1 = h, w, 0, 0
-    for r in range(h):
-        for c in range(w):
-            if digit[r, c]:
-                r0, c0, r1, c1 = min(r0, r), min(c0, c), max(r1, r + 1), max(c1, c + 1)
+    c0, r0, c1, r1 = ink_bounds(digit)
     if r1 == 0:
         return 0, 0, 0, 0
     a, b, c, d = float(t[0]), float(t[1]), float(t[3]), float(t[4])
