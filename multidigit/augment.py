@@ -237,6 +237,19 @@ def _ink_window(digit, t, pad, frame):
     )
 
 
+@numba.njit(cache=True, nogil=True)
+def _end_to_end(crops):
+    """A compiled loop's (h, w) uint8 crops as one flat array, end to end (`unpack_crops` splits it)."""
+    total = 0
+    for crop in crops:
+        total += crop.size
+    flat, at = np.empty(total, np.uint8), 0
+    for crop in crops:
+        flat[at : at + crop.size] = crop.copy().reshape(crop.size)  # a crop is a strided view: copy first
+        at += crop.size
+    return flat
+
+
 @numba.njit(
     [
         numba.types.Tuple((numba.uint8[::1], numba.int64[:, ::1]))(
@@ -251,7 +264,7 @@ def _warp_crops(digits, transforms, pad, frame):
     """`_resample`'s frames as bytes (`_byte`), each cropped tight, without making the frames: a digit is
     resampled only over its `_ink_window` (the rest of its frame samples no ink and is 0). Returns the
     crops end to end (flat uint8) and their (D, 2) (h, w); an empty crop is (0, 0)."""
-    crops, shapes, total = [], np.zeros((digits.shape[0], 2), np.int64), 0
+    crops, shapes = [], np.zeros((digits.shape[0], 2), np.int64)
     for b in range(digits.shape[0]):
         ox0, oy0, ox1, oy1 = _ink_window(digits[b], transforms[b], pad, frame)
         window = np.zeros((max(oy1 - oy0, 0), max(ox1 - ox0, 0)), np.uint8)
@@ -259,13 +272,9 @@ def _warp_crops(digits, transforms, pad, frame):
             for ox in range(ox0, ox1):
                 window[oy - oy0, ox - ox0] = _byte(_sample(digits[b], transforms[b], pad, ox, oy))
         x0, y0, x1, y1 = ink_bounds(window)
-        crops.append(window[y0:y1, x0:x1].copy())
-        shapes[b, 0], shapes[b, 1], total = y1 - y0, x1 - x0, total + (y1 - y0) * (x1 - x0)
-    flat, at = np.empty(total, np.uint8), 0
-    for crop in crops:
-        flat[at : at + crop.size] = crop.reshape(crop.size)
-        at += crop.size
-    return flat, shapes
+        crops.append(window[y0:y1, x0:x1])
+        shapes[b, 0], shapes[b, 1] = y1 - y0, x1 - x0
+    return _end_to_end(crops), shapes
 
 
 def _frame_transforms(transforms: np.ndarray, scales: np.ndarray, pad: int) -> np.ndarray:
@@ -429,7 +438,7 @@ RNG = numba.typeof(np.random.default_rng(0))
 def _restroke(points, offsets, digit_strokes, affines, scales, widths, width_jitter, point_jitter, rng):
     """`restroked_crops` of packed strokes (`SplitStrokes.packed`): the crops end to end (flat uint8) and
     their (D, 2) (h, w)."""
-    crops, shapes, total = [], np.zeros((len(scales), 2), np.int64), 0
+    crops, shapes = [], np.zeros((len(scales), 2), np.int64)
     for i in range(len(scales)):
         s0, s1 = digit_strokes[i], digit_strokes[i + 1]
         if s1 == s0:  # no strokes: shape (0, 0), no draws
@@ -448,13 +457,8 @@ def _restroke(points, offsets, digit_strokes, affines, scales, widths, width_jit
         patch = _stroke_patch(moved * (BUFFER_FACTOR * scales[i]), local, stroke_widths)
         x0, y0, x1, y1 = ink_bounds(patch)
         crops.append(patch[y0:y1, x0:x1])
-        shapes[i, 0], shapes[i, 1], total = y1 - y0, x1 - x0, total + (y1 - y0) * (x1 - x0)
-    flat, at = np.empty(total, np.uint8), 0
-    for crop in crops:
-        h, w = crop.shape
-        flat[at : at + h * w] = crop.copy().reshape(h * w)
-        at += h * w
-    return flat, shapes
+        shapes[i, 0], shapes[i, 1] = y1 - y0, x1 - x0
+    return _end_to_end(crops), shapes
 
 
 def restroked_crops(

@@ -201,16 +201,26 @@ def place_boxes(
 def compose_canvas(crops: list[np.ndarray], corners: np.ndarray, canvas: int) -> np.ndarray:
     """Paste tight digit crops at their corners; overlapping pixels combine by max. Returns (S, S) uint8."""
     image = np.zeros((1, canvas, canvas), np.uint8)
-    compose_into(image, np.zeros(1, np.int64), crops, np.asarray(corners), np.array([0, len(crops)]))
+    starts = np.array([0, len(crops)])
+    compose_into(image, np.zeros(1, np.int64), crops, crop_sizes(crops), np.asarray(corners), starts)
     return image[0]
 
 
+def crop_sizes(crops: list[np.ndarray]) -> np.ndarray:
+    """(D, 2) int64 (w, h) of each crop: its box's size."""
+    return np.array([(c.shape[1], c.shape[0]) for c in crops], np.int64).reshape(-1, 2)
+
+
 def compose_into(
-    images: np.ndarray, slots: np.ndarray, crops: list[np.ndarray], corners: np.ndarray, starts: np.ndarray
+    images: np.ndarray,
+    slots: np.ndarray,
+    crops: list[np.ndarray],
+    sizes: np.ndarray,
+    corners: np.ndarray,
+    starts: np.ndarray,
 ) -> None:
     """`compose_canvas` of many canvases in one compiled call: canvas j's crops[starts[j]:starts[j + 1]]
-    are maxed into images[slots[j]] (slot -1: skipped) at their (x, y) corners."""
-    sizes = np.array([(c.shape[1], c.shape[0]) for c in crops], np.int64).reshape(-1, 2)
+    (their `crop_sizes`) are maxed into images[slots[j]] (slot -1: skipped) at their (x, y) corners."""
     at = np.zeros(len(crops), np.int64)
     np.cumsum(sizes[:-1, 0] * sizes[:-1, 1], out=at[1:])
     flat = np.concatenate([c.reshape(-1) for c in crops]) if crops else np.zeros(0, np.uint8)
@@ -322,12 +332,12 @@ def make_shard(
     todo = np.arange(n)
     for _ in range(MAX_ROUNDS):
         draw = _draw_canvases(len(todo), digits, gen, stage, augmenter, rng)
-        sizes = np.array([(c.shape[1], c.shape[0]) for c in draw.crops], np.int64).reshape(-1, 2)  # (D, 2)
+        sizes = crop_sizes(draw.crops)  # (D, 2)
         corners, fits = place_boxes(
             sizes, draw.counts, gen.canvas_size, stage.max_overlap, gen.max_attempts, rng
         )
         starts = np.concatenate([[0], np.cumsum(draw.counts)])
-        compose_into(out.images, np.where(fits, todo, -1), draw.crops, corners, starts)
+        compose_into(out.images, np.where(fits, todo, -1), draw.crops, sizes, corners, starts)
         failed = []
         bounds = zip(todo.tolist(), starts[:-1].tolist(), starts[1:].tolist(), strict=True)
         for j, (slot, lo, hi) in enumerate(bounds):
