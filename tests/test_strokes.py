@@ -51,7 +51,7 @@ def test_traced_strokes_cover_the_skeleton_with_few_points(test_digits):
     f = strokes.UPSAMPLE
     for digit in test_digits[0][:60]:
         # the skeleton the tracer walks: of the digit upsampled f x, in digit pixels
-        skeleton = strokes.thin(strokes._upsampled_ink(digit[None].astype(np.float32), f)[0])
+        skeleton = strokes.thin(strokes.trace_masks(digit[None])[0])
         lines = strokes.digit_strokes(digit)
         rows, cols = np.nonzero(skeleton)
         centres = np.stack([cols + 0.5, rows + 0.5], axis=1) / f
@@ -80,6 +80,29 @@ def test_tracing_at_4x_keeps_the_loops_and_arms_that_28_px_tracing_loses(test_di
     fine = np.array([_ink_recall(d, strokes.digit_strokes(d)) for d in digits])
     assert fine.mean() > 0.96 and (fine < 0.8).mean() < 0.03
     assert fine.mean() > coarse.mean() + 0.02 and (fine < 0.8).sum() < (coarse < 0.8).sum() / 2
+
+
+def _disc(img: np.ndarray, cy: float, cx: float, r: float) -> None:
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    img[(yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r] = 255
+
+
+def test_a_filled_loop_is_traced_as_a_ring_and_a_fat_bar_as_a_line():
+    # A 9 whose head the pen filled in: thinned as it is, the head is a dot and the redraw reads as a 1.
+    nine = np.zeros((28, 28), np.uint8)
+    _disc(nine, 9, 14, 5.5)
+    nine[9:25, 17:20] = 255  # the stem
+    redrawn = restroke_fidelity.redraw(strokes.digit_strokes(nine), 10.0)
+    assert redrawn[8:11, 13:16].max() == 0  # the head is a ring: its centre stays empty
+    yy, xx = np.mgrid[:28, :28] + 0.5
+    on_ring = np.abs(np.hypot(yy - 9, xx - 14) - 3.5) < 0.6
+    assert (redrawn[on_ring] > 0).mean() > 0.9  # ... drawn all the way round
+    # A bar as thick (6 px) stays one open stroke down its middle: cutting its core would redraw a thin 0.
+    bar = np.zeros((28, 28), np.uint8)
+    bar[4:24, 11:17] = 255
+    lines = strokes.digit_strokes(bar)
+    assert len(lines) == 1 and np.abs(lines[0][:, 0] - 14).max() < 0.5
+    assert not np.allclose(lines[0][0], lines[0][-1])
 
 
 def test_batch_tracing_equals_one_digit_at_a_time(test_digits):
