@@ -64,6 +64,8 @@ def mnist_cnn_backbone(params: ModelParams, size: int) -> keras.Model:
         filters = 2 * params.width if i == len(factors) - 1 else params.width // 2
         kernel = 2 * factor if i == 0 else max(3, factor)
         x = _conv_bn(x, filters, kernel=kernel, strides=factor, name=f"down{i}", activation=params.activation)
+        for j in range(params.fine_convs if i == 0 else 0):
+            x = _conv_bn(x, filters, name=f"fine{j}", activation=params.activation)
     x = _context(x, 2 * params.width, params.dilations, params.activation)
     return keras.Model(inputs, x, name=BACKBONE_NAME)
 
