@@ -344,8 +344,9 @@ def trace_digits(digits: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Pen strokes of a batch of digits, as arrays: per digit, its points (P, 2) float64 (x, y) in digit
     pixels and stroke offsets (S + 1,) int64 (stroke s = points[offsets[s]:offsets[s + 1]]).
 
-    Each digit is upsampled `UPSAMPLE` x, its filled loops opened (`open_blobs`), thinned, traced edge by edge, smoothed and simplified (tolerance
-    SIMPLIFY_PX digit pixels); a digit without ink has no strokes (offsets [0]).
+    Each digit is upsampled `UPSAMPLE` x, its filled loops opened (`open_blobs`), thinned, traced edge by
+    edge, smoothed and simplified (tolerance SIMPLIFY_PX digit pixels); a digit without ink has no strokes
+    (offsets [0]).
     """
     digits = np.asarray(digits, np.float32).reshape(-1, *np.shape(digits)[-2:])
     out = []
