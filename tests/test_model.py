@@ -53,6 +53,23 @@ def test_head_width_sets_the_heads_filters_and_defaults_to_twice_the_width():
     assert tuple(wide.output.shape) == tuple(default.output.shape)
 
 
+def test_fine_convs_read_the_half_resolution_map_before_the_grid():
+    from multidigit.model import BACKBONE_NAME, build_detector
+
+    for n in (0, 2):
+        backbone = build_detector(ModelParams(width=8, fine_convs=n)).get_layer(BACKBONE_NAME)
+        fine = [
+            layer
+            for layer in backbone.layers
+            if layer.name.startswith("fine") and layer.name.endswith("conv")
+        ]
+        assert len(fine) == n
+        for layer in fine:  # 3 x 3 at 50 x 50 with the stem's filters, feeding the second strided conv
+            assert layer.kernel_size == (3, 3) and tuple(layer.output.shape) == (None, 50, 50, 4)
+    order = [layer.name for layer in backbone.layers]
+    assert order.index("down0_relu") < order.index("fine1_conv") < order.index("down1_conv")
+
+
 def test_backbone_weights_fit_any_input_size():
     from multidigit.model import BACKBONE_NAME, build_backbone, build_detector
 
