@@ -9,9 +9,9 @@ so a rendered canvas equals, byte for byte, what the page sends for the same poi
   largest byte over all segments. float64 throughout, in the same order as the JS (no fused ops).
 - `reduce_drawing`: THE reduction of an f*100 square drawing to the uint8 (100, 100) canvas: area-average
   each f x f block, rounding half up in integers. services/drawing.py and the generator import it.
-- `digit_strokes`: the digit upsampled 4x (bilinear), Zhang-Suen thinning, an edge walk over the
-  skeleton, smoothing and Douglas-Peucker simplification, giving (K, 2) float64 (x, y) polylines in digit
-  pixels (pixel (r, c) centre at (c + 0.5, r + 0.5)).
+- `digit_strokes`: the digit upsampled 4x (bilinear), its filled loops opened (`open_blobs`), Zhang-Suen
+  thinning, an edge walk over the skeleton, smoothing and Douglas-Peucker simplification, giving (K, 2)
+  float64 (x, y) polylines in digit pixels (pixel (r, c) centre at (c + 0.5, r + 0.5)).
 
 Thinning, the walk, the smoothing, the simplification, the brush and the block reduction are
 numba-compiled loops (the generator re-strokes thousands of digits a second, a few hundred pixels and

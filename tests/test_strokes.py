@@ -82,20 +82,15 @@ def test_tracing_at_4x_keeps_the_loops_and_arms_that_28_px_tracing_loses(test_di
     assert fine.mean() > coarse.mean() + 0.02 and (fine < 0.8).sum() < (coarse < 0.8).sum() / 2
 
 
-def _disc(img: np.ndarray, cy: float, cx: float, r: float) -> None:
-    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
-    img[(yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r] = 255
-
-
 def test_a_filled_loop_is_traced_as_a_ring_and_a_fat_bar_as_a_line():
     # A 9 whose head the pen filled in: thinned as it is, the head is a dot and the redraw reads as a 1.
-    nine = np.zeros((28, 28), np.uint8)
-    _disc(nine, 9, 14, 5.5)
+    yy, xx = np.mgrid[:28, :28] + 0.5  # pixel centres
+    from_head = np.hypot(yy - 9, xx - 14)
+    nine = np.where(from_head <= 5.5, 255, 0).astype(np.uint8)
     nine[9:25, 17:20] = 255  # the stem
     redrawn = restroke_fidelity.redraw(strokes.digit_strokes(nine), 10.0)
     assert redrawn[8:11, 13:16].max() == 0  # the head is a ring: its centre stays empty
-    yy, xx = np.mgrid[:28, :28] + 0.5
-    on_ring = np.abs(np.hypot(yy - 9, xx - 14) - 3.5) < 0.6
+    on_ring = np.abs(from_head - 3.5) < 0.6
     assert (redrawn[on_ring] > 0).mean() > 0.9  # ... drawn all the way round
     # A bar as thick (6 px) stays one open stroke down its middle: cutting its core would redraw a thin 0.
     bar = np.zeros((28, 28), np.uint8)
