@@ -1,7 +1,8 @@
 """Training and inference speed of the default detector on this machine's CPU (random canvases).
 
 Reports wall canvases/s and CPU milliseconds per canvas (process time over all threads: steadier than
-wall time on a shared machine), for a Keras training step and a tf.function inference call, and writes
+wall time on a shared machine), for a Keras training step in float32 and, where `train.precision`
+resolves to it, in mixed bfloat16 (multidigit/precision.py), and for a tf.function inference call; writes
 benchmarks/results/train_speed.json.
 
     python -m benchmarks.train_speed [--batch 32] [--steps 10]
@@ -42,17 +43,23 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
+    from multidigit import precision
     from multidigit.boxes import encode_targets
     from multidigit.model import build_detector, count_macs, inference_model
     from multidigit.train import compile_detector
 
     cfg = load_params()
-    detector = build_detector(cfg.model)
-    compile_detector(detector, cfg, cfg.train.stages["stage3"], steps=1000)
     rng = np.random.default_rng(0)
     x = rng.random((args.batch, 100, 100, 1), np.float32)
     boxes = np.tile(np.array([[10, 10, 20, 20], [60, 50, 30, 40]], np.float32), (args.batch, 1, 1))
     y = encode_targets(boxes, np.ones((args.batch, 2), int), cfg.model.stride, cfg.model.boxes_per_cell)
+    steps = {}
+    for name in dict.fromkeys(["float32", precision.resolve(cfg.train.precision)]):
+        with precision.policy(name):
+            detector = build_detector(cfg.model)
+            compile_detector(detector, cfg, cfg.train.stages["stage3"], steps=1000)
+            steps[name] = _timed(lambda d=detector: d.train_on_batch(x, y), args.steps, args.batch)
+    detector = build_detector(cfg.model)  # inference runs float32, as evaluation and export do
     infer = inference_model(detector)
     fn = tf.function(lambda a: infer(a, training=False))
     result = {
@@ -60,7 +67,9 @@ def main() -> None:
         "params": detector.count_params(),
         "macs": count_macs(detector),
         "batch": args.batch,
-        "train_step": _timed(lambda: detector.train_on_batch(x, y), args.steps, args.batch),
+        "train_step": steps["float32"],
+        **{f"train_step_{name}": figures for name, figures in steps.items() if name != "float32"},
+        "precision": precision.resolve(cfg.train.precision),
         "inference": _timed(lambda: fn(x), args.steps, args.batch),
         "inference_batch1": _timed(lambda: fn(x[:1]), args.steps * 10, 1),
         "keras": keras.__version__,

@@ -62,6 +62,7 @@ def loss_components(targets, raw, params: LossParams, stride: int) -> dict:
     Returns:
         {"obj", "box", "cls"} scalar tensors (already weighted) and "iou" (mean IoU of object slots).
     """
+    raw = ops.cast(raw, "float32")  # a mixed-precision model's bfloat16 logits: the loss stays float32
     targets = ops.cast(targets, raw.dtype)
     is_obj = targets[..., 0]
     batch = ops.cast(ops.shape(raw)[0], raw.dtype)

@@ -123,8 +123,10 @@ def build_detector(params: ModelParams) -> keras.Model:
     # Glorot init gave an initial box loss of ~80 per canvas whose gradients wiped out the pretrained
     # class features (class loss stuck at ln 10 through a whole stage-1 epoch).
     init = keras.initializers.RandomNormal(stddev=0.01)
-    x = layers.Conv2D(a * boxes.RAW_CHANNELS, 1, kernel_initializer=init, name="predict")(x)
-    raw = layers.Reshape((g, g, a, boxes.RAW_CHANNELS), name="raw")(x)
+    # float32 under a mixed policy too (multidigit/precision.py): box logits need more than bfloat16's
+    # 8-bit mantissa to place an edge to a tenth of a pixel.
+    x = layers.Conv2D(a * boxes.RAW_CHANNELS, 1, kernel_initializer=init, name="predict", dtype="float32")(x)
+    raw = layers.Reshape((g, g, a, boxes.RAW_CHANNELS), name="raw", dtype="float32")(x)
     detector = keras.Model(inputs, raw, name="detector")
     _init_prior(detector.get_layer("predict"), a)
     return detector
@@ -186,7 +188,7 @@ def classifier(backbone: keras.Model) -> keras.Model:
     crop = (g - (2 - g % 2)) // 2  # keep the central 2 x 2 (even grid) or 1 x 1 (odd grid) cells
     x = layers.Cropping2D(crop, name="centre")(features)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="digit_class")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="digit_class", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="digit_classifier")
 
 

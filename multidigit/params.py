@@ -210,6 +210,9 @@ class TrainParams(Block):
     prefetch: PosInt = 4  # batches the generator runs ahead
     warmup: Fraction = 0.05  # fraction of a stage's steps spent warming the LR up from 0 (then cosine)
     neighbour_cells: bool = True  # also make the 2 cells beside a digit's centre cell responsible for it
+    # What training (pretrain included) computes in: float32, mixed_bfloat16 (bfloat16 convolutions, float32
+    # weights and loss), or auto (bfloat16 where the CPU has the instructions; multidigit/precision.py).
+    precision: Literal["float32", "mixed_bfloat16", "auto"] = "float32"
     stages: dict[Literal["stage1", "stage2", "stage3"], StageTrainParams]
 
 

@@ -89,7 +89,11 @@ def digit_data(source: str, limit: int, seed: int, canvas_root: Path = CANVAS_OU
 
 
 def pretrain_backbone(
-    model_params: ModelParams, params: PretrainParams, seed: int, data: dict[str, np.ndarray] | None
+    model_params: ModelParams,
+    params: PretrainParams,
+    seed: int,
+    data: dict[str, np.ndarray] | None,
+    precision: str = "float32",
 ) -> tuple[Any, dict[str, float]]:
     """Build the backbone at PATCH_SIZE px and train it (with a pooled softmax head) on `data`.
 
@@ -98,18 +102,31 @@ def pretrain_backbone(
         params: the pretrain block.
         seed: initialisation and shuffling seed.
         data: `digit_data` output, or None to leave the backbone at its seeded random init.
+        precision: `train.precision`, what the fit computes in; the backbone returned is float32.
     Returns:
         (backbone, info) with val accuracy and wall seconds (0 epochs when data is None).
     """
     import keras
 
-    from multidigit.model import build_backbone, classifier
+    from multidigit import precision as numerics
+    from multidigit.model import build_backbone
 
     keras.utils.set_random_seed(seed)
-    backbone = build_backbone(model_params, size=PATCH_SIZE)
+    with numerics.policy(precision):
+        backbone = build_backbone(model_params, size=PATCH_SIZE)
+        info = _fit_classifier(backbone, params, data)
+    return numerics.float32_copy(backbone, lambda: build_backbone(model_params, size=PATCH_SIZE)), info
+
+
+def _fit_classifier(backbone: Any, params: PretrainParams, data: dict[str, np.ndarray] | None) -> dict:
+    """Fit `backbone` in place as an MNIST classifier (`model.classifier`); returns the info numbers."""
+    import keras
+
+    from multidigit.model import classifier
+
     info = {"params": float(backbone.count_params()), "epochs": 0.0, "val_accuracy": 0.0}
     if data is None or params.epochs == 0:
-        return backbone, info
+        return info
     model = classifier(backbone)
     steps = params.epochs * int(np.ceil(len(data["x_train"]) / params.batch_size))
     model.compile(
@@ -127,7 +144,7 @@ def pretrain_backbone(
         verbose=2,
     )
     info.update(epochs=float(params.epochs), val_accuracy=float(history.history["val_accuracy"][-1]))
-    return backbone, info
+    return info
 
 
 def run(cfg: Params, out_dir: Path = OUT_DIR, canvas_root: Path = CANVAS_OUT) -> dict[str, float]:
@@ -135,7 +152,7 @@ def run(cfg: Params, out_dir: Path = OUT_DIR, canvas_root: Path = CANVAS_OUT) ->
     start = time.perf_counter()
     p = cfg.pretrain
     data = None if p.source == "none" else digit_data(p.source, p.limit, cfg.seed, canvas_root)
-    backbone, info = pretrain_backbone(cfg.model, p, cfg.seed, data)
+    backbone, info = pretrain_backbone(cfg.model, p, cfg.seed, data, cfg.train.precision)
     with atomic_path(Path(out_dir) / BACKBONE_FILE) as tmp:
         backbone.save(tmp)
     info["wall_seconds"] = round(time.perf_counter() - start, 1)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from multidigit import precision
 from multidigit.atomic import atomic_path, save_json
 from multidigit.constants import DEFAULT_PARAMS_FILE, MNIST_OUT, MODELS_DIR, STAGES
 from multidigit.params import Params, StageTrainParams, load_params
@@ -215,7 +216,7 @@ def train_stage(
     from multidigit.canvas import read_canvases
     from multidigit.constants import CANVAS_OUT
     from multidigit.data_pipeline import subset
-    from multidigit.model import count_macs
+    from multidigit.model import build_detector, count_macs
 
     stage_cfg = cfg.train.stages[stage]
     root = CANVAS_OUT if canvas_root is None else canvas_root
@@ -223,10 +224,12 @@ def train_stage(
     val = read_canvases(stage, "val", root)
     digits = stage_digits(stage_cfg, mnist_dir)
     keras.utils.set_random_seed(stage_seed(cfg, stage))
-    detector = initial_detector(cfg, stage_cfg.init, init_source(stage, stage_cfg, models_dir))
-    start = time.perf_counter()
-    epochs = fit_stage(cfg, stage, detector, train, val, work, digits=digits)
-    wall = time.perf_counter() - start
+    with precision.policy(cfg.train.precision):
+        detector = initial_detector(cfg, stage_cfg.init, init_source(stage, stage_cfg, models_dir))
+        start = time.perf_counter()
+        epochs = fit_stage(cfg, stage, detector, train, val, work, digits=digits)
+        wall = time.perf_counter() - start
+    detector = precision.float32_copy(detector, lambda: build_detector(cfg.model))
     info = {
         "params": float(detector.count_params()),
         "macs": float(count_macs(detector)),
@@ -290,6 +293,7 @@ def _log_run(cfg: Params, stage: str, info: dict[str, float], out_dir: Path) -> 
         **{f"train.{k}": v for k, v in stage_cfg.model_dump().items()},
         "train.batch_size": cfg.train.batch_size,
         "train.warmup": cfg.train.warmup,
+        "train.precision": precision.resolve(cfg.train.precision),
     }
     mlflow.log_params(flat)
     mlflow.log_metrics({f"info/{k}": v for k, v in info.items()})

@@ -62,30 +62,40 @@ def train_curriculum(
     """
     import keras
 
-    from multidigit import train
+    from multidigit import precision, train
+    from multidigit.model import build_detector
     from multidigit.pretrain import digit_data, pretrain_backbone
 
-    backbone = Path(start["backbone"]) if "backbone" in start else None
-    detector = train.initial_detector(cfg, "previous", Path(start["stage2"])) if "stage2" in start else None
-    if backbone is None and detector is None:
+    init = ("previous", Path(start["stage2"])) if "stage2" in start else None
+    if init is None and "backbone" in start:
+        init = ("pretrained", Path(start["backbone"]))
+    if init is None:
         net, _ = pretrain_backbone(
-            cfg.model, cfg.pretrain, cfg.seed, digit_data("mnist", cfg.pretrain.limit, cfg.seed)
+            cfg.model,
+            cfg.pretrain,
+            cfg.seed,
+            digit_data("mnist", cfg.pretrain.limit, cfg.seed),
+            cfg.train.precision,
         )
-        backbone = work / "backbone.keras"
-        net.save(backbone)
+        net.save(work / "backbone.keras")
+        init = ("pretrained", work / "backbone.keras")
     seconds = {}
     for stage in data:
         stage_cfg = cfg.train.stages[stage].model_copy(update={"epochs": epochs.get(stage, 1)})
         run_cfg = cfg.model_copy(
             update={"train": cfg.train.model_copy(update={"stages": {stage: stage_cfg}})}
         )
-        keras.utils.set_random_seed(train.stage_seed(cfg, stage))  # as train_stage: arms match the pipeline
-        detector = detector or train.initial_detector(run_cfg, "pretrained", backbone)
-        tic = time.perf_counter()
-        train.fit_stage(run_cfg, stage, detector, data[stage], vals[stage], work, verbose=0, digits=digits)
-        seconds[stage] = round(time.perf_counter() - tic, 1)
-        if stage == "stage2":
-            detector.save(work / "stage2.keras")
+        # as train_stage does: seed, a new detector from the previous stage's file, fit under the policy
+        keras.utils.set_random_seed(train.stage_seed(cfg, stage))
+        with precision.policy(cfg.train.precision):
+            detector = train.initial_detector(run_cfg, *init)
+            tic = time.perf_counter()
+            fit_args = (data[stage], vals[stage], work)
+            train.fit_stage(run_cfg, stage, detector, *fit_args, verbose=0, digits=digits)
+            seconds[stage] = round(time.perf_counter() - tic, 1)
+        detector = precision.float32_copy(detector, lambda: build_detector(cfg.model))
+        detector.save(work / f"{stage}.keras")
+        init = ("previous", work / f"{stage}.keras")
     detector.save(work / "detector.keras")  # for `--score-only` under other post-processing params
     return detector, seconds
 
