@@ -27,8 +27,9 @@ from multidigit.params import Params
 
 AHEAD = 4  # generated chunks buffered ahead of training
 # The producer only has to stay ahead of training; at the trainer's priority it takes a core from
-# TensorFlow's step. On 2 cores (benchmarks/fresh_feed.py) training ran at 214 canvases/s beside it, 292/s
-# beside it niced by 10 (328-345/s alone); niced, it still made 380/s, more than training reads.
+# TensorFlow's step. On 2 cores (benchmarks/fresh_feed.py, 2026-12-03, fine convs) training ran at 102
+# canvases/s beside it, 129/s beside it niced by 10 (148-155/s alone); niced, it still made 536/s, four
+# times what training reads.
 PRODUCER_NICE = 10
 EPOCH_STRIDE = 1 << 16  # shard indices per fresh epoch: epoch e >= 1 uses [e * stride, (e + 1) * stride)
 WRITTEN_OFFSET = 1 << 40  # shard indices of written-layout chunks (far from any shard-file index)
