@@ -1,9 +1,9 @@
 """Training and inference speed of the default detector on this machine's CPU (random canvases).
 
 Reports wall canvases/s and CPU milliseconds per canvas (process time over all threads: steadier than
-wall time on a shared machine), for a Keras training step in float32 and, where `train.precision`
-resolves to it, in mixed bfloat16 (multidigit/precision.py), and for a tf.function inference call; writes
-benchmarks/results/train_speed.json.
+wall time on a shared machine), for a Keras training step in float32 and in mixed bfloat16
+(`train.precision`, multidigit/precision.py; a CPU without bfloat16 instructions emulates it), and for a
+tf.function inference call; writes benchmarks/results/train_speed.json.
 
     python -m benchmarks.train_speed [--batch 32] [--steps 10]
 """
@@ -54,7 +54,7 @@ def main() -> None:
     boxes = np.tile(np.array([[10, 10, 20, 20], [60, 50, 30, 40]], np.float32), (args.batch, 1, 1))
     y = encode_targets(boxes, np.ones((args.batch, 2), int), cfg.model.stride, cfg.model.boxes_per_cell)
     steps = {}
-    for name in dict.fromkeys(["float32", precision.resolve(cfg.train.precision)]):
+    for name in ("float32", precision.MIXED):
         with precision.policy(name):
             detector = build_detector(cfg.model)
             compile_detector(detector, cfg, cfg.train.stages["stage3"], steps=1000)
@@ -68,8 +68,9 @@ def main() -> None:
         "macs": count_macs(detector),
         "batch": args.batch,
         "train_step": steps["float32"],
-        **{f"train_step_{name}": figures for name, figures in steps.items() if name != "float32"},
-        "precision": precision.resolve(cfg.train.precision),
+        f"train_step_{precision.MIXED}": steps[precision.MIXED],
+        "cpu_has_bf16": precision.cpu_has_bf16(),
+        "precision": precision.resolve(cfg.train.precision),  # what the pipeline trains in here
         "inference": _timed(lambda: fn(x), args.steps, args.batch),
         "inference_batch1": _timed(lambda: fn(x[:1]), args.steps * 10, 1),
         "keras": keras.__version__,
