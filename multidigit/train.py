@@ -182,6 +182,28 @@ def fit_stage(
     return len(history.epoch)
 
 
+def trained_detector(
+    cfg: Params,
+    stage: str,
+    init: tuple[str, Path | None],
+    train: Any,
+    val: Any,
+    work: Path,
+    verbose: int | str = "auto",
+    digits: tuple | None = None,
+) -> tuple[Any, int, float]:
+    """A detector initialised by `initial_detector(cfg, *init)` and fitted by `fit_stage`, both under
+    `train.precision`'s policy; returns (the detector in float32, epochs run, fit seconds)."""
+    from multidigit.model import build_detector
+
+    with precision.policy(cfg.train.precision):
+        detector = initial_detector(cfg, *init)
+        start = time.perf_counter()
+        epochs = fit_stage(cfg, stage, detector, train, val, work, verbose=verbose, digits=digits)
+        wall = time.perf_counter() - start
+    return precision.float32_copy(detector, lambda: build_detector(cfg.model)), epochs, wall
+
+
 def stage_digits(stage_cfg: StageTrainParams, mnist_dir: Path | str = MNIST_OUT) -> tuple | None:
     """The MNIST *train* split (images, labels) when the stage makes canvases at train time, else None.
 
@@ -216,7 +238,7 @@ def train_stage(
     from multidigit.canvas import read_canvases
     from multidigit.constants import CANVAS_OUT
     from multidigit.data_pipeline import subset
-    from multidigit.model import build_detector, count_macs
+    from multidigit.model import count_macs
 
     stage_cfg = cfg.train.stages[stage]
     root = CANVAS_OUT if canvas_root is None else canvas_root
@@ -224,12 +246,10 @@ def train_stage(
     val = read_canvases(stage, "val", root)
     digits = stage_digits(stage_cfg, mnist_dir)
     keras.utils.set_random_seed(stage_seed(cfg, stage))
-    with precision.policy(cfg.train.precision):
-        detector = initial_detector(cfg, stage_cfg.init, init_source(stage, stage_cfg, models_dir))
-        start = time.perf_counter()
-        epochs = fit_stage(cfg, stage, detector, train, val, work, digits=digits)
-        wall = time.perf_counter() - start
-    detector = precision.float32_copy(detector, lambda: build_detector(cfg.model))
+    source = init_source(stage, stage_cfg, models_dir)
+    detector, epochs, wall = trained_detector(
+        cfg, stage, (stage_cfg.init, source), train, val, work, digits=digits
+    )
     info = {
         "params": float(detector.count_params()),
         "macs": float(count_macs(detector)),

@@ -62,8 +62,7 @@ def train_curriculum(
     """
     import keras
 
-    from multidigit import precision, train
-    from multidigit.model import build_detector
+    from multidigit import train
     from multidigit.pretrain import digit_data, pretrain_backbone
 
     init = ("previous", Path(start["stage2"])) if "stage2" in start else None
@@ -87,13 +86,9 @@ def train_curriculum(
         )
         # as train_stage does: seed, a new detector from the previous stage's file, fit under the policy
         keras.utils.set_random_seed(train.stage_seed(cfg, stage))
-        with precision.policy(cfg.train.precision):
-            detector = train.initial_detector(run_cfg, *init)
-            tic = time.perf_counter()
-            fit_args = (data[stage], vals[stage], work)
-            train.fit_stage(run_cfg, stage, detector, *fit_args, verbose=0, digits=digits)
-            seconds[stage] = round(time.perf_counter() - tic, 1)
-        detector = precision.float32_copy(detector, lambda: build_detector(cfg.model))
+        sets = (data[stage], vals[stage], work)
+        detector, _, fit_s = train.trained_detector(run_cfg, stage, init, *sets, verbose=0, digits=digits)
+        seconds[stage] = round(fit_s, 1)
         detector.save(work / f"{stage}.keras")
         init = ("previous", work / f"{stage}.keras")
     detector.save(work / "detector.keras")  # for `--score-only` under other post-processing params

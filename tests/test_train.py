@@ -113,22 +113,22 @@ def test_mixed_precision_stage_trains_in_bfloat16_and_saves_float32(cfg, canvas_
 
     monkeypatch.setattr(train, "fit_stage", spy)
     mixed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": "mixed_bfloat16"})})
-    val = read_canvases("stage1", "val", canvas_root)
+    dataset = make_dataset(read_canvases("stage1", "val", canvas_root), 32, 4, 1, prefetch=2)
     keras.utils.set_random_seed(cfg.seed)
     untrained = train.initial_detector(cfg, "scratch", None)
     train.compile_detector(untrained, cfg, cfg.train.stages["stage1"], steps=10)
-    before = untrained.evaluate(make_dataset(val, 32, 4, 1, prefetch=2), verbose=0, return_dict=True)["loss"]
+    before = untrained.evaluate(dataset, verbose=0, return_dict=True)["loss"]
 
-    (tmp_path / "work").mkdir()
     work = tmp_path / "work"
+    work.mkdir()
     result = train.train_stage(mixed, "stage1", work, models_dir=tmp_path, canvas_root=canvas_root)
     assert seen == ["bfloat16"] and keras.mixed_precision.global_policy().name == "float32"
-    train.write_stage(result, tmp_path / "work", tmp_path / "stage1", wall_seconds=1.0)
+    train.write_stage(result, work, tmp_path / "stage1", wall_seconds=1.0)
     saved = keras.saving.load_model(tmp_path / "stage1" / "detector.keras", compile=False)
     layers = [*saved.layers, *saved.get_layer("backbone").layers]
     assert {layer.dtype_policy.name for layer in layers} == {"float32"}
     train.compile_detector(saved, cfg, cfg.train.stages["stage1"], steps=10)
-    after = saved.evaluate(make_dataset(val, 32, 4, 1, prefetch=2), verbose=0, return_dict=True)["loss"]
+    after = saved.evaluate(dataset, verbose=0, return_dict=True)["loss"]
     assert after < 0.8 * before  # as the float32 test: a bfloat16 fit still learns
 
 
