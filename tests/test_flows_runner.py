@@ -164,3 +164,39 @@ def test_a_warm_worker_sees_its_code_go_stale(tmp_path):
     assert warm.is_stale(mine)
     module.unlink()
     assert warm.is_stale({str(module): 0})
+
+
+def test_a_warm_worker_polls_fast_only_while_active():
+    from flows import warm
+
+    worker = warm.WarmWorker("pool", "w", limit=2, query_s=0.5, idle_query_s=5.0)
+    began = worker.active_at
+    assert worker.poll_period(began + 1) == 0.5  # just started: a run may be waiting
+    assert worker.poll_period(began + warm.ACTIVE_S + 1) == 5.0  # idle: no load on the server
+    assert warm.WarmWorker("pool", "w", 2, query_s=2.0, idle_query_s=1.0).idle_query_s == 2.0
+
+
+def test_a_warm_worker_wakes_when_its_run_ends():
+    """An idle-period wait returns as soon as a child exits, and the worker is active again: the
+    pipeline's next stage is picked up at once, not after the idle period."""
+    from types import SimpleNamespace
+
+    from prefect.states import Completed
+
+    from flows import warm
+
+    class Client:  # the one call reap makes for a finished child: its run's final state
+        def read_flow_run(self, run_id):
+            return SimpleNamespace(state=Completed())
+
+    worker = warm.WarmWorker("pool", "w", limit=2, query_s=0.5, idle_query_s=30.0)
+    worker.active_at -= warm.ACTIVE_S + 1
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.5)
+        os._exit(0)
+    worker.children[pid] = "run"
+    start = time.monotonic()
+    worker.wait(Client(), worker.poll_period(start))
+    assert time.monotonic() - start < 5
+    assert not worker.children and worker.poll_period(time.monotonic()) == 0.5
