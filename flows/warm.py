@@ -38,11 +38,11 @@ PRELOAD = (
 )
 HEARTBEAT_S = 10.0  # worker heartbeat: the UI shows it online, fanout counts it
 # Polling. Every poll is a POST the server answers with database work: two workers at 0.5 s kept the
-# loopback server at ~12% of a core (2% without them), and TensorFlow's two-thread training step beside
-# it ran ~11% slower (188 -> 168 canvases/s, 4 alternating pairs). A worker polls every `query_s` while it
-# is active (a run of its own started or ended within ACTIVE_S: the worker that ran stage N picks stage
-# N + 1 up at once), else every IDLE_QUERY_S, so a 13-minute training stage is not taxed by the pickup
-# speed of the next one.
+# loopback server at 12.5% of a core (2% without them), and TensorFlow's two-thread training step beside
+# it ran at 0.92 of its speed (benchmarks/stack_tax.py; adaptive: 3.4% and 0.97). A worker polls every
+# `query_s` while it is active (a run of its own started or ended within ACTIVE_S: the worker that ran
+# stage N picks stage N + 1 up at once), else every IDLE_QUERY_S, so a 13-minute training stage is not
+# taxed by the pickup speed of the next one.
 ACTIVE_S = 30.0
 IDLE_QUERY_S = 5.0
 TICK_S = 0.25  # between polls: reap finished runs and notice SIGTERM this often (no API call)
