@@ -199,12 +199,17 @@ def system_rows(results_dir: Path, models_dir: Path) -> list[list[str]]:
     pre = _read_json(models_dir / "pretrain" / "pretrain_info.json")
     pipeline = _read_json(results_dir / "pipeline.json")
     speed = _read_json(results_dir / "inference.json")
+    tax = _read_json(results_dir / "stack_tax.json").get("adaptive (default)", {})
     serving = pipeline.get("make_run_to_serving_seconds")
     rows = [
         ["`make run`, fresh clone to serving", f"{_fmt(serving, '.0f')} s"],
         [
             "stage overhead through the stack, median",
             f"{_fmt(pipeline.get('make_run_stage_overhead', {}).get('median_overhead_s'), '.1f')} s",
+        ],
+        [
+            "training step beside the idle stack, vs workers stopped",
+            f"{_fmt(tax.get('polling_vs_stopped'), '.2f')}×",
         ],
         ["generator, stage 3, 1 process", f"{_fmt(gen.get('canvases_per_s_1_process'), '.0f')} canvases/s"],
         ["generator, stage 3, all cores", f"{_fmt(gen.get('canvases_per_s_all_cores'), '.0f')} canvases/s"],
