@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.train_speed import random_batch  # noqa: E402
 from flows import deployments, warm  # noqa: E402
 from multidigit.atomic import save_json  # noqa: E402
 from multidigit.params import load_params  # noqa: E402
@@ -37,6 +38,7 @@ from services.liveserver import free_port  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "stack_tax.json"
 POLICIES = {"always 0.5 s (before)": ["--idle-query-seconds", "0.5"], "adaptive (default)": []}
 WORKERS = 2
+BATCH = 32  # canvases per training step, train.batch_size's default
 TICK_HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -48,18 +50,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def training_step():
-    """One stage-3 training step of the default detector on one fixed batch of 32 random canvases."""
-    from multidigit.boxes import encode_targets
+    """One stage-3 training step of the default detector on one fixed batch of BATCH random canvases."""
     from multidigit.model import build_detector
     from multidigit.train import compile_detector
 
     cfg = load_params(ROOT / "params.yaml")
     detector = build_detector(cfg.model)
     compile_detector(detector, cfg, cfg.train.stages["stage3"], steps=100_000)
-    rng = np.random.default_rng(0)
-    x = rng.random((32, 100, 100, 1), np.float32)
-    boxes = np.tile(np.array([[10, 10, 20, 20], [60, 50, 30, 40]], np.float32), (32, 1, 1))
-    y = encode_targets(boxes, np.ones((32, 2), int), cfg.model.stride, cfg.model.boxes_per_cell)
+    x, y = random_batch(cfg, BATCH)
     for _ in range(10):  # trace and warm up
         detector.train_on_batch(x, y)
     return lambda: detector.train_on_batch(x, y)
@@ -71,7 +69,7 @@ def measure(step, steps: int, server: int) -> tuple[float, float]:
     for _ in range(steps):
         step()
     wall = time.perf_counter() - start
-    return steps * 32 / wall, (cpu_seconds(server) - cpu) / wall
+    return steps * BATCH / wall, (cpu_seconds(server) - cpu) / wall
 
 
 def wait_polling(logs: list[Path], timeout_s: float = 300.0) -> None:

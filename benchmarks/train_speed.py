@@ -34,6 +34,16 @@ def _timed(fn, steps: int, canvases: int) -> dict[str, float]:
     }
 
 
+def random_batch(cfg, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, targets): `batch` random canvases with the same two boxes each, a fixed training batch."""
+    from multidigit.boxes import encode_targets
+
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 100, 100, 1), np.float32)
+    boxes = np.tile(np.array([[10, 10, 20, 20], [60, 50, 30, 40]], np.float32), (batch, 1, 1))
+    return x, encode_targets(boxes, np.ones((batch, 2), int), cfg.model.stride, cfg.model.boxes_per_cell)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -44,15 +54,11 @@ def main() -> None:
     import tensorflow as tf
 
     from multidigit import precision
-    from multidigit.boxes import encode_targets
     from multidigit.model import build_detector, count_macs, inference_model
     from multidigit.train import compile_detector
 
     cfg = load_params()
-    rng = np.random.default_rng(0)
-    x = rng.random((args.batch, 100, 100, 1), np.float32)
-    boxes = np.tile(np.array([[10, 10, 20, 20], [60, 50, 30, 40]], np.float32), (args.batch, 1, 1))
-    y = encode_targets(boxes, np.ones((args.batch, 2), int), cfg.model.stride, cfg.model.boxes_per_cell)
+    x, y = random_batch(cfg, args.batch)
     steps = {}
     for name in ("float32", precision.MIXED):
         with precision.policy(name):
