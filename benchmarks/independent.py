@@ -242,7 +242,8 @@ def _has_artifact(source: ModelSource) -> bool:
 
 def manifest_nms(source: ModelSource) -> Any:
     """The post-processing the version was exported with, as `NmsParams` (never params.yaml, which
-    describes the next run); a version from before the one-box-per-digit rule gets it off (1.0)."""
+    describes the next run); a version from before the one-box-per-digit rule or the fit to ink gets
+    them off (1.0, 0)."""
     from multidigit.params import NmsParams
 
     t = source.thresholds
@@ -253,6 +254,7 @@ def manifest_nms(source: ModelSource) -> Any:
         for key in ("agnostic_iou", "agnostic_containment")
         if key in NmsParams.model_fields
     }
+    rule.update({key: t.get(key, 0) for key in ("ink_shrink", "ink_grow") if key in NmsParams.model_fields})
     return NmsParams(score_threshold=source.threshold, **values, **rule)
 
 

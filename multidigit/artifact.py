@@ -6,6 +6,7 @@
       -> class-aware NMS (NonMaxSuppressionV5 on boxes shifted by label * NMS_CLASS_OFFSET)
       -> merge: a kept box becomes the score-weighted mean of its same-class candidates (IoU > iou)
       -> one box per digit: a box overlapping a better-scored shown box of another class is not shown
+      -> fit to ink: each edge moves onto the canvas's ink (`boxes.fit_to_ink`; nms.ink_shrink 0 = off)
       -> {"boxes" (K, 4) xywh px, "scores" (K,), "labels" (K,) int32, "shown" (K,) int32, "count" () int32}
 
 K <= max_detections, best score first. Export saves this module as the version's SavedModel and converts
@@ -80,6 +81,62 @@ def _merge(tf, boxes, scores, labels, valid, keep, iou_threshold: float):
     return tf.matmul(weight, boxes) / tf.reduce_sum(weight, axis=1, keepdims=True)
 
 
+def _round_half_up(tf, v):
+    return tf.cast(tf.floor(v + 0.5), tf.int32)
+
+
+def _fit_edges(tf, idx, profile, lo, hi, shrink, grow: int):
+    """(K, S) bool ink per line, (K,) int32 lo, hi (exclusive) and shrink -> new (lo, hi), as
+    boxes._fit_edges; idx (1, S) int32 line numbers (one constant shared by every use)."""
+    s, far = profile.shape[1], 1 << 20  # far: "no such line" for the masked min / max below
+    lo = tf.expand_dims(tf.clip_by_value(lo, 0, s - 1), 1)
+    hi = tf.expand_dims(tf.clip_by_value(hi, 1, s), 1)
+    shrink, last, empty = tf.expand_dims(shrink, 1), hi - 1, tf.logical_not(profile)
+
+    def between(a, b):  # lines a <= i < b
+        return tf.logical_and(idx >= a, idx < b)
+
+    def first(mask):
+        return tf.reduce_min(tf.where(mask, idx, far), axis=1, keepdims=True)
+
+    def final(mask):
+        return tf.reduce_max(tf.where(mask, idx, -far), axis=1, keepdims=True)
+
+    def inked(line):
+        return tf.reduce_any(tf.logical_and(profile, tf.equal(idx, line)), axis=1, keepdims=True)
+
+    # outward: up to the last empty line before the edge (within grow); inward: to the first inked line
+    out_lo = tf.maximum(tf.maximum(final(tf.logical_and(empty, between(lo - grow, lo))) + 1, lo - grow), 0)
+    in_lo = first(tf.logical_and(profile, between(lo + 1, lo + shrink + 1)))
+    new_lo = tf.where(inked(lo), out_lo, tf.where(in_lo >= far, lo, in_lo))
+    out_hi = tf.minimum(tf.minimum(first(tf.logical_and(empty, between(hi, hi + grow))), hi + grow), s)
+    in_hi = final(tf.logical_and(profile, between(last - shrink, last)))
+    new_hi = tf.where(inked(last), out_hi, tf.where(in_hi <= -far, hi, in_hi + 1))
+    return new_lo[:, 0], new_hi[:, 0]
+
+
+def _fit_to_ink(tf, image, boxes, post: NmsParams):
+    """(K, 4) xywh boxes fitted to the ink of the (S, S) canvas, as boxes.fit_to_ink."""
+    ink = tf.cast(image > 0.0, tf.float32)
+    idx = tf.expand_dims(tf.range(ink.shape[0]), 0)
+    x, y, w, h = tf.unstack(boxes, axis=1)
+    c0, c1, r0, r1 = (_round_half_up(tf, v) for v in (x, x + w, y, y + h))
+
+    def band(a, b):  # (K, S) 1.0 on lines a <= i < max(b, a + 1)
+        a, b = tf.expand_dims(a, 1), tf.expand_dims(tf.maximum(b, a + 1), 1)
+        return tf.cast(tf.logical_and(idx >= a, idx < b), tf.float32)
+
+    # (K, S) any ink per column over the box's rows, per row over its columns: exact sums of 0/1 values
+    cols = tf.matmul(band(r0, r1), ink) > 0.5
+    rows = tf.matmul(band(c0, c1), ink, transpose_b=True) > 0.5
+    reach = [tf.maximum(_round_half_up(tf, post.ink_shrink * v), 1) for v in (w, h)]
+    x0, x1 = _fit_edges(tf, idx, cols, c0, c1, reach[0], post.ink_grow)
+    y0, y1 = _fit_edges(tf, idx, rows, r0, r1, reach[1], post.ink_grow)
+    fitted = tf.cast(tf.stack([x0, y0, x1 - x0, y1 - y0], axis=1), tf.float32)
+    keep = tf.expand_dims(tf.logical_and(x1 > x0, y1 > y0), 1)
+    return tf.where(keep, fitted, boxes)
+
+
 def _one_box_per_digit(tf, boxes, labels, post: NmsParams):
     """(K,) int32 shown, greedy in score order as boxes.one_box_per_digit, unrolled to max_detections."""
     k, limit = tf.shape(labels)[0], post.max_detections
@@ -99,8 +156,8 @@ def _one_box_per_digit(tf, boxes, labels, post: NmsParams):
     return tf.cast(shown[:k], tf.int32)
 
 
-def _postprocess(tf, decoded, score_threshold, post: NmsParams) -> dict[str, Any]:
-    """(N, 15) decoded slots of one canvas -> the output dict (see the module docstring)."""
+def _postprocess(tf, decoded, image, score_threshold, post: NmsParams) -> dict[str, Any]:
+    """(N, 15) decoded slots of one (S, S) canvas -> the output dict (see the module docstring)."""
     boxes, probs = decoded[:, :4], decoded[:, 5:]
     labels = tf.argmax(probs, axis=-1, output_type=tf.int32)
     scores = decoded[:, 4] * tf.reduce_max(probs, axis=-1)
@@ -110,6 +167,7 @@ def _postprocess(tf, decoded, score_threshold, post: NmsParams) -> dict[str, Any
     kept = tf.gather(boxes, keep) if kept is None else kept
     kept_labels = tf.gather(labels, keep)
     shown = _one_box_per_digit(tf, kept, kept_labels, post)
+    kept = _fit_to_ink(tf, image, kept, post) if post.ink_shrink > 0 else kept
     return {
         "boxes": tf.identity(kept, name="boxes"),
         "scores": tf.gather(scores, keep, name="scores"),
@@ -124,7 +182,8 @@ def build_detector_fn(detector: Any, post: PostprocessParams) -> Any:
 
     Args:
         detector: the Keras training detector (B, 100, 100, 1) -> (B, G, G, A, 15) raw logits.
-        post: the nms block (iou_threshold, max_detections, merge, agnostic_iou, agnostic_containment);
+        post: the nms block (iou_threshold, max_detections, merge, the one-box rule's and the ink fit's
+            limits);
             the score threshold is an input, so the page's slider and evaluation's floor share the graph.
     Returns:
         A tf.Module; `module.detect(image (1, 100, 100, 1) float32, score_threshold () float32)` returns
@@ -149,7 +208,7 @@ def build_detector_fn(detector: Any, post: PostprocessParams) -> Any:
         )
         def detect(self, image, score_threshold):
             decoded = self.model(image, training=False)[0]  # (N, 15)
-            return _postprocess(tf, decoded, score_threshold, self.post)
+            return _postprocess(tf, decoded, image[0, :, :, 0], score_threshold, self.post)
 
     return DetectorModule()
 

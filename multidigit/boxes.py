@@ -1,8 +1,9 @@
 """Boxes, once for training, evaluation and export: converters, IoU, grid targets, decoding, NMS.
 
 `postprocess` is the numpy reference of the post-processing the exported graph runs
-(`multidigit.artifact`): score, threshold, class-aware NMS, the merge, then the one-box-per-digit rule
-(`one_box_per_digit`), which marks each kept box `shown` or not; tests check the graph equals it.
+(`multidigit.artifact`): score, threshold, class-aware NMS, the merge, the one-box-per-digit rule
+(`one_box_per_digit`), which marks each kept box `shown` or not, then the fit of each box to the canvas's
+ink (`fit_to_ink`); tests check the graph equals it.
 
 Box format everywhere outside the grid is pixel `x, y, w, h` with `(x, y)` the top-left corner
 (`constants.BOX_FORMAT`). On the grid a box is stored per cell and anchor slot as
@@ -295,6 +296,69 @@ def merge_boxes(
     return ((weight @ boxes) / weight.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def _round_half_up(v: float) -> int:
+    """floor(v + 0.5): the rounding the exported graph uses (ties go up in numpy, TF and TF.js alike)."""
+    return int(np.floor(np.float32(v) + np.float32(0.5)))
+
+
+def _fit_edges(profile: np.ndarray, lo: int, hi: int, shrink: int, grow: int) -> tuple[int, int]:
+    """One axis of `fit_to_ink`: new (lo, hi) lines (hi exclusive) from a (S,) bool ink-per-line profile.
+
+    An edge line without ink moves inward to the first line with ink, at most `shrink` lines; an edge
+    line with ink moves outward while the next line has ink too, at most `grow` lines."""
+    s = len(profile)
+    lo, hi = min(max(lo, 0), s - 1), min(max(hi, 1), s)
+    if profile[lo]:
+        new_lo = lo
+        while new_lo - 1 >= max(lo - grow, 0) and profile[new_lo - 1]:
+            new_lo -= 1
+    else:
+        inked = np.flatnonzero(profile[lo + 1 : lo + shrink + 1])
+        new_lo = lo + 1 + int(inked[0]) if inked.size else lo
+    last = hi - 1
+    if profile[last]:
+        new_hi = hi
+        while new_hi <= min(last + grow, s - 1) and profile[new_hi]:
+            new_hi += 1
+    else:
+        start = max(last - shrink, 0)
+        inked = np.flatnonzero(profile[start:last])
+        new_hi = start + int(inked[-1]) + 1 if inked.size else hi
+    return new_lo, new_hi
+
+
+def fit_to_ink(image: np.ndarray, boxes: np.ndarray, shrink: float, grow: int) -> np.ndarray:
+    """Each box's edges moved onto the ink of the canvas: the numpy reference of the graph's fit.
+
+    A digit's true box is tight around its own non-zero pixels, so an edge the detector placed on an
+    empty column is moved inward to the first column with ink (at most `shrink` x the box's side,
+    rounded, at least 1 px), and an edge on ink outward while ink continues (at most `grow` px: further,
+    it runs into an overlapping neighbour). Columns are read over the box's rows and rows over its
+    columns, both as predicted (rounded half up); an edge with no ink within reach stays on its rounded
+    line.
+
+    Args:
+        image: (H, W) canvas, uint8 or float; a pixel > 0 is ink.
+        boxes: (K, 4) xywh pixels.
+        shrink: the share of its side an edge may move inward; grow: the pixels it may move outward.
+    Returns:
+        (K, 4) float32 whole-pixel xywh; a box that would lose all its area keeps its input value.
+    """
+    ink = np.asarray(image) > 0
+    lines = np.arange(ink.shape[0])
+    out = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    for k, (x, y, w, h) in enumerate(out.copy()):
+        c0, c1 = _round_half_up(x), _round_half_up(x + w)
+        r0, r1 = _round_half_up(y), _round_half_up(y + h)
+        rows = (lines >= r0) & (lines < max(r1, r0 + 1))
+        cols = (lines >= c0) & (lines < max(c1, c0 + 1))
+        x0, x1 = _fit_edges(ink[rows].any(0), c0, c1, max(_round_half_up(shrink * w), 1), grow)
+        y0, y1 = _fit_edges(ink[:, cols].any(1), r0, r1, max(_round_half_up(shrink * h), 1), grow)
+        if x1 > x0 and y1 > y0:
+            out[k] = (x0, y0, x1 - x0, y1 - y0)
+    return out
+
+
 def postprocess(
     decoded: np.ndarray,
     score_threshold: float,
@@ -303,9 +367,13 @@ def postprocess(
     merge: bool = False,
     agnostic_iou: float = 1.0,
     agnostic_containment: float = 1.0,
+    images: np.ndarray | None = None,
+    ink_shrink: float = 0.0,
+    ink_grow: int = 0,
 ) -> list[Detections]:
-    """Scores, thresholding, class-aware NMS (optionally merging what it suppresses), then the
-    one-box-per-digit rule, for a batch: the numpy reference of `multidigit.artifact`'s graph.
+    """Scores, thresholding, class-aware NMS (optionally merging what it suppresses), the
+    one-box-per-digit rule and the fit to ink, for a batch: the numpy reference of `multidigit.artifact`'s
+    graph.
 
     Args:
         decoded: (B, N, 15) [x, y, w, h, objectness, 10 class probs] as `inference_model` returns.
@@ -314,6 +382,9 @@ def postprocess(
         max_detections: keep at most this many per canvas, best first.
         merge: replace each kept box by `merge_boxes`' weighted mean (scores and labels unchanged).
         agnostic_iou, agnostic_containment: `one_box_per_digit` limits on the final boxes (1 = off).
+        images: (B, H, W) the canvases, needed when `ink_shrink` > 0 (fit each kept box to their ink).
+        ink_shrink, ink_grow: `fit_to_ink`'s reach, after the one-box rule (which sees the boxes as
+            predicted, so the fit moves edges and never what is listed); shrink 0 = off.
     Returns:
         One `Detections` per canvas, sorted by descending score; `shown` marks what a user sees.
     """
@@ -322,8 +393,12 @@ def postprocess(
         raise ValueError(f"decoded: shape {decoded.shape}, need (B, N, {5 + NUM_CLASSES})")
     labels_all = decoded[..., 5:].argmax(-1).astype(np.int32)
     scores_all = decoded[..., 4] * decoded[..., 5:].max(-1)
+    if ink_shrink > 0 and (images is None or len(images) != len(decoded)):
+        raise ValueError(
+            f"images: fitting boxes to ink needs the {len(decoded)} canvases, got {images!r:.40}"
+        )
     results = []
-    for boxes, scores, labels in zip(decoded[..., :4], scores_all, labels_all, strict=True):
+    for b, (boxes, scores, labels) in enumerate(zip(decoded[..., :4], scores_all, labels_all, strict=True)):
         sel = np.nonzero(scores >= score_threshold)[0]
         if sel.size == 0:
             results.append(empty_detections())
@@ -336,12 +411,15 @@ def postprocess(
         kept_boxes = (
             merge_boxes(boxes[sel], scores[sel], labels[sel], local, iou_threshold) if merge else boxes[keep]
         )
+        shown = one_box_per_digit(kept_boxes, labels[keep], agnostic_iou, agnostic_containment)
+        if ink_shrink > 0:
+            kept_boxes = fit_to_ink(images[b], kept_boxes, ink_shrink, ink_grow)
         results.append(
             Detections(
                 boxes=kept_boxes.astype(np.float32),
                 scores=scores[keep].astype(np.float32),
                 labels=labels[keep].astype(np.int32),
-                shown=one_box_per_digit(kept_boxes, labels[keep], agnostic_iou, agnostic_containment),
+                shown=shown,
             )
         )
     return results

@@ -195,6 +195,8 @@ def operating_thresholds(metrics: dict[str, float], nms: NmsParams) -> dict[str,
         "peaks": nms.peaks,
         "agnostic_iou": nms.agnostic_iou,
         "agnostic_containment": nms.agnostic_containment,
+        "ink_shrink": nms.ink_shrink,
+        "ink_grow": nms.ink_grow,
     }
 
 

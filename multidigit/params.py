@@ -229,6 +229,11 @@ class NmsParams(Block):
     # containment 0.5 since the README's sixth tuning pass (drawn-val sequence accuracy 0.826 -> 0.836).
     agnostic_iou: Fraction = 0.5
     agnostic_containment: Fraction = 0.5
+    # Fit to ink (`boxes.fit_to_ink`), after the one-box rule: an edge on an empty line moves inward to the
+    # first line with ink, by at most ink_shrink x the box's side; an edge on ink moves outward along it by
+    # at most ink_grow px. ink_shrink 0 turns it off.
+    ink_shrink: Fraction = 0.2
+    ink_grow: NonNegInt = 1
 
 
 # ---------------------------------------------------------------- evaluation, export, tracking

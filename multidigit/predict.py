@@ -88,5 +88,5 @@ def predict_canvases(
     decoded = predict_decoded(model, images, batch_size)
     return postprocess(
         decoded, threshold, nms.iou_threshold, nms.max_detections, nms.merge,
-        nms.agnostic_iou, nms.agnostic_containment,
+        nms.agnostic_iou, nms.agnostic_containment, images, nms.ink_shrink, nms.ink_grow,
     )  # fmt: skip

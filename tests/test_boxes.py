@@ -174,3 +174,53 @@ def test_peaks_keep_one_slot_per_digit_and_its_box():
     assert (spread[:, 4] > 0.01).sum() > 3 * 3  # the heat's shoulders score too
     assert (peaked[:, 4] > 0.01).sum() == 3
     np.testing.assert_allclose(peaked[peaked[:, 4] > 0.01, :4], gt[0], atol=1e-3)
+
+
+# ---------------------------------------------------------------- fit to ink
+def _blob_canvas() -> np.ndarray:
+    """A 100 x 100 canvas with one ink blob whose tight box is x 20..39, y 30..59 (xywh 20, 30, 20, 30),
+    a faint pixel at its corner (any value > 0 is ink), and a second blob 3 px to its right."""
+    image = np.zeros((100, 100), np.uint8)
+    image[30:60, 20:40] = 200
+    image[30, 20] = 1
+    image[35:50, 43:50] = 255
+    return image
+
+
+def test_fit_to_ink_moves_loose_edges_onto_the_ink_within_reach():
+    image = _blob_canvas()
+    loose = np.array([[17.6, 27.7, 24.7, 35.0]], np.float32)  # every edge 2-3 px out; 4 reaches it at 0.1
+    np.testing.assert_array_equal(boxes.fit_to_ink(image, loose, 0.1, 1), [[20, 30, 20, 30]])
+    far = np.array([[12.0, 30.0, 28.0, 30.0]], np.float32)  # left edge 8 px out; 0.1 x 28 rounds to 3
+    np.testing.assert_array_equal(boxes.fit_to_ink(image, far, 0.1, 1), [[12, 30, 28, 30]])
+
+
+def test_fit_to_ink_grows_along_ink_only_by_grow_and_never_across_a_gap():
+    image = _blob_canvas()
+    short = np.array([[23.0, 30.0, 14.0, 30.0]], np.float32)  # left 3 px inside, right 3 px inside
+    np.testing.assert_array_equal(boxes.fit_to_ink(image, short, 0.2, 1), [[22, 30, 16, 30]])
+    np.testing.assert_array_equal(boxes.fit_to_ink(image, short, 0.2, 0), [[23, 30, 14, 30]])
+    np.testing.assert_array_equal(boxes.fit_to_ink(image, short, 0.2, 5), [[20, 30, 20, 30]])
+    # the right edge on the blob's last column does not jump the 3 px gap to the second blob
+    np.testing.assert_array_equal(
+        boxes.fit_to_ink(image, np.float32([[20, 30, 20, 30]]), 0.2, 5), [[20, 30, 20, 30]]
+    )
+
+
+def test_fit_to_ink_only_rounds_a_box_without_ink_in_reach():
+    image = _blob_canvas()
+    empty = np.array([[70.3, 70.2, 10.1, 10.4], [0.0, 0.0, 0.2, 0.2]], np.float32)
+    np.testing.assert_array_equal(boxes.fit_to_ink(image, empty, 0.3, 1), [[70, 70, 10, 11], [0, 0, 1, 1]])
+
+
+def test_postprocess_fits_kept_boxes_to_ink_and_needs_the_canvases():
+    decoded = np.zeros((1, 2, 15), np.float32)
+    decoded[0, 0, :5] = [18.0, 28.0, 24.0, 34.0, 0.9]
+    decoded[0, 0, 5 + 3] = 1.0
+    image = _blob_canvas()[None]
+    plain = boxes.postprocess(decoded, 0.5, 0.45, 20)[0]
+    fitted = boxes.postprocess(decoded, 0.5, 0.45, 20, images=image, ink_shrink=0.2, ink_grow=1)[0]
+    np.testing.assert_array_equal(plain["boxes"], [[18, 28, 24, 34]])
+    np.testing.assert_array_equal(fitted["boxes"], [[20, 30, 20, 30]])
+    with pytest.raises(ValueError, match=r"images: fitting boxes to ink needs the 1 canvases"):
+        boxes.postprocess(decoded, 0.5, 0.45, 20, ink_shrink=0.2)

@@ -9,10 +9,10 @@ The page's detections must equal Python's on the same graph within 0.01 px: labe
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from benchmarks.browser import CHROMIUM, chromium_page, load_in_page, run_in_page, serve_models
@@ -45,7 +45,12 @@ def versions(tmp_path_factory) -> dict:
     images = stroke_canvases(PARITY_CANVASES, seed=1)[0]
     decoded = decoded_of(detector, images)
     threshold = busy_threshold(decoded)
-    out = {"root": root, "images": images, "threshold": threshold, "reference": reference(decoded, threshold)}
+    out = {
+        "root": root,
+        "images": images,
+        "threshold": threshold,
+        "reference": reference(decoded, images, threshold),
+    }
     for quant in ("none", "float16", "uint8"):
         # an untrained net's uint8 error is not what is tested here: the browser runs the artifact as Python
         cfg = ExportParams(parity_canvases=8, quantized_tolerance=1.0, quantized_box_tolerance=1e3,
@@ -88,13 +93,11 @@ def test_quantized_graph_in_chromium_equals_the_dequantized_graph_in_python(vers
         load_in_page(page, quant, "wasm")
         page_dets = run_in_page(page, versions["images"], versions["threshold"])
     assert_same_detections(page_dets, versions[f"{quant}_python"], atol=PAGE_PX)
-    pairs = zip(page_dets, versions["reference"], strict=True)
-    moved = [
-        np.abs(a["boxes"] - b["boxes"]).max(initial=0)
-        for a, b in pairs
-        if len(a["labels"]) == len(b["labels"])
-    ]
-    assert max(moved) > 1e-5  # the weights really are quantized
+    # the weights really are quantized (read from the manifest the page loaded: the fit to ink puts box
+    # edges on whole pixels, so the detections no longer show the quantization's small error)
+    spec = json.loads((versions["root"] / quant / "model.json").read_text())
+    weights = [w for group in spec["weightsManifest"] for w in group["weights"] if w["dtype"] == "float32"]
+    assert weights and all(w.get("quantization", {}).get("dtype") == quant for w in weights)
 
 
 def test_detect_lists_only_the_shown_boxes(versions):

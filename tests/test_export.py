@@ -21,8 +21,9 @@ from multidigit.manifest import IntegrityError, file_sha256, verify_model_dir
 from multidigit.params import ExportParams, NmsParams
 
 METRICS = {"metrics/mAP50": 0.99, "metrics/mAP50-95": 0.9, "operating/score_threshold": 0.41}
-# Post-processing with every step active: the merge, and a one-box rule strict enough to hide boxes.
-POST = NmsParams(merge=True, agnostic_iou=0.3, agnostic_containment=0.6)
+# Post-processing with every step active: the merge, the fit to ink, and a one-box rule strict enough to
+# hide boxes.
+POST = NmsParams(merge=True, agnostic_iou=0.3, agnostic_containment=0.6, ink_shrink=0.2, ink_grow=1)
 
 
 def stroke_canvases(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,10 +96,12 @@ def busy_threshold(decoded: np.ndarray) -> float:
     return float(ranked[i] + ranked[i + 1]) / 2
 
 
-def reference(decoded: np.ndarray, threshold: float, post: NmsParams = POST) -> list[boxes.Detections]:
+def reference(
+    decoded: np.ndarray, images: np.ndarray, threshold: float, post: NmsParams = POST
+) -> list[boxes.Detections]:
     return boxes.postprocess(
         decoded, threshold, post.iou_threshold, post.max_detections, post.merge,
-        post.agnostic_iou, post.agnostic_containment,
+        post.agnostic_iou, post.agnostic_containment, images, post.ink_shrink, post.ink_grow,
     )  # fmt: skip
 
 
@@ -220,14 +223,38 @@ def test_module_equals_keras_and_numpy_postprocessing(detector, canvases, mnist_
     images = np.concatenate([canvases, mnist_canvases(mnist_splits, 16)])
     decoded = decoded_of(detector, images)
     threshold = busy_threshold(decoded)
-    want = reference(decoded, threshold)
+    want = reference(decoded, images, threshold)
     got = artifact.detect_canvases(module, images, threshold)
     assert_same_detections(got, want, atol=1e-3)
     kept, shown = sum(len(d["labels"]) for d in want), sum(int(d["shown"].sum()) for d in want)
     assert shown < kept and shown >= len(images) // 2  # the rule hid some boxes and left most
-    plain = reference(decoded, threshold, NmsParams(merge=False, agnostic_iou=1.0, agnostic_containment=1.0))
+    plain = reference(
+        decoded, images, threshold, NmsParams(merge=False, agnostic_iou=1.0, agnostic_containment=1.0)
+    )
     assert any(not np.allclose(g["boxes"], p["boxes"]) for g, p in zip(got, plain, strict=True))  # merged
     assert all(p["shown"].all() for p in plain)  # 1.0 turns the rule off
+
+
+def test_graph_fit_to_ink_equals_numpy_on_random_ink_and_boxes():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    moved = 0
+    for trial in range(60):
+        image = np.zeros((100, 100), np.uint8)
+        for _ in range(6):  # blocks of ink, some touching, plus scattered specks
+            x0, y0 = rng.integers(0, 92, 2)
+            image[y0 : y0 + rng.integers(1, 25), x0 : x0 + rng.integers(1, 25)] = rng.integers(1, 256)
+        image[rng.random((100, 100)) < 0.005] = 9
+        k = int(rng.integers(0, 8))
+        wh = rng.uniform(0.3, 45, (k, 2))
+        got_in = np.concatenate([rng.uniform(-8, 100, (k, 2)), wh], axis=1).astype(np.float32)
+        post = NmsParams(ink_shrink=float(rng.choice([0.1, 0.25, 0.5])), ink_grow=int(rng.integers(0, 4)))
+        want = boxes.fit_to_ink(image, got_in, post.ink_shrink, post.ink_grow)
+        got = artifact._fit_to_ink(tf, tf.constant(image / 255, tf.float32), tf.constant(got_in), post)
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=f"trial {trial}")
+        moved += int((np.abs(want - np.round(got_in)) > 0).any(axis=1).sum())
+    assert moved > 20  # many boxes actually moved, so the comparison is not vacuous
 
 
 @pytest.mark.slow
@@ -241,7 +268,7 @@ def test_module_with_peaks_equals_keras_and_numpy_and_lists_one_slot_per_peak(de
     np.testing.assert_array_equal(decoded[..., 4], np.where(obj >= best, obj, 0.0).reshape(len(canvases), -1))
     assert 0 < (decoded[..., 4] > 0).sum() < (spread[..., 4] > 0).sum()
     threshold = busy_threshold(decoded)  # busy among the peaks: a few listed per canvas
-    want = reference(decoded, threshold, post)
+    want = reference(decoded, canvases, threshold, post)
     assert sum(len(d["labels"]) for d in want) >= len(canvases) // 2  # peaks are left to compare
     assert_same_detections(artifact.detect_canvases(module, canvases, threshold), want, atol=1e-3)
 
@@ -255,18 +282,20 @@ def test_exported_graphs_contain_nms_v5_and_equal_keras_and_numpy(exported, dete
     assert set(spec["signature"]["outputs"]) == set(artifact.OUTPUTS)
     decoded = decoded_of(detector, canvases)
     threshold = busy_threshold(decoded)
-    want = reference(decoded, threshold)
+    want = reference(decoded, canvases, threshold)
     assert sum(len(d["labels"]) for d in want) > len(canvases)  # the comparison is not vacuous
     for graph in (artifact.load_artifact(exported), export.load_tfjs_graph(exported)):
         assert_same_detections(artifact.detect_canvases(graph, canvases, threshold), want, atol=1e-3)
 
 
 @pytest.mark.slow
-def test_no_two_shown_boxes_of_different_classes_overlap_beyond_the_rule(exported, canvases, mnist_splits):
-    graph = artifact.load_artifact(exported)
+def test_no_two_shown_boxes_of_different_classes_overlap_beyond_the_rule(detector, canvases, mnist_splits):
+    unfitted = artifact.build_detector_fn(detector, POST.model_copy(update={"ink_shrink": 0.0}))
+    fitted = artifact.build_detector_fn(detector, POST)
     images = np.concatenate([canvases, mnist_canvases(mnist_splits, 32, seed=1)])
-    found = 0
-    for det in artifact.detect_canvases(graph, images, 0.0):  # threshold 0: every slot a candidate
+    found = moved = 0
+    pairs = zip(*(artifact.detect_canvases(g, images, 0.0) for g in (unfitted, fitted)), strict=True)
+    for det, fit in pairs:  # threshold 0: every slot a candidate
         shown = artifact.shown_only(det)
         iou = boxes.iou_matrix(shown["boxes"], shown["boxes"])
         inside = boxes.containment_matrix(shown["boxes"], shown["boxes"])  # [i, j]: i inside j
@@ -275,7 +304,12 @@ def test_no_two_shown_boxes_of_different_classes_overlap_beyond_the_rule(exporte
         assert not (other & (iou > POST.agnostic_iou)).any()
         assert not (other & later & (inside > POST.agnostic_containment)).any()
         found += len(det["labels"]) - len(shown["labels"])
-    assert found > 0  # the rule had boxes to hide
+        # the rule judges the boxes as predicted: fitting them to ink after it moves edges, never what is
+        # listed
+        for key in ("labels", "shown", "scores"):
+            np.testing.assert_array_equal(fit[key], det[key])
+        moved += int((fit["boxes"] != det["boxes"]).any(axis=1).sum())
+    assert found > 0 and moved > 0  # the rule had boxes to hide, the fit boxes to move
 
 
 # ---------------------------------------------------------------- the published folder
@@ -294,8 +328,8 @@ def test_export_writes_a_verified_version_with_its_manifest(exported):
     assert set(manifest["outputs"]) == {"boxes", "scores", "labels", "shown", "count"}
     assert manifest["grid"] == {"stride": 4, "size": 25, "boxes_per_cell": 1, "slots": 625}
     post = manifest["thresholds"]
-    baked = ("iou", "merge", "peaks", "agnostic_iou", "agnostic_containment")
-    assert tuple(post[k] for k in baked) == (0.45, True, False, 0.3, 0.6)
+    baked = ("iou", "merge", "peaks", "agnostic_iou", "agnostic_containment", "ink_shrink", "ink_grow")
+    assert tuple(post[k] for k in baked) == (0.45, True, False, 0.3, 0.6, 0.2, 1)
     assert post["score"] == manifest["metrics"]["operating/score_threshold"]
     quant = manifest["quantization"]
     assert quant["dtype"] == "none" and quant["parity"]["canvases"] == 8
