@@ -85,53 +85,49 @@ def _round_half_up(tf, v):
     return tf.cast(tf.floor(v + 0.5), tf.int32)
 
 
-def _fit_edges(tf, idx, profile, lo, hi, shrink, grow: int):
-    """(K, S) bool ink per line, (K,) int32 lo, hi (exclusive) and shrink -> new (lo, hi), as
-    boxes._fit_edges; idx (1, S) int32 line numbers (one constant shared by every use)."""
+def _fit_low_edges(tf, idx, profile, lo, shrink, grow: int):
+    """(E,) new low edges of (E, S) bool ink-per-line profiles, as boxes._fit_edges moves `lo` (a high edge
+    is the low edge of the reversed profile); lo, shrink (E,) int32, idx (1, S) int32 line numbers."""
     s, far = profile.shape[1], 1 << 20  # far: "no such line" for the masked min / max below
-    lo = tf.expand_dims(tf.clip_by_value(lo, 0, s - 1), 1)
-    hi = tf.expand_dims(tf.clip_by_value(hi, 1, s), 1)
-    shrink, last, empty = tf.expand_dims(shrink, 1), hi - 1, tf.logical_not(profile)
-
-    def between(a, b):  # lines a <= i < b
-        return tf.logical_and(idx >= a, idx < b)
-
-    def first(mask):
-        return tf.reduce_min(tf.where(mask, idx, far), axis=1, keepdims=True)
-
-    def final(mask):
-        return tf.reduce_max(tf.where(mask, idx, -far), axis=1, keepdims=True)
-
-    def inked(line):
-        return tf.reduce_any(tf.logical_and(profile, tf.equal(idx, line)), axis=1, keepdims=True)
-
-    # outward: up to the last empty line before the edge (within grow); inward: to the first inked line
-    out_lo = tf.maximum(tf.maximum(final(tf.logical_and(empty, between(lo - grow, lo))) + 1, lo - grow), 0)
-    in_lo = first(tf.logical_and(profile, between(lo + 1, lo + shrink + 1)))
-    new_lo = tf.where(inked(lo), out_lo, tf.where(in_lo >= far, lo, in_lo))
-    out_hi = tf.minimum(tf.minimum(first(tf.logical_and(empty, between(hi, hi + grow))), hi + grow), s)
-    in_hi = final(tf.logical_and(profile, between(last - shrink, last)))
-    new_hi = tf.where(inked(last), out_hi, tf.where(in_hi <= -far, hi, in_hi + 1))
-    return new_lo[:, 0], new_hi[:, 0]
+    lo, shrink = tf.expand_dims(tf.clip_by_value(lo, 0, s - 1), 1), tf.expand_dims(shrink, 1)
+    on_ink = tf.reduce_any(tf.logical_and(profile, tf.equal(idx, lo)), axis=1, keepdims=True)
+    # an edge on ink may grow over the inked lines just outside it: back to the last empty one, within grow
+    outside = tf.logical_and(tf.logical_not(profile), tf.logical_and(idx >= lo - grow, idx < lo))
+    gap = tf.reduce_max(tf.where(outside, idx, -far), axis=1, keepdims=True)
+    start = tf.where(on_ink, tf.maximum(lo - grow, gap + 1), lo)
+    # then the first inked line from there up to shrink lines inward, else the edge stays
+    window = tf.logical_and(profile, tf.logical_and(idx >= start, idx <= lo + shrink))
+    first = tf.reduce_min(tf.where(window, idx, far), axis=1, keepdims=True)
+    return tf.where(first >= far, lo, first)[:, 0]
 
 
 def _fit_to_ink(tf, image, boxes, post: NmsParams):
-    """(K, 4) xywh boxes fitted to the ink of the (S, S) canvas, as boxes.fit_to_ink."""
+    """(K, 4) xywh boxes fitted to the ink of the (S, S) canvas, as boxes.fit_to_ink.
+
+    Every step runs on all edges at once (few, larger ops: the page's wasm backend pays per op)."""
     ink = tf.cast(image > 0.0, tf.float32)
-    idx = tf.expand_dims(tf.range(ink.shape[0]), 0)
+    s = ink.shape[0]
+    idx = tf.expand_dims(tf.range(s), 0)
     x, y, w, h = tf.unstack(boxes, axis=1)
-    c0, c1, r0, r1 = (_round_half_up(tf, v) for v in (x, x + w, y, y + h))
-
-    def band(a, b):  # (K, S) 1.0 on lines a <= i < max(b, a + 1)
-        a, b = tf.expand_dims(a, 1), tf.expand_dims(tf.maximum(b, a + 1), 1)
-        return tf.cast(tf.logical_and(idx >= a, idx < b), tf.float32)
-
-    # (K, S) any ink per column over the box's rows, per row over its columns: exact sums of 0/1 values
-    cols = tf.matmul(band(r0, r1), ink) > 0.5
-    rows = tf.matmul(band(c0, c1), ink, transpose_b=True) > 0.5
-    reach = [tf.maximum(_round_half_up(tf, post.ink_shrink * v), 1) for v in (w, h)]
-    x0, x1 = _fit_edges(tf, idx, cols, c0, c1, reach[0], post.ink_grow)
-    y0, y1 = _fit_edges(tf, idx, rows, r0, r1, reach[1], post.ink_grow)
+    lo = _round_half_up(tf, tf.concat([x, y], 0))  # (2K,) c0 then r0
+    hi = _round_half_up(tf, tf.concat([x + w, y + h], 0))  # (2K,) c1 then r1
+    # (2K, S) any ink per column over the box's rows, then per row over its columns (exact 0/1 sums)
+    across = tf.concat(tf.split(tf.stack([lo, hi]), 2, axis=1)[::-1], axis=1)  # (2, 2K): rows then columns
+    band = tf.logical_and(
+        idx >= tf.expand_dims(across[0], 1), idx < tf.expand_dims(tf.maximum(across[1], across[0] + 1), 1)
+    )
+    band = tf.reshape(tf.cast(band, tf.float32), (2, -1, s))
+    counts = tf.reshape(tf.matmul(band, tf.stack([ink, tf.transpose(ink)])), (-1, s))
+    # reversed as floats: TF.js wasm's Reverse of a bool tensor fails ("memory access out of bounds")
+    profile = tf.concat([counts, tf.reverse(counts, axis=[1])], 0) > 0.5
+    shrink = tf.maximum(_round_half_up(tf, post.ink_shrink * tf.concat([w, h], 0)), 1)
+    edges = _fit_low_edges(
+        tf, idx, profile,
+        tf.concat([lo, s - tf.clip_by_value(hi, 1, s)], 0), tf.concat([shrink, shrink], 0), post.ink_grow,
+    )  # fmt: skip
+    new_lo, new_hi = tf.split(edges, 2)
+    new_hi = s - new_hi
+    (x0, y0), (x1, y1) = tf.split(new_lo, 2), tf.split(new_hi, 2)
     fitted = tf.cast(tf.stack([x0, y0, x1 - x0, y1 - y0], axis=1), tf.float32)
     keep = tf.expand_dims(tf.logical_and(x1 > x0, y1 > y0), 1)
     return tf.where(keep, fitted, boxes)
