@@ -249,12 +249,8 @@ def manifest_nms(source: ModelSource) -> Any:
     t = source.thresholds
     names = {"iou": "iou_threshold", "max_detections": "max_detections", "merge": "merge"}
     values = {field: t[key] for key, field in names.items() if key in t}
-    rule = {
-        key: t.get(key, 1.0)
-        for key in ("agnostic_iou", "agnostic_containment")
-        if key in NmsParams.model_fields
-    }
-    rule.update({key: t.get(key, 0) for key in ("ink_shrink", "ink_grow") if key in NmsParams.model_fields})
+    off = {"agnostic_iou": 1.0, "agnostic_containment": 1.0, "ink_shrink": 0.0, "ink_grow": 0}
+    rule = {key: t.get(key, value) for key, value in off.items() if key in NmsParams.model_fields}
     return NmsParams(score_threshold=source.threshold, **values, **rule)
 
 
