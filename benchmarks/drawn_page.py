@@ -9,9 +9,13 @@ For each brush b (an integer on the slider, or `recorded` = each canvas's own br
 - the page: clear, set the brush slider to b, draw the canvas's strokes (400-px buffer coordinates) as
   mouse pointer events, wait for the debounced detection, read `multidigit.state.detections` (what the
   page lists, at the manifest's threshold) and the reduced canvas it sent to the model;
-- Python: the same strokes through `multidigit.strokes.render_strokes(..., b)` and `reduce_drawing`,
-  then the same detector (`independent.detections_of`: the artifact, else Keras + numpy NMS) shown at
-  the same threshold. At b = recorded this canvas is the split's own image.
+- Python, as the page does it: the same strokes through `multidigit.strokes.render_strokes` at the
+  manifest's `input.read_brush` (the width the page reads strokes at, whatever its slider shows; at b
+  when it has none) and `reduce_drawing`, the same detector (`independent.detections_of`: the artifact,
+  else Keras + numpy NMS) shown at the same threshold, and its boxes moved to width b
+  (`strokes.widen_boxes`);
+- Python, read as drawn: the canvas rendered at b itself (at b = recorded, the split's own image) and
+  the same detector: what the detector makes of width b, beside what the page shows.
 - truth: each digit's strokes rendered alone at b, reduced, boxed tight; labels from the split.
 
 Figures per brush, page and Python: digit recall and precision (class-aware, IoU >= 0.5, the project's
@@ -269,12 +273,42 @@ def _share(flags) -> float:
     return round(float(np.mean(list(flags))), DECIMALS)
 
 
+def read_brush(source: Any) -> float | None:
+    """The brush width the version's page reads strokes at (manifest input.read_brush); None: as drawn."""
+    from multidigit.manifest import read_manifest
+
+    return read_manifest(source.version_dir)["input"].get("read_brush") if source.version_dir else None
+
+
+def python_as_page(
+    source: Any, drawings: list[DrawnCanvas], widths: list[float], read: float | None
+) -> tuple[np.ndarray, list[dict], str]:
+    """What the page does, in Python: each drawing's strokes rendered at `read` (else at its width) and
+    reduced, the detector's shown boxes, moved to the width drawn (`strokes.widen_boxes`)."""
+    from multidigit.strokes import reduce_drawing, render_strokes, widen_boxes
+
+    images = np.stack([
+        reduce_drawing(render_strokes(c.all_strokes(), w if read is None else read, BUFFER))
+        for c, w in zip(drawings, widths, strict=True)
+    ])  # fmt: skip
+    _, dets, path = independent.detections_of(source, images)
+    if read is not None:
+        for d, c, w in zip(dets, drawings, widths, strict=True):
+            lines = c.all_strokes()
+            d["boxes"] = widen_boxes(d["boxes"], lines, [w] * len(lines), read).astype(np.float32)
+    return images, dets, path
+
+
 def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) -> dict[str, Any]:
-    """Replay every drawing at one brush ("recorded" = each its own) in the page and in Python; score both."""
-    truths, page_dets, sent, page_seq = [], [], [], []
+    """Replay every drawing at one brush ("recorded" = each its own) in the page and in Python; score both.
+
+    `python` is what the page does (read at the manifest's read_brush, boxes widened); `python_as_drawn`
+    reads each canvas as drawn, at the brush itself: the detector's own robustness to the width."""
+    truths, page_dets, sent, page_seq, widths = [], [], [], [], []
     start = time.perf_counter()
     for canvas in drawings:
         width = canvas.brush if brush == "recorded" else float(brush)
+        widths.append(width)
         truths.append(truth_at(canvas, width))
         found, image, read = page.replay(canvas.all_strokes(), width)
         page_dets.append(page_detections(found))
@@ -290,20 +324,26 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
         checks["truth_equals_split_boxes"] = _share(
             np.array_equal(c.boxes, t[1]) for c, t in zip(drawings, truths, strict=True)
         )
-    _, python_dets, path = independent.detections_of(source, images)
+    read = read_brush(source)
+    read_images, python_dets, path = python_as_page(source, drawings, widths, read)
+    _, drawn_dets, _ = independent.detections_of(source, images)
     boxes, labels = [t[1] for t in truths], [t[2] for t in truths]
     python_seq = [read_digits(d["boxes"], d["labels"]) for d in python_dets]
     return {
         "brush": brush,
+        "read_brush": read,
         "canvases": len(drawings),
         "digits": int(sum(len(lab) for lab in labels)),
         "page": score_listed(boxes, labels, page_dets, page_seq),
         "python": {**score_listed(boxes, labels, python_dets), "path": path},
-        "page_bytes_equal_python": _share(np.array_equal(a, b) for a, b in zip(sent, images, strict=True)),
+        "python_as_drawn": score_listed(boxes, labels, drawn_dets),
+        "page_bytes_equal_python": _share(
+            np.array_equal(a, b) for a, b in zip(sent, read_images, strict=True)
+        ),
         # Pointer coordinates reach the page through float CSS pixels (~3e-5 px off), so a pixel on a
         # brush edge can round one grey level the other way: the largest difference says how far off.
         "page_max_pixel_diff": int(
-            max(np.abs(a.astype(int) - b).max() for a, b in zip(sent, images, strict=True))
+            max(np.abs(a.astype(int) - b).max() for a, b in zip(sent, read_images, strict=True))
         ),
         "page_lists_python": _share(a == b for a, b in zip(page_seq, python_seq, strict=True)),
         "page_seconds_per_canvas": round(page_s / max(len(drawings), 1), 3),
@@ -394,11 +434,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     save_json(args.out, result)
     for r in runs:
-        pg, py = r["page"], r["python"]
+        pg, py, dr = r["page"], r["python"], r["python_as_drawn"]
         print(
             f"brush {r['brush']:>8}: page recall {pg['recall']:.4f} precision {pg['precision']:.4f} "
             f"sequence {pg['sequence_accuracy']:.4f} | python {py['recall']:.4f} {py['precision']:.4f} "
-            f"{py['sequence_accuracy']:.4f} | bytes equal {r['page_bytes_equal_python']:.2f}"
+            f"{py['sequence_accuracy']:.4f} | read as drawn {dr['sequence_accuracy']:.4f} "
+            f"| bytes equal {r['page_bytes_equal_python']:.2f}"
         )
     print(f"-> {independent.workspace_path(args.out)}")
     return result

@@ -340,7 +340,7 @@ def export_artifact(
         check = check_converted(module, tmp, images, cfg, thresholds["score"], gt)
         manifest = build_manifest(
             tmp, version=version, grid=grid_info(detector), thresholds=thresholds, metrics=metrics,
-            quantization={"dtype": quantization, **check}, source=source or {},
+            quantization={"dtype": quantization, **check}, source=source or {}, read_brush=cfg.read_brush,
         )  # fmt: skip
         save_json(tmp / MANIFEST_NAME, manifest)
     return Path(out_dir)

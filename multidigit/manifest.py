@@ -72,6 +72,7 @@ def build_manifest(
     metrics: dict[str, float],
     quantization: dict[str, Any],
     source: dict[str, Any],
+    read_brush: float | None = None,
 ) -> dict[str, Any]:
     """The manifest of a converted model folder (the files must already be written).
 
@@ -85,6 +86,8 @@ def build_manifest(
         metrics: the stage-3 metrics at export (flat dict of floats).
         quantization: {"dtype", "tolerance", ...} of the weights.
         source: where the model came from (Keras path and its sha256).
+        read_brush: the brush width (400-px buffer px) a page renders drawn strokes at for this model;
+            None: at the width they were drawn with.
     Returns:
         The manifest as a JSON-ready dict.
     """
@@ -99,6 +102,7 @@ def build_manifest(
             "preprocessing": "grey canvas, white digits on black, uint8 / 255 -> float32 in [0, 1]",
             "range": [0.0, 1.0],
             "polarity": "white-on-black",
+            "read_brush": read_brush,
         },
         "classes": list(CLASS_NAMES),
         "grid": grid,

@@ -267,6 +267,9 @@ class ExportParams(Block):
     quantized_tolerance: PosFloat = 0.05  # final scores, quantized model
     quantized_box_tolerance: PosFloat = 2.0  # pixels, final boxes, quantized model
     quantized_mismatches: NonNegInt = 3  # parity canvases whose detections may differ, quantized model
+    # The brush width (400-px buffer px) the page renders a drawing's strokes at for the detector, whatever
+    # the slider shows (README "The page and the service"); None: read at the width drawn.
+    read_brush: PosFloat | None = 12.0
 
 
 class MlflowParams(Block):

@@ -517,6 +517,42 @@ def render_strokes(
     return paint_strokes(np.zeros((side, side), np.uint8), strokes, widths)
 
 
+def widen_boxes(
+    boxes: np.ndarray,
+    strokes: Sequence[np.ndarray],
+    widths: Sequence[float],
+    read_width: float,
+    factor: int = 4,
+) -> np.ndarray:
+    """Boxes found on strokes rendered at `read_width`, moved to the widths they were drawn at.
+
+    The page reads a drawing at one brush width (the manifest's `input.read_brush`) and shows it at the
+    user's. A round brush grows a stroke's ink by half its width on every side, so a box tight on the read
+    ink becomes tight on the shown ink when each edge moves out by (w - read_width) / 2 buffer pixels,
+    w the widest stroke with a point inside the box (no stroke: unchanged). web/js/app.js mirrors this.
+
+    Args:
+        boxes: (K, 4) xywh in canvas pixels, as the detector returns them for the read canvas.
+        strokes: polylines (K, 2) (x, y) in buffer pixels; widths: one per stroke, as drawn.
+        read_width: the brush the canvas was rendered at; factor: buffer pixels per canvas pixel.
+    Returns:
+        (K, 4) float64 xywh, clipped to the canvas.
+    """
+    out = np.array(boxes, np.float64).reshape(-1, 4)
+    for box in out:
+        low, high = box[:2] * factor, (box[:2] + box[2:]) * factor  # buffer px
+        inside = [
+            w for points, w in zip(strokes, widths, strict=True)
+            if np.any(np.all((points >= low) & (points <= high), axis=1))
+        ]  # fmt: skip
+        grow = (max(inside) - read_width) / (2 * factor) if inside else 0.0
+        left, top = max(box[0] - grow, 0.0), max(box[1] - grow, 0.0)
+        right = min(box[0] + box[2] + grow, CANVAS_SIZE)
+        bottom = min(box[1] + box[3] + grow, CANVAS_SIZE)
+        box[:] = left, top, max(right - left, 0.0), max(bottom - top, 0.0)
+    return out
+
+
 def reduce_drawing(image: np.ndarray) -> np.ndarray:
     """Area-average a square grey drawing of side f*100 down to the model's canvas.
 

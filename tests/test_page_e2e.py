@@ -6,9 +6,11 @@ multidigit.strokes (`render_strokes` + `reduce_drawing`), give exactly the bytes
 slider's ends and its default; and web/js/preprocess.js reduces the page's PNG to the bytes of
 services/drawing.py. With an exported champion ($MULTIDIGIT_E2E_MODELS_DIR, else this checkout's
 models/tfjs, else the session's smoke pipeline run): no console errors, and for drawings of MNIST test
-digits of every class (drawn at random, not picked for legibility) the page lists exactly the shown
-detections that the version's graph, run in Python, returns for the same reduced canvas, whatever the
-model reads them as; a model that is present but fails to load fails the test. A screenshot is kept in
+digits of every class (drawn at random, not picked for legibility, one drawing per brush) the page sends
+the strokes rendered at the manifest's read_brush, byte for byte, and lists exactly the shown detections
+that the version's graph, run in Python, returns for that canvas, moved to the width drawn
+(`strokes.widen_boxes`), whatever the model reads them as; a model that is present but fails to load
+fails the test. A screenshot is kept in
 test-artifacts/.
 """
 
@@ -29,7 +31,7 @@ from benchmarks.drawn_page import draw_strokes, wait_idle
 from multidigit.constants import DIGIT_SIZE
 from multidigit.evaluation.drawn import reading_order
 from multidigit.mnist import read_split
-from multidigit.strokes import digit_strokes, reduce_drawing, render_strokes
+from multidigit.strokes import digit_strokes, reduce_drawing, render_strokes, widen_boxes
 from services.drawing import png_to_canvas
 from services.liveserver import ROOT, live_server
 
@@ -104,11 +106,16 @@ class PageWatch:
         py = png_to_canvas(base64.b64decode(data_url.split(",", 1)[1]))
         return js, py
 
-    def replayed(self) -> np.ndarray:
-        """The page's recorded strokes (buffer pixels, per-stroke width) rendered and reduced in Python."""
+    def recorded(self) -> tuple[list[np.ndarray], list[float]]:
+        """The page's recorded strokes: polylines in buffer pixels and the width each was drawn with."""
         recorded = self.page.evaluate("multidigit.pad.strokes")
         points = [np.array(s["points"], np.float64).reshape(-1, 2) for s in recorded]
-        return reduce_drawing(render_strokes(points, [s["width"] for s in recorded], side=400))
+        return points, [s["width"] for s in recorded]
+
+    def replayed(self, read_brush: float | None = None) -> np.ndarray:
+        """The page's recorded strokes rendered (at `read_brush`, else as drawn) and reduced in Python."""
+        points, widths = self.recorded()
+        return reduce_drawing(render_strokes(points, widths if read_brush is None else read_brush, side=400))
 
     def set_brush(self, width: int) -> None:
         self.page.eval_on_selector(
@@ -244,34 +251,47 @@ def test_page_with_a_model_loads_cleanly(browser, model_server):
     watch.page.close()
 
 
-def python_detections(version_dir: Path, canvases: np.ndarray, threshold: float) -> list[dict]:
+def python_detections(
+    version_dir: Path, canvases: np.ndarray, threshold: float, recorded: list, read_brush: float | None
+) -> list[dict]:
     """Shown detections of the version's TF.js graph run in Python (the graph the page runs, weights
-    dequantized) on uint8 (B, 100, 100) canvases, as the page's dicts, in reading order."""
+    dequantized) on uint8 (B, 100, 100) read canvases, boxes moved to the strokes' drawn widths (`recorded`:
+    (polylines, widths) per canvas) when read at `read_brush`, as the page's dicts, in reading order."""
     from multidigit.artifact import detect_canvases, shown_only
     from multidigit.export import load_tfjs_graph
 
     out = []
-    for det in detect_canvases(load_tfjs_graph(version_dir), canvases, threshold):
+    dets = detect_canvases(load_tfjs_graph(version_dir), canvases, threshold)
+    for det, (points, widths) in zip(dets, recorded, strict=True):
         shown = shown_only(det)
-        rows = zip(shown["boxes"].tolist(), shown["labels"].tolist(), shown["scores"].tolist(), strict=True)
+        boxes = shown["boxes"]
+        if read_brush is not None:
+            boxes = widen_boxes(boxes, points, widths, read_brush)
+        rows = zip(boxes.tolist(), shown["labels"].tolist(), shown["scores"].tolist(), strict=True)
         found = [{"x": b[0], "y": b[1], "w": b[2], "h": b[3], "label": c, "score": p} for b, c, p in rows]
-        out.append([found[i] for i in reading_order(shown["boxes"])])
+        out.append([found[i] for i in reading_order(boxes)])
     return out
 
 
 def test_page_lists_what_the_python_artifact_finds_on_drawings_of_every_class(
     browser, model_server, models_dir, mnist_data
 ):
+    """One drawing per brush (4, 10, 24): the page reads the strokes at the manifest's read_brush and lists
+    the Python graph's boxes for that canvas, moved to the width drawn (`strokes.widen_boxes`)."""
     watch = PageWatch(browser, model_server)
     manifest = json.load(urllib.request.urlopen(model_server + "/api/model"))
+    read_brush = manifest["input"].get("read_brush")
     # What the page runs at: the manifest's threshold snapped to the slider's 0.01 steps (0.2375 -> 0.24).
     threshold = float(watch.page.input_value("#threshold"))
-    watch.set_brush(10)
-    pages, canvases = [], []
-    for strokes in drawings(mnist_data):
+    pages, canvases, recorded = [], [], []
+    for strokes, brush in zip(drawings(mnist_data), BRUSHES, strict=True):
         watch.page.keyboard.press("Escape")
+        watch.set_brush(brush)
         watch.draw(strokes)
         canvases.append(watch.canvas_pair()[0])
+        read = watch.replayed(read_brush)
+        assert np.array_equal(canvases[-1], read), f"the read canvas differs at brush {brush}"
+        recorded.append(watch.recorded())
         found = watch.page.evaluate("multidigit.state.detections")
         boxes = np.array([[d[k] for k in "xywh"] for d in found], np.float64).reshape(-1, 4)
         pages.append([found[i] for i in reading_order(boxes)])
@@ -280,7 +300,8 @@ def test_page_lists_what_the_python_artifact_finds_on_drawings_of_every_class(
         assert watch.page.text_content("#reading") == "".join(str(d["label"]) for d in pages[-1])
     ARTIFACTS.mkdir(exist_ok=True)
     watch.page.screenshot(path=str(ARTIFACTS / "page_drawing.png"), full_page=True)
-    expected = python_detections(models_dir / manifest["version"], np.stack(canvases), threshold)
+    version = models_dir / manifest["version"]
+    expected = python_detections(version, np.stack(canvases), threshold, recorded, read_brush)
     assert sum(map(len, pages)) > 0  # ten drawn digits and nothing listed would check no wiring
     for page, python in zip(pages, expected, strict=True):
         assert [d["label"] for d in page] == [d["label"] for d in python], (page, python)

@@ -182,6 +182,46 @@ def test_a_dot_is_a_disc_and_strokes_combine_by_max():
     assert np.array_equal(both, np.maximum(strokes.render_strokes(line, 6, side=100), dot))
 
 
+def _edges(canvas: np.ndarray) -> np.ndarray:
+    """(x0, y0, x1, y1) of a canvas's ink."""
+    ys, xs = np.nonzero(canvas)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+
+
+def _xywh(edges: np.ndarray) -> np.ndarray:
+    return np.concatenate([edges[..., :2], edges[..., 2:] - edges[..., :2]], -1)
+
+
+@pytest.mark.parametrize("drawn", [4.0, 10.0, 24.0])
+def test_a_box_tight_on_the_read_ink_widens_to_the_ink_drawn(test_digits, drawn):
+    """The page reads strokes at one width and shows them at the slider's: `widen_boxes` moves a box tight
+    on the read canvas onto the drawn canvas's ink, each edge within 0.75 px (both boxes are whole pixels
+    of the reduced canvases), where the read box's edges are up to 2 px off at brush 24."""
+    images, _ = test_digits
+    read, widened, unmoved = 12.0, [], []
+    for digit in images[:40]:
+        lines = [s * 6 + 50 for s in strokes.digit_strokes(digit)]  # a digit ~36 canvas px tall
+        widths = [drawn] * len(lines)
+        read_edges = _edges(strokes.reduce_drawing(strokes.render_strokes(lines, read)))
+        drawn_edges = _edges(strokes.reduce_drawing(strokes.render_strokes(lines, widths)))
+        box = strokes.widen_boxes(_xywh(read_edges)[None], lines, widths, read)[0]
+        widened.append(np.abs(np.r_[box[:2], box[:2] + box[2:]] - drawn_edges))
+        unmoved.append(np.abs(read_edges - drawn_edges))
+    assert np.max(widened) <= 0.75 and np.mean(widened) <= 0.5, np.max(widened)
+    if drawn != 10.0:  # at 10 the move is a quarter pixel, under the whole-pixel rounding
+        assert np.mean(widened) < np.mean(unmoved)
+
+
+def test_widening_moves_only_boxes_holding_strokes_and_stays_on_the_canvas():
+    box = np.array([[20.0, 20.0, 10.0, 10.0]])
+    far = [np.array([[390.0, 390.0]])]  # buffer px: a stroke outside the box moves nothing
+    assert np.array_equal(strokes.widen_boxes(box, far, [24.0], 12.0), box)
+    near = [np.array([[100.0, 100.0], [110.0, 110.0]])]  # inside (buffer 80..120): out by (24 - 12) / 8
+    assert strokes.widen_boxes(box, near, [24.0], 12.0).tolist() == [[18.5, 18.5, 13.0, 13.0]]
+    edge = strokes.widen_boxes(np.array([[0.0, 1.0, 10.0, 98.0]]), [np.array([[8.0, 8.0]])], [40.0], 12.0)
+    assert edge.tolist() == [[0.0, 0.0, 13.5, 100.0]]  # clipped to the canvas
+
+
 def test_reduce_drawing_rounds_half_up_and_refuses_other_sizes():
     drawing = np.zeros((400, 400), np.uint8)
     drawing[:4, :4] = [[255] * 4, [255] * 4, [0] * 4, [0] * 4]  # mean 127.5 -> 128

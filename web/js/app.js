@@ -1,7 +1,7 @@
 // The drawing page: wires the pad, the champion detector (web/js/detector.js) and the controls.
 import { loadDetector } from "./detector.js";
 import { DrawingPad } from "./drawing.js";
-import { decodePixels, reduceDrawing, toModelInput } from "./preprocess.js";
+import { decodePixels, reduceGrey, toModelInput } from "./preprocess.js";
 import { readingOrder } from "./reading.js";
 
 const DEBOUNCE_MS = 150;
@@ -101,12 +101,14 @@ async function detectNow(pad) {
 }
 
 async function runDetection(pad) {
-  state.canvas = reduceDrawing(pad.ctx);
+  // What the detector reads: the strokes at the manifest's read_brush (or as drawn), reduced.
+  state.canvas = reduceGrey(pad.modelGrey, pad.side);
   if (!state.detector) return;
   const threshold = Number($("threshold").value);
   const t0 = performance.now();
-  const detections = pad.isEmpty ? [] : await state.detector.detect(toModelInput(state.canvas), { scoreThreshold: threshold });
+  const found = pad.isEmpty ? [] : await state.detector.detect(toModelInput(state.canvas), { scoreThreshold: threshold });
   const ms = performance.now() - t0;
+  const detections = pad.widen(found); // boxes around the strokes as shown, at the widths drawn
   state.detections = detections;
   $("timing").textContent = `${ms.toFixed(1)} ms`;
   drawBoxes(detections);
@@ -160,7 +162,7 @@ function setThreshold(value) {
   $("threshold-value").textContent = Number(value).toFixed(2);
 }
 
-async function loadModel() {
+async function loadModel(pad) {
   const manifest = await fetchJson("/api/model");
   if (!manifest) {
     $("model-version").textContent = "none";
@@ -168,6 +170,7 @@ async function loadModel() {
     return;
   }
   state.manifest = manifest;
+  pad.readWidth = manifest.input?.read_brush ?? null; // the brush the detector reads strokes at
   $("model-version").textContent = manifest.version;
   const calibrated = manifest.thresholds?.score; // calibrated on val by the evaluate stage
   if (typeof calibrated === "number") setThreshold(calibrated);
@@ -181,7 +184,7 @@ async function main() {
   pad = new DrawingPad($("draw"), { brushWidth: Number($("brush").value), onChange: schedule });
   globalThis.multidigit.pad = pad; // tests replay pad.strokes in Python (multidigit/strokes.py)
   wireControls(pad, schedule);
-  await loadModel();
+  await loadModel(pad);
   document.body.dataset.ready = state.detector ? "model" : "no-model";
   if (state.detector) schedule();
 }

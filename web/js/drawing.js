@@ -9,6 +9,10 @@
 // Doubles throughout, in the Python's order (JS never fuses a*b + c), Math.sqrt is correctly rounded.
 // Live drawing paints only the new segments' boxes; replay (undo, clear) paints every stroke again with
 // the same function, and max is order-free, so both give the same bytes.
+//
+// With `readWidth` set (the manifest's input.read_brush) a second buffer, `readGrey`, holds the same
+// strokes painted at that one width: what the detector reads, whatever the slider shows. `widen()` moves
+// the boxes found there to the widths drawn (multidigit/strokes.py `widen_boxes`).
 
 export class DrawingPad {
   /**
@@ -20,7 +24,9 @@ export class DrawingPad {
     this.ctx = canvas.getContext("2d", { willReadFrequently: true });
     this.side = canvas.width;
     this.grey = new Uint8Array(this.side * this.side); // the drawing, one grey byte per buffer pixel
+    this.readGrey = new Uint8Array(this.side * this.side); // the same strokes at readWidth
     this.brushWidth = brushWidth;
+    this._readWidth = null;
     this.onChange = onChange;
     this.history = []; // {kind: "stroke", width, points: [[x, y]...]} | {kind: "image", pixels, size} | {kind: "clear"}
     this.current = null;
@@ -29,6 +35,43 @@ export class DrawingPad {
     canvas.addEventListener("pointermove", (e) => this.#move(e));
     canvas.addEventListener("pointerup", (e) => this.#up(e));
     canvas.addEventListener("pointercancel", (e) => this.#up(e));
+  }
+
+  /** The brush width the detector reads strokes at (null: each stroke's own); repaints when set. */
+  get readWidth() {
+    return this._readWidth;
+  }
+
+  set readWidth(width) {
+    this._readWidth = width ?? null;
+    this.redraw();
+  }
+
+  /** The grey bytes the detector reads: `readGrey` when a read width is set, else the drawing itself. */
+  get modelGrey() {
+    return this._readWidth === null ? this.grey : this.readGrey;
+  }
+
+  /**
+   * Boxes found on `modelGrey` (canvas px, objects with x, y, w, h), moved to the widths drawn: each edge
+   * out by (w - readWidth) / 2 buffer px, w the widest stroke with a point inside the box; clipped.
+   */
+  widen(detections) {
+    if (this._readWidth === null) return detections;
+    const f = this.side / 100;
+    const strokes = this.strokes;
+    return detections.map((d) => {
+      const [x0, y0, x1, y1] = [d.x * f, d.y * f, (d.x + d.w) * f, (d.y + d.h) * f];
+      const inside = strokes
+        .filter((s) => s.points.some(([x, y]) => x >= x0 && x <= x1 && y >= y0 && y <= y1))
+        .map((s) => s.width);
+      const grow = inside.length ? (Math.max(...inside) - this._readWidth) / (2 * f) : 0;
+      const left = Math.max(d.x - grow, 0);
+      const top = Math.max(d.y - grow, 0);
+      const right = Math.min(d.x + d.w + grow, 100);
+      const bottom = Math.min(d.y + d.h + grow, 100);
+      return { ...d, x: left, y: top, w: Math.max(right - left, 0), h: Math.max(bottom - top, 0) };
+    });
   }
 
   get isEmpty() {
@@ -80,8 +123,8 @@ export class DrawingPad {
   }
 
   /** Max one segment's brush bytes into `grey`; returns its clipped box [x0, y0, x1, y1] or null. */
-  #segment(a, b, width) {
-    const { grey, side } = this;
+  #segment(grey, a, b, width) {
+    const { side } = this;
     const half = width / 2 + 0.5;
     const reach = width / 2 + 1;
     const [ax, ay] = a;
@@ -112,12 +155,18 @@ export class DrawingPad {
     return [x0, y0, x1, y1];
   }
 
-  /** Paint a stroke's segments from point index `from` on; returns the union box they touched. */
+  /** Paint a stroke's segments from point index `from` on (and at readWidth into readGrey); returns the
+   * union box they touched in `grey`. */
   #paint(stroke, from) {
+    if (this._readWidth !== null) this.#paintInto(this.readGrey, stroke, from, this._readWidth);
+    return this.#paintInto(this.grey, stroke, from, stroke.width);
+  }
+
+  #paintInto(grey, stroke, from, width) {
     const pts = stroke.points;
     const boxes = [];
-    if (pts.length === 1) boxes.push(this.#segment(pts[0], pts[0], stroke.width));
-    for (let i = Math.max(1, from + 1); i < pts.length; i++) boxes.push(this.#segment(pts[i - 1], pts[i], stroke.width));
+    if (pts.length === 1) boxes.push(this.#segment(grey, pts[0], pts[0], width));
+    for (let i = Math.max(1, from + 1); i < pts.length; i++) boxes.push(this.#segment(grey, pts[i - 1], pts[i], width));
     const hit = boxes.filter(Boolean);
     if (!hit.length) return null;
     return [
@@ -148,8 +197,9 @@ export class DrawingPad {
 
   /** Repaint everything since the last clear. */
   redraw() {
-    const { grey, side } = this;
+    const { grey, readGrey, side } = this;
     grey.fill(0);
+    readGrey.fill(0);
     const start = this.history.findLastIndex((a) => a.kind === "clear") + 1;
     for (const action of this.history.slice(start)) {
       if (action.kind === "stroke") this.#paint(action, 0);
@@ -160,6 +210,7 @@ export class DrawingPad {
           const row = Math.floor((y * size) / side) * size;
           for (let x = 0; x < side; x++) grey[y * side + x] = pixels[row + Math.floor((x * size) / side)];
         }
+        readGrey.set(grey); // an image has no strokes to redraw: it is read as shown
       }
     }
     this.#show();
