@@ -239,10 +239,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="tfjs-bench-") as tmp:
         for quant in args.quantizations:
-            folder = export.export_artifact(
-                detector, Path(tmp) / f"bench-{quant}", cfg.nms, quant, version=f"bench-{quant}",
-                cfg=cfg.export, images=test.images, gt=(test.boxes, test.labels), source={"benchmark": True},
-            )  # fmt: skip
+            try:
+                folder = export.export_artifact(
+                    detector, Path(tmp) / f"bench-{quant}", cfg.nms, quant, version=f"bench-{quant}",
+                    cfg=cfg.export, images=test.images, gt=(test.boxes, test.labels),
+                    source={"benchmark": True},
+                )  # fmt: skip
+            except ValueError as exc:  # export refused it (parity): recorded, and the others still run
+                results["quantizations"][quant] = {"error": str(exc)}
+                print(f"{quant}: {exc}")
+                continue
             check = json.loads((folder / "manifest.json").read_text())["quantization"]
             if "python_tf_batch1" not in results:  # the SavedModel is float32 whatever the TF.js weights
                 results["python_tf_batch1"] = {

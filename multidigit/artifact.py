@@ -42,19 +42,45 @@ def _xyxy(tf, boxes):
     return x, y, x + w, y + h
 
 
+def _spread(tf, col, row):
+    """(K, M) float32 copies of a (K,) column and of an (M,) row.
+
+    By matmul with ones, which is exact (one product by 1 per element) and ~10 us in TF.js wasm, where a
+    comparison or min / max between broadcast shapes costs ~10x the same op on equal shapes (~0.4 ms at
+    9 x 625) and tf.where against a scalar adds a Tile as slow."""
+    col, row = tf.expand_dims(col, 1), tf.expand_dims(row, 0)
+    return tf.matmul(col, tf.ones_like(row)), tf.matmul(tf.ones_like(col), row)
+
+
+def _mask(tf, condition):
+    """A bool tensor as float32 0 / 1: `x * mask` is `tf.where(condition, x, 0)` for finite x."""
+    return tf.cast(condition, tf.float32)
+
+
+def _same_class(tf, a, b):
+    """(K, M) 1.0 where int labels a[i] == b[j]. By spread float labels, not one-hot rows: TF.js wasm's
+    float32 OneHot writes the integer 1's bits (1.4e-45), so their product read every pair as different."""
+    la, lb = _spread(tf, tf.cast(a, tf.float32), tf.cast(b, tf.float32))
+    return _mask(tf, tf.equal(la - lb, 0.0))
+
+
 def _overlaps(tf, a, b):
     """(K, M) IoU and intersection over the area of a[i], of xywh boxes (as boxes.iou_matrix)."""
-    # expand_dims, not t[:, None]: TF.js runs a new-axis StridedSlice far slower than a reshape
-    ax1, ay1, ax2, ay2 = (tf.expand_dims(t, 1) for t in _xyxy(tf, a))
-    bx1, by1, bx2, by2 = (tf.expand_dims(t, 0) for t in _xyxy(tf, b))
-    iw = tf.maximum(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1), 0.0)
-    ih = tf.maximum(tf.minimum(ay2, by2) - tf.maximum(ay1, by1), 0.0)
-    inter = iw * ih
+    (ax1, bx1), (ay1, by1), (ax2, bx2), (ay2, by2) = (
+        _spread(tf, p, q) for p, q in zip(_xyxy(tf, a), _xyxy(tf, b), strict=True)
+    )
+    inter = tf.nn.relu(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1))
+    inter *= tf.nn.relu(tf.minimum(ay2, by2) - tf.maximum(ay1, by1))
     area_a, area_b = (ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1)
     union = area_a + area_b - inter
-    iou = tf.where(union > 0, inter / tf.maximum(union, 1e-9), 0.0)
-    inside = tf.where(area_a > 0, inter / tf.maximum(area_a, 1e-9), 0.0)
-    return iou, inside
+    return _ratio(tf, inter, union), _ratio(tf, inter, area_a)
+
+
+def _ratio(tf, num, den):
+    """num / den where den > 0, else 0. The masked-out quotients are num / 1 (finite, so times 0 is 0): no
+    tiny epsilon, which float16 weight quantization would round to 0 (0 / 0 = NaN survives a mask)."""
+    positive = _mask(tf, den > 0)
+    return num / (den + (1.0 - positive)) * positive
 
 
 def _class_aware_nms(tf, boxes, scores, labels, valid, post: NmsParams):
@@ -65,7 +91,7 @@ def _class_aware_nms(tf, boxes, scores, labels, valid, post: NmsParams):
     corners = tf.stack([y1, x1, y1 + h, x1 + w], axis=1)  # [y1, x1, y2, x2] as tf.image wants
     # TF's NMS keeps scores strictly above its threshold; below-threshold slots get -1, so a -0.5
     # floor keeps exactly the slots with score >= the input threshold (numpy's rule).
-    masked = tf.where(valid, scores, -1.0)
+    masked = scores * _mask(tf, valid) + (_mask(tf, valid) - 1.0)  # -1 where invalid, no Tile
     keep, _ = tf.image.non_max_suppression_with_scores(
         corners, masked, post.max_detections, iou_threshold=post.iou_threshold, score_threshold=-0.5
     )
@@ -75,30 +101,33 @@ def _class_aware_nms(tf, boxes, scores, labels, valid, post: NmsParams):
 def _merge(tf, boxes, scores, labels, valid, keep, iou_threshold: float):
     """(K, 4) each kept box as the score-weighted mean of same-class candidates with IoU > threshold."""
     iou, _ = _overlaps(tf, tf.gather(boxes, keep), boxes)
-    same = tf.equal(tf.expand_dims(tf.gather(labels, keep), 1), tf.expand_dims(labels, 0))
-    vote = tf.logical_and(tf.logical_and(iou > iou_threshold, same), tf.expand_dims(valid, 0))
-    weight = tf.where(vote, tf.expand_dims(scores, 0), 0.0)
+    vote = _mask(tf, iou > iou_threshold) * _same_class(tf, tf.gather(labels, keep), labels)
+    weight = vote * tf.expand_dims(scores * _mask(tf, valid), 0)
     return tf.matmul(weight, boxes) / tf.reduce_sum(weight, axis=1, keepdims=True)
 
 
 def _round_half_up(tf, v):
-    return tf.cast(tf.floor(v + 0.5), tf.int32)
+    return tf.floor(v + 0.5)
 
 
 def _fit_low_edges(tf, idx, profile, lo, shrink, grow: int):
-    """(E,) new low edges of (E, S) bool ink-per-line profiles, as boxes._fit_edges moves `lo` (a high edge
-    is the low edge of the reversed profile); lo, shrink (E,) int32, idx (1, S) int32 line numbers."""
-    s, far = profile.shape[1], 1 << 20  # far: "no such line" for the masked min / max below
-    lo, shrink = tf.expand_dims(tf.clip_by_value(lo, 0, s - 1), 1), tf.expand_dims(shrink, 1)
-    on_ink = tf.reduce_any(tf.logical_and(profile, tf.equal(idx, lo)), axis=1, keepdims=True)
+    """(E,) new low edges of (E, S) 0 / 1 ink-per-line profiles, as boxes._fit_edges moves `lo` (a high
+    edge is the low edge of the reversed profile); lo, shrink (E,) and idx (S,) line numbers. Whole numbers
+    in float32 (exact below 2**24), masked maxima for TF.js wasm's fast paths."""
+    # far: "no such line" for the masked min / max below; 2**10, as float16 weight quantization keeps it
+    s, far = profile.shape[1], float(1 << 10)
+    lo = tf.clip_by_value(lo, 0.0, s - 1.0)
+    edge, line = _spread(tf, lo, idx)
+    on_ink = tf.reduce_max(profile * _mask(tf, tf.equal(line - edge, 0.0)), axis=1) > 0.5
     # an edge on ink may grow over the inked lines just outside it: back to the last empty one, within grow
-    outside = tf.logical_and(tf.logical_not(profile), tf.logical_and(idx >= lo - grow, idx < lo))
-    gap = tf.reduce_max(tf.where(outside, idx, -far), axis=1, keepdims=True)
-    start = tf.where(on_ink, tf.maximum(lo - grow, gap + 1), lo)
+    outside = (1.0 - profile) * _mask(tf, line - edge >= -grow) * _mask(tf, line - edge < 0.0)
+    gap = tf.reduce_max(outside * (line + far), axis=1) - far
+    start = tf.where(on_ink, tf.maximum(lo - grow, gap + 1.0), lo)
     # then the first inked line from there up to shrink lines inward, else the edge stays
-    window = tf.logical_and(profile, tf.logical_and(idx >= start, idx <= lo + shrink))
-    first = tf.reduce_min(tf.where(window, idx, far), axis=1, keepdims=True)
-    return tf.where(first >= far, lo, first)[:, 0]
+    (begin, _), (end, _) = _spread(tf, start, idx), _spread(tf, lo + shrink, idx)
+    window = profile * _mask(tf, line - begin >= 0.0) * _mask(tf, line - end <= 0.0)
+    first = far - tf.reduce_max(window * (far - line), axis=1)
+    return tf.where(first >= far, lo, first)
 
 
 def _fit_to_ink(tf, image, boxes, post: NmsParams):
@@ -107,42 +136,41 @@ def _fit_to_ink(tf, image, boxes, post: NmsParams):
     Every step runs on all edges at once (few, larger ops: the page's wasm backend pays per op)."""
     ink = tf.cast(image > 0.0, tf.float32)
     s = ink.shape[0]
-    idx = tf.expand_dims(tf.range(s), 0)
+    idx = tf.range(s, dtype=tf.float32)
     x, y, w, h = tf.unstack(boxes, axis=1)
     lo = _round_half_up(tf, tf.concat([x, y], 0))  # (2K,) c0 then r0
     hi = _round_half_up(tf, tf.concat([x + w, y + h], 0))  # (2K,) c1 then r1
     # (2K, S) any ink per column over the box's rows, then per row over its columns (exact 0/1 sums)
-    across = tf.concat(tf.split(tf.stack([lo, hi]), 2, axis=1)[::-1], axis=1)  # (2, 2K): rows then columns
-    band = tf.logical_and(
-        idx >= tf.expand_dims(across[0], 1), idx < tf.expand_dims(tf.maximum(across[1], across[0] + 1), 1)
-    )
-    band = tf.reshape(tf.cast(band, tf.float32), (2, -1, s))
+    first, last = _round_half_up(tf, tf.concat([y, x], 0)), _round_half_up(tf, tf.concat([y + h, x + w], 0))
+    start, line = _spread(tf, first, idx)
+    end, _ = _spread(tf, tf.maximum(last, first + 1), idx)
+    band = tf.reshape(_mask(tf, line - start >= 0.0) * _mask(tf, line - end < 0.0), (2, -1, s))
     counts = tf.reshape(tf.matmul(band, tf.stack([ink, tf.transpose(ink)])), (-1, s))
     # reversed as floats: TF.js wasm's Reverse of a bool tensor fails ("memory access out of bounds")
-    profile = tf.concat([counts, tf.reverse(counts, axis=[1])], 0) > 0.5
-    shrink = tf.maximum(_round_half_up(tf, post.ink_shrink * tf.concat([w, h], 0)), 1)
+    profile = _mask(tf, tf.concat([counts, tf.reverse(counts, axis=[1])], 0) > 0.5)
+    shrink = tf.maximum(_round_half_up(tf, post.ink_shrink * tf.concat([w, h], 0)), 1.0)
     edges = _fit_low_edges(
         tf, idx, profile,
-        tf.concat([lo, s - tf.clip_by_value(hi, 1, s)], 0), tf.concat([shrink, shrink], 0), post.ink_grow,
+        tf.concat([lo, s - tf.clip_by_value(hi, 1.0, s)], 0), tf.concat([shrink, shrink], 0), post.ink_grow,
     )  # fmt: skip
     new_lo, new_hi = tf.split(edges, 2)
     new_hi = s - new_hi
     (x0, y0), (x1, y1) = tf.split(new_lo, 2), tf.split(new_hi, 2)
-    fitted = tf.cast(tf.stack([x0, y0, x1 - x0, y1 - y0], axis=1), tf.float32)
-    keep = tf.expand_dims(tf.logical_and(x1 > x0, y1 > y0), 1)
-    return tf.where(keep, fitted, boxes)
+    keep = tf.expand_dims(_mask(tf, tf.logical_and(x1 > x0, y1 > y0)), 1)
+    # both terms exact (a product by 1 or 0 of a finite number): the fitted box, else the box as it was
+    return keep * tf.stack([x0, y0, x1 - x0, y1 - y0], axis=1) + (1.0 - keep) * boxes
 
 
 def _one_box_per_digit(tf, boxes, labels, post: NmsParams):
     """(K,) int32 shown, greedy in score order as boxes.one_box_per_digit, unrolled to max_detections."""
     k, limit = tf.shape(labels)[0], post.max_detections
     iou, inside = _overlaps(tf, boxes, boxes)
-    other = tf.not_equal(tf.expand_dims(labels, 1), tf.expand_dims(labels, 0))
-    hit = tf.logical_or(iou > post.agnostic_iou, inside > post.agnostic_containment)
+    other = 1.0 - _same_class(tf, labels, labels)
+    hit = _mask(tf, tf.logical_or(iou > post.agnostic_iou, inside > post.agnostic_containment))
     # conflict[i, j] = 1: box i is hidden if box j (better scored, j < i) is shown
-    index = tf.range(k)
-    earlier = tf.expand_dims(index, 0) < tf.expand_dims(index, 1)
-    conflict = tf.cast(tf.logical_and(tf.logical_and(hit, other), earlier), tf.float32)
+    rank = tf.cast(tf.range(k), tf.float32)
+    rank_i, rank_j = _spread(tf, rank, rank)
+    conflict = hit * other * _mask(tf, rank_j - rank_i < 0.0)
     conflict = tf.reshape(tf.pad(conflict, [[0, limit - k], [0, limit - k]]), (limit, limit))
     rows, eye = tf.unstack(conflict, axis=0), np.eye(limit, dtype=np.float32)
     shown = tf.ones((limit,))

@@ -207,15 +207,19 @@ def decode_raw(raw, stride: int, boxes_per_cell: int, peaks: bool = False):
     from keras import ops
 
     g = grid_size(stride)
-    offsets = ops.convert_to_tensor(cell_offsets(stride, boxes_per_cell))
-    anchors = ops.convert_to_tensor(anchor_sizes(boxes_per_cell)[:, None])  # (A, 1)
-    centre = offsets + offset_from_logit(raw[..., 1:3], ops) * float(stride)
-    size = ops.exp(ops.minimum(raw[..., 3:5], MAX_LOG_SIZE)) * anchors
-    objectness = ops.sigmoid(raw[..., 0])
-    objectness = (peak_objectness(objectness) if peaks else objectness)[..., None]
-    classes = ops.softmax(raw[..., 5:], axis=-1)
-    decoded = ops.concatenate([centre - size / 2, size, objectness, classes], axis=-1)
-    return ops.reshape(decoded, (-1, g * g * boxes_per_cell, 5 + NUM_CLASSES))
+    n = g * g * boxes_per_cell
+    # Sliced as (B, N, C): TF.js wasm cuts the last axis of the 5-D grid ~20x slower (1.4 ms a slice).
+    flat = ops.reshape(raw, (-1, n, raw.shape[-1]))
+    offsets = ops.convert_to_tensor(cell_offsets(stride, boxes_per_cell).reshape(n, 2))
+    anchors = ops.convert_to_tensor(np.tile(anchor_sizes(boxes_per_cell), g * g)[:, None])  # (N, 1)
+    centre = offsets + offset_from_logit(flat[..., 1:3], ops) * float(stride)
+    size = ops.exp(ops.minimum(flat[..., 3:5], MAX_LOG_SIZE)) * anchors
+    objectness = ops.sigmoid(flat[..., 0])
+    if peaks:
+        grid = ops.reshape(objectness, (-1, g, g, boxes_per_cell))
+        objectness = ops.reshape(peak_objectness(grid), (-1, n))
+    classes = ops.softmax(flat[..., 5:], axis=-1)
+    return ops.concatenate([centre - size / 2, size, objectness[..., None], classes], axis=-1)
 
 
 # ---------------------------------------------------------------- post-processing

@@ -19,6 +19,7 @@ a given in-memory detector to a version folder, no pipeline files (test fixtures
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -207,7 +208,14 @@ def detections_agree(a: boxes.Detections, b: boxes.Detections) -> tuple[bool, fl
     )
     if not same or len(a["labels"]) == 0:
         return same, 0.0, 0.0
-    return same, float(np.abs(a["boxes"] - b["boxes"]).max()), float(np.abs(a["scores"] - b["scores"]).max())
+    return same, _max_diff(a["boxes"], b["boxes"]), _max_diff(a["scores"], b["scores"])
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute difference; infinite when either side is not finite (NaN > tolerance is False, so a
+    NaN would pass as agreement: a float16 constant that overflowed once did)."""
+    diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return float(diff.max()) if np.isfinite(diff).all() else math.inf
 
 
 def parity_report(reference: list[boxes.Detections], converted: list[boxes.Detections]) -> dict[str, Any]:

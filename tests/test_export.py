@@ -191,6 +191,11 @@ def test_parity_failure_names_what_differs():
         report, ExportParams(quantization="none")
     )
     assert export.parity_failure(report, ExportParams(quantization="float16", quantized_mismatches=1)) is None
+    broken = {**a, "boxes": np.full((1, 4), np.nan, np.float32)}  # e.g. a constant float16 turned to inf
+    report = export.parity_report([a, a], [broken, a])
+    assert "max_abs_diff_boxes_px inf > tolerance 2.0" in export.parity_failure(
+        report, ExportParams(quantization="float16")
+    )
 
 
 def test_export_refuses_a_failed_gate(tmp_path, monkeypatch, params_dict):
@@ -371,10 +376,12 @@ def test_missing_and_unlisted_files_are_refused(exported, tmp_path):
 
 
 @pytest.mark.slow
-def test_quantization_shrinks_weights_and_a_tight_tolerance_fails_parity(detector, canvases, tmp_path):
+def test_quantization_shrinks_weights_keeps_float16_parity_and_a_tight_tolerance_fails(
+    detector, canvases, tmp_path
+):
     module = artifact.build_detector_fn(detector, POST)
     sizes = {}
-    for quant in ("none", "uint8"):
+    for quant in ("none", "float16", "uint8"):
         (tmp_path / quant).mkdir()
         export.convert_artifact(module, tmp_path / quant, quant)
         sizes[quant] = (tmp_path / quant / "group1-shard1of1.bin").stat().st_size
@@ -386,3 +393,6 @@ def test_quantization_shrinks_weights_and_a_tight_tolerance_fails_parity(detecto
     ):
         export.check_converted(module, tmp_path / "uint8", canvases, cfg, threshold)
     export.check_converted(module, tmp_path / "none", canvases, ExportParams(quantization="none"), threshold)
+    # float16 rounds the graph's constants too: one out of its range would turn boxes to NaN here
+    half = ExportParams(quantization="float16")
+    export.check_converted(module, tmp_path / "float16", canvases, half, threshold)

@@ -111,3 +111,24 @@ def test_inference_timings_come_from_the_benchmark_file(outputs):
     block = report.render_results(outputs)
     assert "| Python detector + NMS, batch 1, median | 3.46 ms |" in block
     assert "| Python detector + NMS, batch 256 | 812 canvases/s |" in block
+
+
+def test_export_table_shows_a_refused_quantization_and_a_backend_that_did_not_start(tmp_path):
+    _write(
+        tmp_path / "browser.json",
+        {
+            "quantizations": {
+                "float16": {
+                    "size_bytes": 2048,
+                    "map50_95_cost": 0.0001,
+                    "browser": {"wasm": {"p50_ms": 11.7, "p95_ms": 16.1}, "cpu": {"error": "SyntaxError"}},
+                },
+                "uint8": {"error": "parity: uint8 TF.js max_abs_diff_boxes_px 62 > tolerance 2.0"},
+            }
+        },
+    )
+    rows = report.export_rows(tmp_path)
+    assert rows == [
+        ["float16", "2", "0.0001", "11.7 / 16.1", "–", "–"],
+        ["uint8", "–", "export refused", "–", "–", "–"],
+    ]

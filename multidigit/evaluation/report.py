@@ -237,12 +237,11 @@ def export_rows(results_dir: Path) -> list[list[str]]:
     rows = []
     for quant, q in sorted(browser.get("quantizations", {}).items()):
         timings = q.get("browser", {})
-        latency = [
-            f"{timings[b]['p50_ms']:.1f} / {timings[b]['p95_ms']:.1f}" if b in timings else "–"
-            for b in BACKENDS
-        ]
+        timed = [timings.get(b, {}) for b in BACKENDS]  # a backend that failed to start has no times
+        latency = [f"{t['p50_ms']:.1f} / {t['p95_ms']:.1f}" if "p50_ms" in t else "–" for t in timed]
         size = q["size_bytes"] / 1024 if "size_bytes" in q else None
-        rows.append([quant, _fmt(size, ".0f"), _fmt(q.get("map50_95_cost"), ".4f"), *latency])
+        cost = "export refused" if "error" in q else _fmt(q.get("map50_95_cost"), ".4f")
+        rows.append([quant, _fmt(size, ".0f"), cost, *latency])
     return rows
 
 
