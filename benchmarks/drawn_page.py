@@ -4,6 +4,7 @@ scored beside the Python figure for the same canvases.
 
     python benchmarks/drawn_page.py [--models models] [--canvases 100] [--brushes 10,4,24]
     python benchmarks/drawn_page.py --synthetic   # strokes traced from MNIST test digits, no drawn split
+    python benchmarks/drawn_page.py --python-only --canvases 1000 --brushes recorded   # no browser
 
 For each brush b (an integer on the slider, or `recorded` = each canvas's own brush width):
 - the page: clear, set the brush slider to b, draw the canvas's strokes (400-px buffer coordinates) as
@@ -21,7 +22,9 @@ For each brush b (an integer on the slider, or `recorded` = each canvas's own br
 Figures per brush, page and Python: digit recall and precision (class-aware, IoU >= 0.5, the project's
 matching), sequence accuracy (the digits the page reads out, in reading order by web/js/reading.js,
 equal the drawn ones in the evaluation's reading order), and the share of canvases whose page bytes
-equal Python's. Writes benchmarks/results/drawn_page.json.
+equal Python's. Writes benchmarks/results/drawn_page.json. `--python-only` skips the browser and scores
+the Python figures alone (as the page reads, and as drawn), e.g. on the whole split at each canvas's own
+brush, into benchmarks/results/drawn_page_python.json.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from multidigit.atomic import save_json  # noqa: E402
 from multidigit.evaluation.drawn import read_digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "drawn_page.json"
+PYTHON_RESULTS = ROOT / "benchmarks" / "results" / "drawn_page_python.json"
 BUFFER = 400  # the page's drawing buffer side in pixels
 BRUSHES = ("10", "4", "24")  # the slider's default and its two ends
 DECIMALS = 4
@@ -299,23 +303,44 @@ def python_as_page(
     return images, dets, path
 
 
+def python_figures(
+    source: Any, drawings: list[DrawnCanvas], brush: str
+) -> tuple[dict, np.ndarray, list, list]:
+    """One brush's Python figures: as the page reads the strokes (`python`), and as drawn
+    (`python_as_drawn`); with the read canvases, the page-like detections and the truths scored on."""
+    widths = [c.brush if brush == "recorded" else float(brush) for c in drawings]
+    truths = [truth_at(c, w) for c, w in zip(drawings, widths, strict=True)]
+    boxes, labels = [t[1] for t in truths], [t[2] for t in truths]
+    read = read_brush(source)
+    read_images, python_dets, path = python_as_page(source, drawings, widths, read)
+    _, drawn_dets, _ = independent.detections_of(source, np.stack([t[0] for t in truths]))
+    figures = {
+        "brush": brush,
+        "read_brush": read,
+        "canvases": len(drawings),
+        "digits": int(sum(len(lab) for lab in labels)),
+        "python": {**score_listed(boxes, labels, python_dets), "path": path},
+        "python_as_drawn": score_listed(boxes, labels, drawn_dets),
+    }
+    return figures, read_images, python_dets, truths
+
+
 def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) -> dict[str, Any]:
     """Replay every drawing at one brush ("recorded" = each its own) in the page and in Python; score both.
 
     `python` is what the page does (read at the manifest's read_brush, boxes widened); `python_as_drawn`
     reads each canvas as drawn, at the brush itself: the detector's own robustness to the width."""
-    truths, page_dets, sent, page_seq, widths = [], [], [], [], []
+    page_dets, sent, page_seq = [], [], []
     start = time.perf_counter()
     for canvas in drawings:
-        width = canvas.brush if brush == "recorded" else float(brush)
-        widths.append(width)
-        truths.append(truth_at(canvas, width))
-        found, image, read = page.replay(canvas.all_strokes(), width)
+        found, image, read = page.replay(
+            canvas.all_strokes(), canvas.brush if brush == "recorded" else float(brush)
+        )
         page_dets.append(page_detections(found))
         sent.append(image)
         page_seq.append(read)
     page_s = time.perf_counter() - start
-    images = np.stack([t[0] for t in truths])
+    figures, read_images, python_dets, truths = python_figures(source, drawings, brush)
     checks = {}
     if brush == "recorded" and all(c.image is not None for c in drawings):  # our replay is the split's
         checks["replay_equals_split_image"] = _share(
@@ -324,19 +349,11 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
         checks["truth_equals_split_boxes"] = _share(
             np.array_equal(c.boxes, t[1]) for c, t in zip(drawings, truths, strict=True)
         )
-    read = read_brush(source)
-    read_images, python_dets, path = python_as_page(source, drawings, widths, read)
-    _, drawn_dets, _ = independent.detections_of(source, images)
     boxes, labels = [t[1] for t in truths], [t[2] for t in truths]
     python_seq = [read_digits(d["boxes"], d["labels"]) for d in python_dets]
     return {
-        "brush": brush,
-        "read_brush": read,
-        "canvases": len(drawings),
-        "digits": int(sum(len(lab) for lab in labels)),
+        **figures,
         "page": score_listed(boxes, labels, page_dets, page_seq),
-        "python": {**score_listed(boxes, labels, python_dets), "path": path},
-        "python_as_drawn": score_listed(boxes, labels, drawn_dets),
         "page_bytes_equal_python": _share(
             np.array_equal(a, b) for a, b in zip(sent, read_images, strict=True)
         ),
@@ -387,7 +404,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--mnist", type=Path, default=ROOT / "data" / "mnist", help="MNIST npz splits, for --make-split"
     )
     p.add_argument("--site", type=Path, default=ROOT, help="checkout whose page is served (default: this)")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--python-only", action="store_true", help="no browser: the Python figures alone")
+    p.add_argument(
+        "--out", type=Path, help=f"default {RESULTS.name} ({PYTHON_RESULTS.name} with --python-only)"
+    )
     return p.parse_args(argv)
 
 
@@ -405,6 +425,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         synthetic_drawn(args.canvases, args.seed) if args.synthetic else drawn_split(args.canvases, args.data)
     )
     source = independent.resolve_model(args.models, None, args.detector, None)
+    if args.python_only:
+        return python_only(args, source, drawings, brushes)
     if not Path(CHROMIUM).exists():
         raise FileNotFoundError(f"chromium: {CHROMIUM} not found; `make install-browser`")
     start = time.perf_counter()
@@ -432,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "page_errors": errors,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    save_json(args.out, result)
+    save_json(args.out or RESULTS, result)
     for r in runs:
         pg, py, dr = r["page"], r["python"], r["python_as_drawn"]
         print(
@@ -441,7 +463,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{py['sequence_accuracy']:.4f} | read as drawn {dr['sequence_accuracy']:.4f} "
             f"| bytes equal {r['page_bytes_equal_python']:.2f}"
         )
-    print(f"-> {independent.workspace_path(args.out)}")
+    print(f"-> {independent.workspace_path(args.out or RESULTS)}")
+    return result
+
+
+def python_only(args: argparse.Namespace, source: Any, drawings: list, brushes: list[str]) -> dict[str, Any]:
+    """`--python-only`: each brush's Python figures, no browser."""
+    runs = [python_figures(source, drawings, b)[0] for b in brushes]
+    result = {
+        "drawings": "synthetic (traced MNIST test digits)" if args.synthetic else "stage3 drawn split",
+        "model": {
+            "version_dir": independent.workspace_path(source.version_dir),
+            "threshold": source.threshold,
+        },
+        "brushes": {r["brush"]: r for r in runs},
+    }
+    out = args.out or PYTHON_RESULTS
+    save_json(out, result)
+    for r in runs:
+        py, dr = r["python"], r["python_as_drawn"]
+        print(
+            f"brush {r['brush']:>8}: as the page reads (brush {r['read_brush']}) recall {py['recall']:.4f} "
+            f"precision {py['precision']:.4f} sequence {py['sequence_accuracy']:.4f} | as drawn "
+            f"{dr['recall']:.4f} {dr['precision']:.4f} {dr['sequence_accuracy']:.4f}"
+        )
+    print(f"-> {independent.workspace_path(out)}")
     return result
 
 
