@@ -42,14 +42,18 @@ def _xyxy(tf, boxes):
     return x, y, x + w, y + h
 
 
-def _spread(tf, col, row):
-    """(K, M) float32 copies of a (K,) column and of an (M,) row.
+def _column(tf, col, row):
+    """(K, M) float32 copies of a (K,) column, one per entry of the (M,) `row`.
 
     By matmul with ones, which is exact (one product by 1 per element) and ~10 us in TF.js wasm, where a
     comparison or min / max between broadcast shapes costs ~10x the same op on equal shapes (~0.4 ms at
     9 x 625) and tf.where against a scalar adds a Tile as slow."""
-    col, row = tf.expand_dims(col, 1), tf.expand_dims(row, 0)
-    return tf.matmul(col, tf.ones_like(row)), tf.matmul(tf.ones_like(col), row)
+    return tf.matmul(tf.expand_dims(col, 1), tf.ones_like(tf.expand_dims(row, 0)))
+
+
+def _spread(tf, col, row):
+    """(K, M) float32 copies of a (K,) column and of an (M,) row (see `_column`)."""
+    return _column(tf, col, row), tf.matmul(tf.ones_like(tf.expand_dims(col, 1)), tf.expand_dims(row, 0))
 
 
 def _mask(tf, condition):
@@ -91,7 +95,8 @@ def _class_aware_nms(tf, boxes, scores, labels, valid, post: NmsParams):
     corners = tf.stack([y1, x1, y1 + h, x1 + w], axis=1)  # [y1, x1, y2, x2] as tf.image wants
     # TF's NMS keeps scores strictly above its threshold; below-threshold slots get -1, so a -0.5
     # floor keeps exactly the slots with score >= the input threshold (numpy's rule).
-    masked = scores * _mask(tf, valid) + (_mask(tf, valid) - 1.0)  # -1 where invalid, no Tile
+    on = _mask(tf, valid)
+    masked = scores * on + (on - 1.0)  # -1 where invalid, without tf.where's Tile
     keep, _ = tf.image.non_max_suppression_with_scores(
         corners, masked, post.max_detections, iou_threshold=post.iou_threshold, score_threshold=-0.5
     )
@@ -124,7 +129,7 @@ def _fit_low_edges(tf, idx, profile, lo, shrink, grow: int):
     gap = tf.reduce_max(outside * (line + far), axis=1) - far
     start = tf.where(on_ink, tf.maximum(lo - grow, gap + 1.0), lo)
     # then the first inked line from there up to shrink lines inward, else the edge stays
-    (begin, _), (end, _) = _spread(tf, start, idx), _spread(tf, lo + shrink, idx)
+    begin, end = _column(tf, start, idx), _column(tf, lo + shrink, idx)
     window = profile * _mask(tf, line - begin >= 0.0) * _mask(tf, line - end <= 0.0)
     first = far - tf.reduce_max(window * (far - line), axis=1)
     return tf.where(first >= far, lo, first)
@@ -138,12 +143,12 @@ def _fit_to_ink(tf, image, boxes, post: NmsParams):
     s = ink.shape[0]
     idx = tf.range(s, dtype=tf.float32)
     x, y, w, h = tf.unstack(boxes, axis=1)
-    lo = _round_half_up(tf, tf.concat([x, y], 0))  # (2K,) c0 then r0
-    hi = _round_half_up(tf, tf.concat([x + w, y + h], 0))  # (2K,) c1 then r1
+    c0, r0, c1, r1 = (_round_half_up(tf, v) for v in (x, y, x + w, y + h))
+    lo, hi = tf.concat([c0, r0], 0), tf.concat([c1, r1], 0)  # (2K,) the columns' edges, then the rows'
     # (2K, S) any ink per column over the box's rows, then per row over its columns (exact 0/1 sums)
-    first, last = _round_half_up(tf, tf.concat([y, x], 0)), _round_half_up(tf, tf.concat([y + h, x + w], 0))
+    first, last = tf.concat([r0, c0], 0), tf.concat([r1, c1], 0)
     start, line = _spread(tf, first, idx)
-    end, _ = _spread(tf, tf.maximum(last, first + 1), idx)
+    end = _column(tf, tf.maximum(last, first + 1), idx)
     band = tf.reshape(_mask(tf, line - start >= 0.0) * _mask(tf, line - end < 0.0), (2, -1, s))
     counts = tf.reshape(tf.matmul(band, tf.stack([ink, tf.transpose(ink)])), (-1, s))
     # reversed as floats: TF.js wasm's Reverse of a bool tensor fails ("memory access out of bounds")
