@@ -247,6 +247,12 @@ def test_page_with_a_model_loads_cleanly(browser, model_server):
     assert watch.page.locator("#banner").is_hidden()
     threshold = float(watch.page.input_value("#threshold"))
     assert threshold == pytest.approx(manifest["thresholds"]["score"], abs=0.01)
+    # the graph ran on its warm-up strokes before the page said ready, and they left nothing on the page
+    warmup_ms = watch.page.evaluate("multidigit.state.warmupMs")
+    assert isinstance(warmup_ms, int | float) and 0 < warmup_ms < 60_000
+    watch.idle()
+    assert watch.page.evaluate("multidigit.state.detections.length") == 0
+    assert watch.page.locator("#results li").count() == 0
     assert watch.errors == [] and watch.foreign == []
     watch.page.close()
 

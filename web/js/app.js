@@ -1,5 +1,5 @@
 // The drawing page: wires the pad, the champion detector (web/js/detector.js) and the controls.
-import { loadDetector } from "./detector.js";
+import { loadDetector, warmUp } from "./detector.js";
 import { DrawingPad } from "./drawing.js";
 import { decodePixels, reduceGrey, toModelInput } from "./preprocess.js";
 import { readingOrder } from "./reading.js";
@@ -15,6 +15,7 @@ const state = {
   manifest: null,
   canvas: null, // last reduced uint8 100 x 100 canvas
   detections: [],
+  warmupMs: null, // time the detector's warm-up runs took on load
   examples: null,
   exampleIndex: 0,
   requested: 0, // detections scheduled so far; `done` catches up when the last one has finished
@@ -175,7 +176,9 @@ async function loadModel(pad) {
   const calibrated = manifest.thresholds?.score; // calibrated on val by the evaluate stage
   if (typeof calibrated === "number") setThreshold(calibrated);
   $("backend").textContent = await pickBackend();
-  state.detector = await loadDetector(`/models/${manifest.version}/`);
+  const detector = await loadDetector(`/models/${manifest.version}/`);
+  state.warmupMs = await warmUp(detector); // before the first drawing, so it reads at the usual speed
+  state.detector = detector;
 }
 
 async function main() {
