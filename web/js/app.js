@@ -177,7 +177,10 @@ async function loadModel(pad) {
   if (typeof calibrated === "number") setThreshold(calibrated);
   $("backend").textContent = await pickBackend();
   const detector = await loadDetector(`/models/${manifest.version}/`);
-  state.warmupMs = await warmUp(detector); // before the first drawing, so it reads at the usual speed
+  // before the first drawing, so it reads at the usual speed; ?warmup=0 skips it (benchmarks/first_reading.py)
+  const asked = Number.parseInt(new URLSearchParams(location.search).get("warmup") ?? "", 10);
+  const runs = asked >= 0 ? asked : 2;
+  state.warmupMs = await warmUp(detector, runs);
   state.detector = detector;
 }
 

@@ -136,10 +136,10 @@ function warmUpPixels(side = 100) {
 }
 
 /**
- * Run the graph on a few strokes before anyone draws. wasm compiles its kernels lazily, so the page's first
- * reading took 65-92 ms against ~30 ms for the next ones (headless Chromium, 2 cores, 2026-12-04); after two
- * runs on strokes it takes 32-54 ms, for ~0.35 s more before the page is ready. A blank canvas warms less
- * (38-70 ms): with no boxes, NMS and the fit to ink run on empty tensors.
+ * Run the graph on a few strokes before anyone draws. wasm compiles its kernels lazily: without this the
+ * page's first reading took a median 83 ms against ~31 ms for the next ones, with two runs 36 ms, for
+ * 0.13 s more loading (benchmarks/first_reading.py, 2026-12-04). A blank canvas warms less (38-70 ms in a
+ * throw-away run): with no boxes, NMS and the fit to ink run on empty tensors.
  * @returns {Promise<number>} milliseconds spent
  */
 export async function warmUp(detector, runs = 2) {
