@@ -113,6 +113,20 @@ def test_inference_timings_come_from_the_benchmark_file(outputs):
     assert "| Python detector + NMS, batch 256 | 812 canvases/s |" in block
 
 
+def test_first_reading_row_comes_from_the_benchmark_file(outputs):
+    assert (
+        "| the page's first reading, median (without the warm-up) | – ms (– ms) |"
+        in report.render_results(outputs)
+    )
+    first = {
+        "warm-up (default)": {"first_reading_ms_median": 36.24},
+        "no warm-up": {"first_reading_ms_median": 82.8},
+    }
+    _write(outputs / "benchmarks/results/first_reading.json", first)
+    block = report.render_results(outputs)
+    assert "| the page's first reading, median (without the warm-up) | 36.2 ms (82.8 ms) |" in block
+
+
 def test_export_table_shows_a_refused_quantization_and_a_backend_that_did_not_start(tmp_path):
     _write(
         tmp_path / "browser.json",

@@ -200,6 +200,8 @@ def system_rows(results_dir: Path, models_dir: Path) -> list[list[str]]:
     pipeline = _read_json(results_dir / "pipeline.json")
     speed = _read_json(results_dir / "inference.json")
     tax = _read_json(results_dir / "stack_tax.json").get("adaptive (default)", {})
+    first = _read_json(results_dir / "first_reading.json")
+    warm, cold = first.get("warm-up (default)", {}), first.get("no warm-up", {})
     serving = pipeline.get("make_run_to_serving_seconds")
     rows = [
         ["`make run`, fresh clone to serving", f"{_fmt(serving, '.0f')} s"],
@@ -220,6 +222,11 @@ def system_rows(results_dir: Path, models_dir: Path) -> list[list[str]]:
         ["Python TF, batch 1, p50", f"{_fmt(browser.get('python_tf_batch1', {}).get('p50_ms'), '.2f')} ms"],
         ["Python detector + NMS, batch 1, median", f"{_fmt(speed.get('ms_batch1'), '.2f')} ms"],
         ["Python detector + NMS, batch 256", f"{_fmt(speed.get('canvases_per_s_b256'), '.0f')} canvases/s"],
+        [
+            "the page's first reading, median (without the warm-up)",
+            f"{_fmt(warm.get('first_reading_ms_median'), '.1f')} ms "
+            f"({_fmt(cold.get('first_reading_ms_median'), '.1f')} ms)",
+        ],
     ]
     rows.append(
         [
