@@ -124,6 +124,22 @@ def chromium_page(base_url: str) -> Iterator[Any]:
             browser.close()
 
 
+def press_and_wait_for_listing(page: Any, selector: str, timeout_s: float = 30.0) -> None:
+    """Click `selector` on the drawing page, then wait until a detection scheduled after the click has
+    finished and the page lists boxes. Polled from Python: the page's CSP forbids the eval behind
+    Playwright's in-page polling."""
+    since = page.evaluate("() => multidigit.state.requested")
+    page.click(selector)
+    state = "multidigit.state"
+    finished = f"{state}.requested > {since} && {state}.done === {state}.requested"
+    listed = f"() => {finished} && {state}.detections.length > 0"
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(listed):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the page listed nothing within {timeout_s:.0f} s of clicking {selector}")
+        page.wait_for_timeout(25)
+
+
 def load_in_page(page: Any, version: str, backend: str | None) -> dict[str, str]:
     """Load models/<version> with detector.js on `backend`; returns {"backend", "version"} as used."""
     return page.evaluate(LOAD_JS, {"url": f"/models/{version}/", "backend": backend})

@@ -20,24 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, serve_models  # noqa: E402
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, press_and_wait_for_listing, serve_models  # noqa: E402
 from multidigit.atomic import save_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "first_reading.json"
 ARMS = {"warm-up (default)": "/", "no warm-up": "/?warmup=0"}
-# A reading is finished when the page lists boxes and no detection is pending.
-DONE_JS = (
-    "() => multidigit.state.detections.length > 0 && multidigit.state.done === multidigit.state.requested"
-)
-
-
-def wait_done(page, timeout_s: float = 30.0) -> None:
-    """Poll from Python: the page's CSP forbids the eval behind Playwright's in-page polling."""
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(DONE_JS):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"first_reading: no reading within {timeout_s:.0f} s")
-        page.wait_for_timeout(20)
 
 
 def one_page(browser, url: str, presses: int) -> dict:
@@ -50,9 +37,7 @@ def one_page(browser, url: str, presses: int) -> dict:
     ready_s = time.monotonic() - start
     readings = []
     for _ in range(presses):
-        page.evaluate("() => { multidigit.state.detections = []; }")
-        page.click("#example")
-        wait_done(page)
+        press_and_wait_for_listing(page, "#example")
         readings.append(float(page.inner_text("#timing").split()[0]))
     warmup_ms = page.evaluate("() => multidigit.state.warmupMs")
     context.close()

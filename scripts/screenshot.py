@@ -10,26 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, serve_models
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, press_and_wait_for_listing, serve_models
 from multidigit.atomic import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _wait_for_detections(page, timeout_s: float = 30.0) -> None:
-    """Poll from Python: the page's CSP forbids the string eval that Playwright's in-page polling uses."""
-    state = "multidigit.state"
-    ready = f"() => ({state}.detections ?? []).length > 0 && {state}.done === {state}.requested"
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(ready):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"screenshot: no detections on the example canvas after {timeout_s:.0f} s")
-        page.wait_for_timeout(100)
 
 
 def main() -> int:
@@ -47,8 +35,7 @@ def main() -> int:
         page = browser.new_page(viewport={"width": 1000, "height": 760})
         page.goto(url + "/")
         page.wait_for_selector("body[data-ready]", state="attached", timeout=60_000)
-        page.click("#example")
-        _wait_for_detections(page)
+        press_and_wait_for_listing(page, "#example")
         with atomic_path(Path(args.out)) as tmp:
             tmp.write_bytes(page.screenshot(full_page=True))
         browser.close()

@@ -137,8 +137,8 @@ function warmUpPixels(side = 100) {
 
 /**
  * Run the graph on a few strokes before anyone draws. wasm compiles its kernels lazily: without this the
- * page's first reading took a median 83 ms against ~31 ms for the next ones, with two runs 36 ms, for
- * 0.13 s more loading (benchmarks/first_reading.py, 2026-12-04). A blank canvas warms less (38-70 ms in a
+ * page's first reading took a median 83-96 ms against ~30 ms for the next ones, with two runs 36-40 ms, for
+ * 0.13-0.23 s more loading (benchmarks/first_reading.py, 2026-12-04). A blank canvas warms less (38-70 ms in a
  * throw-away run): with no boxes, NMS and the fit to ink run on empty tensors.
  * @returns {Promise<number>} milliseconds spent
  */
