@@ -303,12 +303,17 @@ def python_as_page(
     return images, dets, path
 
 
+def width_of(canvas: DrawnCanvas, brush: str) -> float:
+    """The width a canvas is drawn at for one brush of the run: its own ("recorded") or the slider's."""
+    return canvas.brush if brush == "recorded" else float(brush)
+
+
 def python_figures(
     source: Any, drawings: list[DrawnCanvas], brush: str
 ) -> tuple[dict, np.ndarray, list, list]:
     """One brush's Python figures: as the page reads the strokes (`python`), and as drawn
     (`python_as_drawn`); with the read canvases, the page-like detections and the truths scored on."""
-    widths = [c.brush if brush == "recorded" else float(brush) for c in drawings]
+    widths = [width_of(c, brush) for c in drawings]
     truths = [truth_at(c, w) for c, w in zip(drawings, widths, strict=True)]
     boxes, labels = [t[1] for t in truths], [t[2] for t in truths]
     read = read_brush(source)
@@ -333,9 +338,7 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
     page_dets, sent, page_seq = [], [], []
     start = time.perf_counter()
     for canvas in drawings:
-        found, image, read = page.replay(
-            canvas.all_strokes(), canvas.brush if brush == "recorded" else float(brush)
-        )
+        found, image, read = page.replay(canvas.all_strokes(), width_of(canvas, brush))
         page_dets.append(page_detections(found))
         sent.append(image)
         page_seq.append(read)
