@@ -232,6 +232,13 @@ def parity_report(reference: list[boxes.Detections], converted: list[boxes.Detec
     }
 
 
+def read_height_of(cfg: ExportParams) -> dict[str, Any] | None:
+    """The manifest's input.read_height: what the page's second look reads at (multidigit/rescale.py)."""
+    if cfg.read_height is None:
+        return None
+    return {"height": cfg.read_height, "band": list(cfg.read_band)}
+
+
 def parity_tolerances(cfg: ExportParams) -> dict[str, float]:
     """The limits `parity_failure` applies, keyed by the report entry they bound."""
     if cfg.quantization == "none":
@@ -349,6 +356,7 @@ def export_artifact(
         manifest = build_manifest(
             tmp, version=version, grid=grid_info(detector), thresholds=thresholds, metrics=metrics,
             quantization={"dtype": quantization, **check}, source=source or {}, read_brush=cfg.read_brush,
+            read_height=read_height_of(cfg),
         )  # fmt: skip
         save_json(tmp / MANIFEST_NAME, manifest)
     return Path(out_dir)

@@ -73,6 +73,7 @@ def build_manifest(
     quantization: dict[str, Any],
     source: dict[str, Any],
     read_brush: float | None = None,
+    read_height: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a converted model folder (the files must already be written).
 
@@ -88,6 +89,7 @@ def build_manifest(
         source: where the model came from (Keras path and its sha256).
         read_brush: the brush width (400-px buffer px) a page renders drawn strokes at for this model;
             None: at the width they were drawn with.
+        read_height: {"height", "band"} of the page's second look (multidigit/rescale.py); None: none.
     Returns:
         The manifest as a JSON-ready dict.
     """
@@ -103,6 +105,7 @@ def build_manifest(
             "range": [0.0, 1.0],
             "polarity": "white-on-black",
             "read_brush": read_brush,
+            "read_height": read_height,
         },
         "classes": list(CLASS_NAMES),
         "grid": grid,

@@ -270,6 +270,18 @@ class ExportParams(Block):
     # The brush width (400-px buffer px) the page renders a drawing's strokes at for the detector, whatever
     # the slider shows (README "The page and the service"); None: read at the width drawn.
     read_brush: PosFloat | None = 12.0
+    # The page's second look (multidigit/rescale.py): when the median height of the digits it listed lies
+    # outside read_band (canvas px), it reads the strokes again scaled so that it becomes read_height;
+    # None: it reads once.
+    read_height: PosFloat | None = 30.0
+    read_band: tuple[PosFloat, PosFloat] = (24.0, 38.0)
+
+    @model_validator(mode="after")
+    def _read_height_needs_read_brush(self) -> ExportParams:
+        _check_range(*self.read_band, "read_band")
+        if self.read_height is not None and self.read_brush is None:
+            raise ValueError("read_height: the second look draws strokes at read_brush; set it, or null both")
+        return self
 
 
 class MlflowParams(Block):

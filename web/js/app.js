@@ -3,6 +3,7 @@ import { loadDetector, warmUp } from "./detector.js";
 import { DrawingPad } from "./drawing.js";
 import { decodePixels, reduceGrey, toModelInput } from "./preprocess.js";
 import { readingOrder } from "./reading.js";
+import { boxesBack, planRescale, scaledLines } from "./rescale.js";
 
 const DEBOUNCE_MS = 150;
 const SCALE = 4; // buffer pixels per model pixel (400 / 100)
@@ -14,6 +15,7 @@ const state = {
   detector: null,
   manifest: null,
   canvas: null, // last reduced uint8 100 x 100 canvas
+  rescale: null, // the last second look: {scale, centre, to, canvas} (web/js/rescale.js), or null
   detections: [],
   warmupMs: null, // time the detector's warm-up runs took on load
   examples: null,
@@ -101,17 +103,35 @@ async function detectNow(pad) {
   }
 }
 
+/** The second look's plan for what the first reading found, or null (web/js/rescale.js). */
+function planSecondLook(pad, found) {
+  const readHeight = state.manifest?.input?.read_height;
+  // an example image has no strokes to redraw; a drawing read as drawn has no one width to redraw at
+  if (!readHeight || pad.readWidth === null || pad.hasImage || !found.length) return null;
+  const lines = pad.strokes.map((s) => s.points);
+  return planRescale(lines, found.map((d) => d.h), readHeight, pad.readWidth, pad.side);
+}
+
 async function runDetection(pad) {
   // What the detector reads: the strokes at the manifest's read_brush (or as drawn), reduced.
   state.canvas = reduceGrey(pad.modelGrey, pad.side);
+  state.rescale = null;
   if (!state.detector) return;
-  const threshold = Number($("threshold").value);
+  const options = { scoreThreshold: Number($("threshold").value) };
   const t0 = performance.now();
-  const found = pad.isEmpty ? [] : await state.detector.detect(toModelInput(state.canvas), { scoreThreshold: threshold });
+  let found = pad.isEmpty ? [] : await state.detector.detect(toModelInput(state.canvas), options);
+  const plan = planSecondLook(pad, found);
+  if (plan) {
+    // digits far from the height the detector reads best: read the strokes again at that height
+    const lines = scaledLines(pad.strokes.map((s) => s.points), plan);
+    const canvas = reduceGrey(pad.paintLines(lines, pad.readWidth), pad.side);
+    state.rescale = { ...plan, canvas };
+    found = boxesBack(await state.detector.detect(toModelInput(canvas), options), plan, pad.readWidth, pad.side);
+  }
   const ms = performance.now() - t0;
   const detections = pad.widen(found); // boxes around the strokes as shown, at the widths drawn
   state.detections = detections;
-  $("timing").textContent = `${ms.toFixed(1)} ms`;
+  $("timing").textContent = plan ? `${ms.toFixed(1)} ms (read twice)` : `${ms.toFixed(1)} ms`;
   drawBoxes(detections);
   listResults(detections);
 }
@@ -204,6 +224,7 @@ function report(err) {
 globalThis.multidigit = {
   state,
   canvasBytes: () => Array.from(state.canvas ?? []),
+  rescaledBytes: () => Array.from(state.rescale?.canvas ?? []), // the second look's canvas, if any
   readingOrder, // tests check it orders boxes as multidigit/evaluation/drawn.py does
 };
 

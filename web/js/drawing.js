@@ -74,6 +74,12 @@ export class DrawingPad {
     });
   }
 
+  /** Whether an example image is shown (it has no strokes to redraw). */
+  get hasImage() {
+    const start = this.history.findLastIndex((a) => a.kind === "clear") + 1;
+    return this.history.slice(start).some((a) => a.kind === "image");
+  }
+
   get isEmpty() {
     const last = this.history.findLastIndex((a) => a.kind === "clear");
     return this.history.length - 1 === last;
@@ -86,6 +92,14 @@ export class DrawingPad {
       .slice(start)
       .filter((a) => a.kind === "stroke")
       .map(({ width, points }) => ({ width, points }));
+  }
+
+  /** A new grey buffer holding `lines` ([[x, y], ...] in buffer px) painted at `width` (the page's second
+   * look, web/js/rescale.js). */
+  paintLines(lines, width) {
+    const grey = new Uint8Array(this.side * this.side);
+    for (const points of lines) this.#paintInto(grey, { points }, 0, width);
+    return grey;
   }
 
   #point(e) {
