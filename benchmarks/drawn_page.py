@@ -12,9 +12,10 @@ For each brush b (an integer on the slider, or `recorded` = each canvas's own br
   page lists, at the manifest's threshold) and the reduced canvas it sent to the model;
 - Python, as the page does it: the same strokes through `multidigit.strokes.render_strokes` at the
   manifest's `input.read_brush` (the width the page reads strokes at, whatever its slider shows; at b
-  when it has none) and `reduce_drawing`, the same detector (`independent.detections_of`: the artifact,
-  else Keras + numpy NMS) shown at the same threshold, and its boxes moved to width b
-  (`strokes.widen_boxes`);
+  when it has none) and `reduce_drawing`, read again rescaled where the manifest's `input.read_height`
+  asks (`rescale.read_drawings`, the page's second look), the same detector
+  (`independent.detections_of`: the artifact, else Keras + numpy NMS) shown at the same threshold, and
+  its boxes moved to width b (`strokes.widen_boxes`);
 - Python, read as drawn: the canvas rendered at b itself (at b = recorded, the split's own image) and
   the same detector: what the detector makes of width b, beside what the page shows.
 - truth: each digit's strokes rendered alone at b, reduced, boxed tight; labels from the split.
@@ -209,6 +210,7 @@ class Page:
 
     def __init__(self, browser: Any, url: str, need_model: bool = True):
         self.errors: list[str] = []
+        self.read_twice: list[bool] = []  # per replay: the page's second look read the drawing again
         self.page = browser.new_page(viewport={"width": 1000, "height": 760})
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(url + "/")
@@ -237,6 +239,7 @@ class Page:
         self.idle()
         found = self.page.evaluate("multidigit.state.detections")
         sent = np.array(self.page.evaluate("multidigit.canvasBytes()"), np.uint8).reshape(100, 100)
+        self.read_twice.append(bool(self.page.evaluate("Boolean(multidigit.state.rescale)")))
         return found, sent, tuple(int(c) for c in self.page.text_content("#reading"))
 
     def threshold(self) -> float:
@@ -277,30 +280,41 @@ def _share(flags) -> float:
     return round(float(np.mean(list(flags))), DECIMALS)
 
 
-def read_brush(source: Any) -> float | None:
-    """The brush width the version's page reads strokes at (manifest input.read_brush); None: as drawn."""
+def read_input(source: Any) -> dict[str, Any]:
+    """How the version's page reads strokes (manifest input): `read_brush`, the width it renders them at
+    whatever its slider shows (None: as drawn), and `read_height`, its second look (None: none)."""
     from multidigit.manifest import read_manifest
 
-    return read_manifest(source.version_dir)["input"].get("read_brush") if source.version_dir else None
+    spec = read_manifest(source.version_dir)["input"] if source.version_dir else {}
+    return {"read_brush": spec.get("read_brush"), "read_height": spec.get("read_height")}
 
 
 def python_as_page(
-    source: Any, drawings: list[DrawnCanvas], widths: list[float], read: float | None
+    source: Any, drawings: list[DrawnCanvas], widths: list[float], read: dict[str, Any]
 ) -> tuple[np.ndarray, list[dict], str]:
-    """What the page does, in Python: each drawing's strokes rendered at `read` (else at its width) and
-    reduced, the detector's shown boxes, moved to the width drawn (`strokes.widen_boxes`)."""
-    from multidigit.strokes import reduce_drawing, render_strokes, widen_boxes
+    """What the page does, in Python: each drawing's strokes rendered at the read brush (else at its width)
+    and reduced, the detector's shown boxes, read again rescaled where the second look asks
+    (`rescale.read_drawings`) and moved to the width drawn."""
+    from multidigit.rescale import read_drawings
+    from multidigit.strokes import reduce_drawing, render_strokes
 
-    images = np.stack([
-        reduce_drawing(render_strokes(c.all_strokes(), w if read is None else read, BUFFER))
-        for c, w in zip(drawings, widths, strict=True)
-    ])  # fmt: skip
-    _, dets, path = independent.detections_of(source, images)
-    if read is not None:
-        for d, c, w in zip(dets, drawings, widths, strict=True):
-            lines = c.all_strokes()
-            d["boxes"] = widen_boxes(d["boxes"], lines, [w] * len(lines), read).astype(np.float32)
-    return images, dets, path
+    if read["read_brush"] is None:
+        pairs = zip(drawings, widths, strict=True)
+        images = np.stack([reduce_drawing(render_strokes(c.all_strokes(), w, BUFFER)) for c, w in pairs])
+        _, dets, path = independent.detections_of(source, images)
+        return images, dets, path
+    paths = []
+
+    def detect(images: np.ndarray) -> list[dict]:
+        _, shown, path = independent.detections_of(source, images)
+        paths.append(path)
+        return shown
+
+    second = read["read_height"]
+    second = None if second is None else (second["height"], tuple(second["band"]))
+    lines = [(c.all_strokes(), [w] * len(c.all_strokes())) for c, w in zip(drawings, widths, strict=True)]
+    images, dets, _ = read_drawings(detect, lines, read["read_brush"], second, BUFFER)
+    return images, dets, paths[0]
 
 
 def width_of(canvas: DrawnCanvas, brush: str) -> float:
@@ -316,17 +330,20 @@ def python_figures(
     widths = [width_of(c, brush) for c in drawings]
     truths = [truth_at(c, w) for c, w in zip(drawings, widths, strict=True)]
     boxes, labels = [t[1] for t in truths], [t[2] for t in truths]
-    read = read_brush(source)
+    read = read_input(source)
     read_images, python_dets, path = python_as_page(source, drawings, widths, read)
     _, drawn_dets, _ = independent.detections_of(source, np.stack([t[0] for t in truths]))
     figures = {
         "brush": brush,
-        "read_brush": read,
+        **read,
         "canvases": len(drawings),
         "digits": int(sum(len(lab) for lab in labels)),
         "python": {**score_listed(boxes, labels, python_dets), "path": path},
         "python_as_drawn": score_listed(boxes, labels, drawn_dets),
     }
+    if read["read_height"] is not None:  # what the second look buys: the same, read once
+        once = python_as_page(source, drawings, widths, {**read, "read_height": None})[1]
+        figures["python_read_once"] = score_listed(boxes, labels, once)
     return figures, read_images, python_dets, truths
 
 
@@ -336,6 +353,7 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
     `python` is what the page does (read at the manifest's read_brush, boxes widened); `python_as_drawn`
     reads each canvas as drawn, at the brush itself: the detector's own robustness to the width."""
     page_dets, sent, page_seq = [], [], []
+    page.read_twice.clear()
     start = time.perf_counter()
     for canvas in drawings:
         found, image, read = page.replay(canvas.all_strokes(), width_of(canvas, brush))
@@ -366,6 +384,7 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
             max(np.abs(a.astype(int) - b).max() for a, b in zip(sent, read_images, strict=True))
         ),
         "page_lists_python": _share(a == b for a, b in zip(page_seq, python_seq, strict=True)),
+        "page_read_twice": _share(page.read_twice),
         "page_seconds_per_canvas": round(page_s / max(len(drawings), 1), 3),
         **checks,
     }
@@ -485,11 +504,14 @@ def python_only(args: argparse.Namespace, source: Any, drawings: list, brushes: 
     save_json(out, result)
     for r in runs:
         py, dr = r["python"], r["python_as_drawn"]
+        once = r.get("python_read_once")
         print(
             f"brush {r['brush']:>8}: as the page reads (brush {r['read_brush']}) recall {py['recall']:.4f} "
             f"precision {py['precision']:.4f} sequence {py['sequence_accuracy']:.4f} | as drawn "
             f"{dr['recall']:.4f} {dr['precision']:.4f} {dr['sequence_accuracy']:.4f}"
-        )
+            + (f" | read once {once['recall']:.4f} {once['precision']:.4f} {once['sequence_accuracy']:.4f}"
+               if once else "")
+        )  # fmt: skip
     print(f"-> {independent.workspace_path(out)}")
     return result
 

@@ -141,7 +141,8 @@ def read_drawings(
     plans: list[Rescale | None] = [None] * len(drawings)
     if read_height is not None:
         for i, ((lines, _), d) in enumerate(zip(drawings, found, strict=True)):
-            heights = np.asarray(d["boxes"], np.float64)[np.asarray(d["shown"], bool), 3].tolist()
+            listed = np.asarray(d.get("shown", np.ones(len(d["boxes"]), bool)), bool)  # unmarked: all
+            heights = np.asarray(d["boxes"], np.float64).reshape(-1, 4)[listed, 3].tolist()
             plans[i] = plan_rescale(lines, heights, *read_height, read_brush, side)
     todo = [i for i, p in enumerate(plans) if p is not None]
     if todo:

@@ -28,10 +28,12 @@ import pytest
 
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.drawn_page import draw_strokes, wait_idle
+from multidigit import rescale
 from multidigit.constants import DIGIT_SIZE
 from multidigit.evaluation.drawn import reading_order
 from multidigit.mnist import read_split
-from multidigit.strokes import digit_strokes, reduce_drawing, render_strokes, widen_boxes
+from multidigit.rescale import read_drawings
+from multidigit.strokes import digit_strokes, reduce_drawing, render_strokes
 from services.drawing import png_to_canvas
 from services.liveserver import ROOT, live_server
 
@@ -215,6 +217,48 @@ def test_page_reads_boxes_in_the_evaluations_reading_order(browser, bare_server)
     watch.page.close()
 
 
+MIRROR_JS = """async ([lines, heights, readHeight, brush]) => {
+  const m = await import('/js/rescale.js');
+  const { reduceGrey } = await import('/js/preprocess.js');
+  const plan = m.planRescale(lines, heights, readHeight, brush, 400);
+  if (!plan) return null;
+  const moved = m.scaledLines(lines, plan);
+  const bytes = Array.from(reduceGrey(multidigit.pad.paintLines(moved, brush), 400));
+  const boxes = [{x: 10.25, y: 20.5, w: 30, h: 40.125}, {x: 0, y: 0, w: 100, h: 100}];
+  return { plan, moved, bytes, back: m.boxesBack(boxes, plan, brush, 400).map((d) => [d.x, d.y, d.w, d.h]) };
+}"""
+
+
+def test_the_pages_second_look_plans_scales_and_maps_back_as_python_does(browser, bare_server, mnist_data):
+    """web/js/rescale.js and the pad's `paintLines` against multidigit/rescale.py on drawings of MNIST test
+    digits at several sizes and listed heights: the same plan, the same points to the bit, the same
+    second canvas byte for byte, the same boxes mapped back."""
+    watch = PageWatch(browser, bare_server[0])
+    rng = np.random.default_rng(3)
+    read_height, brush, planned = {"height": 30.0, "band": [24.0, 38.0]}, 12.0, 0
+    for strokes in drawings(mnist_data):
+        for size in (0.4, 1.0, 2.5):
+            lines = [(s - 50) * size * 4 + 200 for s in strokes]  # buffer px, about the buffer's centre
+            lines = [np.clip(line, 0, 399) for line in lines]
+            heights = rng.uniform(8, 70, rng.integers(1, 5)).astype(np.float32).tolist()
+            got = watch.page.evaluate(MIRROR_JS, [[a.tolist() for a in lines], heights, read_height, brush])
+            plan = rescale.plan_rescale(lines, heights, 30.0, (24.0, 38.0), brush)
+            assert (got is None) == (plan is None), (got, plan)
+            if plan is None:
+                continue
+            planned += 1
+            assert (got["plan"]["scale"], tuple(got["plan"]["centre"]), tuple(got["plan"]["to"])) == (
+                plan.scale, plan.centre, plan.to,
+            )  # fmt: skip
+            moved = rescale.scaled_lines(lines, plan)
+            assert all(np.array_equal(np.array(a), b) for a, b in zip(got["moved"], moved, strict=True))
+            assert np.array_equal(got["bytes"], reduce_drawing(render_strokes(moved, brush, 400)).ravel())
+            boxes = np.array([[10.25, 20.5, 30, 40.125], [0, 0, 100, 100]])
+            assert np.array_equal(np.array(got["back"]), rescale.boxes_back(boxes, plan, brush))
+    assert planned >= 3  # the drawings were planned at several scales, not all left to the first reading
+    watch.page.close()
+
+
 def test_example_button_shows_a_real_test_canvas_exactly(browser, bare_server):
     examples = json.load(urllib.request.urlopen(bare_server[0] + "/api/examples"))
     watch = PageWatch(browser, bare_server[0])
@@ -258,25 +302,55 @@ def test_page_with_a_model_loads_cleanly(browser, model_server):
 
 
 def python_detections(
-    version_dir: Path, canvases: np.ndarray, threshold: float, recorded: list, read_brush: float | None
-) -> list[dict]:
+    version_dir: Path, canvases: np.ndarray, threshold: float, recorded: list, read: dict
+) -> tuple[list[list[dict]], list]:
     """Shown detections of the version's TF.js graph run in Python (the graph the page runs, weights
-    dequantized) on uint8 (B, 100, 100) read canvases, boxes moved to the strokes' drawn widths (`recorded`:
-    (polylines, widths) per canvas) when read at `read_brush`, as the page's dicts, in reading order."""
+    dequantized), as the page's dicts in reading order, with the second look's plan per drawing.
+
+    `recorded`: (polylines, widths) per drawing; `canvases`: the page's read canvases. With the manifest's
+    `read` (its input block) naming a read_brush, the strokes are read as the page reads them
+    (`rescale.read_drawings`: at that brush, again rescaled where input.read_height asks, boxes moved to
+    the widths drawn); else the page's canvases are read as drawn."""
     from multidigit.artifact import detect_canvases, shown_only
     from multidigit.export import load_tfjs_graph
 
+    graph = load_tfjs_graph(version_dir)
+
+    def detect(images: np.ndarray) -> list[dict]:
+        return detect_canvases(graph, images, threshold)
+
+    if read.get("read_brush") is None:
+        dets, plans = detect(canvases), [None] * len(canvases)
+    else:
+        second = read.get("read_height")
+        second = None if second is None else (second["height"], tuple(second["band"]))
+        _, dets, plans = read_drawings(detect, recorded, read["read_brush"], second)
     out = []
-    dets = detect_canvases(load_tfjs_graph(version_dir), canvases, threshold)
-    for det, (points, widths) in zip(dets, recorded, strict=True):
+    for det in dets:
         shown = shown_only(det)
-        boxes = shown["boxes"]
-        if read_brush is not None:
-            boxes = widen_boxes(boxes, points, widths, read_brush)
-        rows = zip(boxes.tolist(), shown["labels"].tolist(), shown["scores"].tolist(), strict=True)
+        rows = zip(shown["boxes"].tolist(), shown["labels"].tolist(), shown["scores"].tolist(), strict=True)
         found = [{"x": b[0], "y": b[1], "w": b[2], "h": b[3], "label": c, "score": p} for b, c, p in rows]
-        out.append([found[i] for i in reading_order(boxes)])
-    return out
+        out.append([found[i] for i in reading_order(shown["boxes"])])
+    return out, plans
+
+
+def assert_lists_agree(pages: list[list[dict]], expected: list[list[dict]]) -> None:
+    """The page's listed detections equal Python's, label for label, boxes and scores within tolerance."""
+    for page, python in zip(pages, expected, strict=True):
+        assert [d["label"] for d in page] == [d["label"] for d in python], (page, python)
+        for p, q in zip(page, python, strict=True):  # wasm vs TensorFlow arithmetic on the same graph
+            assert max(abs(p[k] - q[k]) for k in ("x", "y", "w", "h", "score")) < PAGE_TOLERANCE, (p, q)
+
+
+def page_listing(watch: PageWatch) -> list[dict]:
+    """What the page lists, in reading order, after checking the list and the read-out show it so."""
+    found = watch.page.evaluate("multidigit.state.detections")
+    boxes = np.array([[d[k] for k in "xywh"] for d in found], np.float64).reshape(-1, 4)
+    listing = [found[i] for i in reading_order(boxes)]
+    listed = watch.page.eval_on_selector_all("#results li", "els => els.map((e) => +e.dataset.label)")
+    assert listed == [d["label"] for d in listing]  # the list shows the detections in reading order
+    assert watch.page.text_content("#reading") == "".join(str(d["label"]) for d in listing)
+    return listing
 
 
 def test_page_lists_what_the_python_artifact_finds_on_drawings_of_every_class(
@@ -298,21 +372,46 @@ def test_page_lists_what_the_python_artifact_finds_on_drawings_of_every_class(
         read = watch.replayed(read_brush)
         assert np.array_equal(canvases[-1], read), f"the read canvas differs at brush {brush}"
         recorded.append(watch.recorded())
-        found = watch.page.evaluate("multidigit.state.detections")
-        boxes = np.array([[d[k] for k in "xywh"] for d in found], np.float64).reshape(-1, 4)
-        pages.append([found[i] for i in reading_order(boxes)])
-        listed = watch.page.eval_on_selector_all("#results li", "els => els.map((e) => +e.dataset.label)")
-        assert listed == [d["label"] for d in pages[-1]]  # the list shows the detections in reading order
-        assert watch.page.text_content("#reading") == "".join(str(d["label"]) for d in pages[-1])
+        pages.append(page_listing(watch))
     ARTIFACTS.mkdir(exist_ok=True)
     watch.page.screenshot(path=str(ARTIFACTS / "page_drawing.png"), full_page=True)
     version = models_dir / manifest["version"]
-    expected = python_detections(version, np.stack(canvases), threshold, recorded, read_brush)
+    expected, _ = python_detections(version, np.stack(canvases), threshold, recorded, manifest["input"])
     assert sum(map(len, pages)) > 0  # ten drawn digits and nothing listed would check no wiring
-    for page, python in zip(pages, expected, strict=True):
-        assert [d["label"] for d in page] == [d["label"] for d in python], (page, python)
-        for p, q in zip(page, python, strict=True):  # wasm vs TensorFlow arithmetic on the same graph
-            assert max(abs(p[k] - q[k]) for k in ("x", "y", "w", "h", "score")) < PAGE_TOLERANCE, (p, q)
+    assert_lists_agree(pages, expected)
     assert "ms" in watch.page.text_content("#timing")
+    assert watch.errors == [] and watch.foreign == []
+    watch.page.close()
+
+
+def test_page_reads_small_digits_again_rescaled_as_python_does(browser, model_server, models_dir, mnist_data):
+    """Digits drawn small and close together: the first reading lists boxes below the manifest's
+    read_height band, so the page redraws the strokes larger (web/js/rescale.js), reads them again and
+    lists what Python's `rescale.read_drawings` lists, with the same plan and the same second canvas."""
+    watch = PageWatch(browser, model_server)
+    manifest = json.load(urllib.request.urlopen(model_server + "/api/model"))
+    assert manifest["input"].get("read_height"), "the exported version has no second look"
+    threshold = float(watch.page.input_value("#threshold"))
+    images, labels = read_split("test", mnist_data)
+    small = [DIGIT_SCALE * 0.6 * s + np.array([25.0 + 14 * k, 40.0])
+             for k, cls in enumerate((2, 5, 8))
+             for s in digit_strokes(images[np.flatnonzero(labels == cls)[3]])]  # fmt: skip
+    watch.set_brush(10)
+    watch.draw(small)
+    recorded = watch.recorded()
+    version = models_dir / manifest["version"]
+    read = watch.canvas_pair()[0][None]
+    expected, plans = python_detections(version, read, threshold, [recorded], manifest["input"])
+    assert plans[0] is not None, "Python's first reading listed nothing on the small digits, or nothing small"
+    page_plan = watch.page.evaluate("multidigit.state.rescale && {...multidigit.state.rescale, canvas: null}")
+    assert page_plan is not None, "the page read the small digits once"
+    assert (page_plan["scale"], tuple(page_plan["centre"]), tuple(page_plan["to"])) == (
+        plans[0].scale, plans[0].centre, plans[0].to,
+    )  # fmt: skip
+    second = np.array(watch.page.evaluate("multidigit.rescaledBytes()"), np.uint8).reshape(100, 100)
+    moved = rescale.scaled_lines(recorded[0], plans[0])
+    assert np.array_equal(second, reduce_drawing(render_strokes(moved, manifest["input"]["read_brush"], 400)))
+    assert_lists_agree([page_listing(watch)], expected)
+    assert "read twice" in watch.page.text_content("#timing")
     assert watch.errors == [] and watch.foreign == []
     watch.page.close()
