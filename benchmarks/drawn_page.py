@@ -211,6 +211,7 @@ class Page:
     def __init__(self, browser: Any, url: str, need_model: bool = True):
         self.errors: list[str] = []
         self.read_twice: list[bool] = []  # per replay: the page's second look read the drawing again
+        self.inference_ms: list[float] = []  # per replay: the page's own "Inference" figure
         self.page = browser.new_page(viewport={"width": 1000, "height": 760})
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(url + "/")
@@ -240,6 +241,7 @@ class Page:
         found = self.page.evaluate("multidigit.state.detections")
         sent = np.array(self.page.evaluate("multidigit.canvasBytes()"), np.uint8).reshape(100, 100)
         self.read_twice.append(bool(self.page.evaluate("Boolean(multidigit.state.rescale)")))
+        self.inference_ms.append(float(self.page.text_content("#timing").split()[0]))
         return found, sent, tuple(int(c) for c in self.page.text_content("#reading"))
 
     def threshold(self) -> float:
@@ -347,6 +349,13 @@ def python_figures(
     return figures, read_images, python_dets, truths
 
 
+def inference_medians(ms: list[float], twice: list[bool]) -> dict[str, float | None]:
+    """The page's median "Inference" figure over the drawings it read once, and over those read twice."""
+    parts = {"read_once": [t for t, two in zip(ms, twice, strict=True) if not two]}
+    parts["read_twice"] = [t for t, two in zip(ms, twice, strict=True) if two]
+    return {kind: round(float(np.median(v)), 1) if v else None for kind, v in parts.items()}
+
+
 def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) -> dict[str, Any]:
     """Replay every drawing at one brush ("recorded" = each its own) in the page and in Python; score both.
 
@@ -354,6 +363,7 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
     reads each canvas as drawn, at the brush itself: the detector's own robustness to the width."""
     page_dets, sent, page_seq = [], [], []
     page.read_twice.clear()
+    page.inference_ms.clear()
     start = time.perf_counter()
     for canvas in drawings:
         found, image, read = page.replay(canvas.all_strokes(), width_of(canvas, brush))
@@ -385,6 +395,7 @@ def run_brush(page: Page, source: Any, drawings: list[DrawnCanvas], brush: str) 
         ),
         "page_lists_python": _share(a == b for a, b in zip(page_seq, python_seq, strict=True)),
         "page_read_twice": _share(page.read_twice),
+        "page_inference_ms_median": inference_medians(page.inference_ms, page.read_twice),
         "page_seconds_per_canvas": round(page_s / max(len(drawings), 1), 3),
         **checks,
     }

@@ -194,7 +194,7 @@ def test_stage_runs_the_real_model_writes_outputs_and_fails_its_gate(
     assert failure.endswith(" < 1.000") and "\n" not in failure
     assert metrics["data/test_canvases"] == 40.0 and 0 < metrics["operating/score_threshold"] <= 1
     # Model quality only: no timing and no drawn split outside stage 3.
-    assert not [k for k in metrics if k.startswith(("speed/", "drawn/"))]
+    assert not [k for k in metrics if k.startswith(("speed/", "drawn/", "drawn_page/"))]
     assert len(list((tmp_path / "plots/stage1").glob("*.png"))) == 5
     runs = mlflow.search_runs(filter_string="attributes.run_name = 'evaluate@stage1'", output_format="list")
     assert [r.data.tags["gate"] for r in runs] == ["failed"]
@@ -272,3 +272,7 @@ def test_the_drawn_gate_alone_blocks_export_and_the_champion_stays(eval_inputs, 
         == 24
     )
     assert (repo / "plots/stage3/drawn_worst.png").stat().st_size > 5000
+    # and as the page reads the strokes (read_brush, the second look): what it lists, so no mAP
+    page = {k.removeprefix("drawn_page/"): v for k, v in metrics.items() if k.startswith("drawn_page/")}
+    assert page["canvases"] == 24.0 and 0 <= page["sequence_accuracy"] <= 1 and "mAP50" not in page
+    assert {"recall", "precision", "count_accuracy", "canvas_accuracy"} <= set(page)

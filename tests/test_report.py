@@ -100,6 +100,21 @@ def test_summary_tabulates_stages_classes_buckets_and_drawn(tmp_path):
     assert sum(line.startswith("| ") for line in text.splitlines()) == (2 + 3) + (2 + 10) + (2 + 5) + (2 + 8)
 
 
+def test_the_drawn_split_as_the_page_reads_it_comes_first_when_evaluated_so(tmp_path):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    stage3 = {"drawn/sequence_accuracy": 0.81, "drawn/canvases": 500.0}
+    stage3 |= {"drawn_page/sequence_accuracy": 0.86, "drawn_page/canvases": 500.0, "drawn_page/recall": 0.97}
+    (metrics_dir / "stage3.json").write_text(json.dumps(stage3))
+    text = report.write_summary(metrics_dir, tmp_path / "summary.md").read_text()
+    page, drawn = text.index("as the page reads it"), text.index("read as drawn")
+    assert page < drawn
+    assert "| all | – | 0.970 | – | – | – | 0.860 | 500 |" in text[page:drawn]
+    assert "| all | – | – | – | – | – | 0.810 | 500 |" in text[drawn:]
+    (metrics_dir / "stage3.json").write_text(json.dumps({"drawn/canvases": 500.0}))
+    assert "as the page reads it" not in report.write_summary(metrics_dir, tmp_path / "s.md").read_text()
+
+
 def test_summary_names_a_broken_metrics_file(tmp_path):
     (tmp_path / "stage2.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"stage2\.json: not valid JSON"):

@@ -22,6 +22,7 @@ from multidigit.evaluation import coco
 from multidigit.evaluation import matching as mt
 
 PREFIX = "drawn"
+PAGE_PREFIX = "drawn_page"  # the same figures as the page reads the strokes (evaluation/stage.py)
 # (name, lowest included, highest excluded): brush width in 400-px buffer pixels (the page's default 10
 # sits in brush_9-11); the median digit-box height of a canvas, in canvas pixels.
 BRUSH_BUCKETS = (("brush_4-8", 0.0, 9.0), ("brush_9-11", 9.0, 12.0), ("brush_12-17", 12.0, 18.0),

@@ -5,7 +5,10 @@ Order of work: the detector runs on val at SCORE_FLOOR and the max-F1 point of t
 the operating score threshold. On test it runs twice: at SCORE_FLOOR for COCO mAP/AR, per-class AP and
 per-bucket mAP (every class-aware candidate, the standard way), and at the operating threshold for what
 a person sees: P/R/F1, confusion, count and whole-canvas accuracy, buckets and matched IoU are computed
-on exactly the `shown` detections. Stage 3 scores the drawn split the same way (`drawn.score_drawn`).
+on exactly the `shown` detections. Stage 3 scores the drawn split the same way (`drawn.score_drawn`):
+read as drawn (`drawn/...`, the detector's own figures, which the drawn gate checks), and as the page
+reads it (`drawn_page/...`: the strokes at `export.read_brush`, read again rescaled where
+`export.read_height` asks, boxes moved to the brush drawn; `rescale.read_drawings`).
 Outputs: `metrics/<stage>.json` (model quality only, flat floats, slash keys; timings are in
 benchmarks/inference.py), `plots/<stage>/` (PNGs + curve CSVs), one MLflow run `evaluate@<stage>`
 tagged gate=passed|failed. A failed gate still writes every output (so a person can see why) and then
@@ -228,15 +231,37 @@ def write_drawn_figures(
 
 
 # ---------------------------------------------------------------- the stage
-def read_drawn(stage: str) -> tuple[Any, np.ndarray] | None:
-    """The drawn split's canvases and per-canvas brush widths, or None when the stage has no drawn split
-    (only stage 3 generates one; a stage-3 drawn gate then fails as missing)."""
+def page_figures(cfg: Params, detect: Detect, threshold: float, drawn: Any, strokes: list) -> dict:
+    """`drawn_page/...`: the drawn split's page figures (recall, precision, count, canvas and sequence
+    accuracy, overall and per bucket) as the page reads its strokes; {} when the page reads them as drawn
+    (no `export.read_brush`), since `drawn/...` are then the page's figures. `strokes`: (brush width,
+    polylines) per canvas of `drawn`."""
+    from multidigit.rescale import read_drawings
+
+    if cfg.export.read_brush is None:
+        return {}
+    drawings = [(lines, [width] * len(lines)) for width, lines in strokes]
+    second = None if cfg.export.read_height is None else (cfg.export.read_height, cfg.export.read_band)
+    read = cfg.export.read_brush
+    _, dets, _ = read_drawings(lambda images: detect(images, threshold), drawings, read, second)
+    brush = np.array([width for width, _ in strokes], np.float64)
+    metrics = dr.score_drawn(drawn.boxes, drawn.labels, brush, dets, dets).metrics
+    # mAP ranks every candidate down to the score floor; the page's reading keeps only what it lists
+    return {
+        dr.PAGE_PREFIX + key.removeprefix(dr.PREFIX): value
+        for key, value in metrics.items()
+        if not key.endswith(("mAP50", "mAP50-95"))
+    }
+
+
+def read_drawn(stage: str) -> tuple[Any, list] | None:
+    """The drawn split's canvases and per canvas (brush width, strokes), or None when the stage has no
+    drawn split (only stage 3 generates one; a stage-3 drawn gate then fails as missing)."""
     from multidigit import canvas
 
     if stage != DRAWN_STAGE or not sorted((canvas.CANVAS_OUT / stage / DRAWN_SPLIT).glob("shard-*.npz")):
         return None
-    brush = np.array([width for width, _ in canvas.read_strokes(stage, DRAWN_SPLIT)], np.float64)
-    return canvas.read_canvases(stage, DRAWN_SPLIT), brush
+    return canvas.read_canvases(stage, DRAWN_SPLIT), canvas.read_strokes(stage, DRAWN_SPLIT)
 
 
 def evaluate_stage(cfg: Params, stage: str) -> Evaluation:
@@ -263,11 +288,13 @@ def evaluate_stage(cfg: Params, stage: str) -> Evaluation:
     ev.metrics["operating/val_f1"] = val_f1
     drawn = read_drawn(stage)
     if drawn is not None:  # the same detector, the same val threshold
-        canvases, brush = drawn
+        canvases, strokes = drawn
+        brush = np.array([width for width, _ in strokes], np.float64)
         drawn_shown = [mt.shown_only(d) for d in detect(canvases.images, threshold)]
         drawn_floor = detect(canvases.images, SCORE_FLOOR)
         score = dr.score_drawn(canvases.boxes, canvases.labels, brush, drawn_floor, drawn_shown)
         ev.metrics.update(score.metrics)
+        ev.metrics.update(page_figures(cfg, detect, threshold, canvases, strokes))
     with atomic_path(PLOTS_DIR / stage, is_dir=True) as out:
         write_figures(ev, test, shown, out, stage, params.gallery_size)
         if drawn is not None:
