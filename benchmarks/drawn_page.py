@@ -297,7 +297,7 @@ def python_as_page(
     """What the page does, in Python: each drawing's strokes rendered at the read brush (else at its width)
     and reduced, the detector's shown boxes, read again rescaled where the second look asks
     (`rescale.read_drawings`) and moved to the width drawn."""
-    from multidigit.rescale import read_drawings
+    from multidigit import rescale
     from multidigit.strokes import reduce_drawing, render_strokes
 
     if read["read_brush"] is None:
@@ -312,10 +312,9 @@ def python_as_page(
         paths.append(path)
         return shown
 
-    second = read["read_height"]
-    second = None if second is None else (second["height"], tuple(second["band"]))
+    second = rescale.second_look(read["read_height"])
     lines = [(c.all_strokes(), [w] * len(c.all_strokes())) for c, w in zip(drawings, widths, strict=True)]
-    images, dets, _ = read_drawings(detect, lines, read["read_brush"], second, BUFFER)
+    images, dets, _ = rescale.read_drawings(detect, lines, read["read_brush"], second, BUFFER)
     return images, dets, paths[0]
 
 

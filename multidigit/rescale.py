@@ -115,6 +115,11 @@ def boxes_back(boxes: np.ndarray, plan: Rescale, read_brush: float, side: int = 
     return out
 
 
+def second_look(read_height: dict | None) -> tuple[float, tuple[float, float]] | None:
+    """A manifest's `input.read_height` ({"height", "band"}, or None) as `read_drawings` takes it."""
+    return None if read_height is None else (read_height["height"], tuple(read_height["band"]))
+
+
 def read_drawings(
     detect: Callable[[np.ndarray], list[Detections]],
     drawings: Sequence[tuple[Sequence[np.ndarray], Sequence[float]]],

@@ -322,8 +322,7 @@ def python_detections(
     if read.get("read_brush") is None:
         dets, plans = detect(canvases), [None] * len(canvases)
     else:
-        second = read.get("read_height")
-        second = None if second is None else (second["height"], tuple(second["band"]))
+        second = rescale.second_look(read.get("read_height"))
         _, dets, plans = read_drawings(detect, recorded, read["read_brush"], second)
     out = []
     for det in dets:

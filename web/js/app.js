@@ -103,12 +103,11 @@ async function detectNow(pad) {
   }
 }
 
-/** The second look's plan for what the first reading found, or null (web/js/rescale.js). */
-function planSecondLook(pad, found) {
+/** The second look's plan for the drawing's `lines` and what the first reading found, or null. */
+function planSecondLook(pad, lines, found) {
   const readHeight = state.manifest?.input?.read_height;
   // an example image has no strokes to redraw; a drawing read as drawn has no one width to redraw at
   if (!readHeight || pad.readWidth === null || pad.hasImage || !found.length) return null;
-  const lines = pad.strokes.map((s) => s.points);
   return planRescale(lines, found.map((d) => d.h), readHeight, pad.readWidth, pad.side);
 }
 
@@ -120,11 +119,11 @@ async function runDetection(pad) {
   const options = { scoreThreshold: Number($("threshold").value) };
   const t0 = performance.now();
   let found = pad.isEmpty ? [] : await state.detector.detect(toModelInput(state.canvas), options);
-  const plan = planSecondLook(pad, found);
+  const lines = pad.strokes.map((s) => s.points);
+  const plan = planSecondLook(pad, lines, found);
   if (plan) {
     // digits far from the height the detector reads best: read the strokes again at that height
-    const lines = scaledLines(pad.strokes.map((s) => s.points), plan);
-    const canvas = reduceGrey(pad.paintLines(lines, pad.readWidth), pad.side);
+    const canvas = reduceGrey(pad.paintLines(scaledLines(lines, plan), pad.readWidth), pad.side);
     state.rescale = { ...plan, canvas };
     found = boxesBack(await state.detector.detect(toModelInput(canvas), options), plan, pad.readWidth, pad.side);
   }

@@ -5,7 +5,8 @@
 
 export const ROW_GAP = 0.5;
 
-function median(values) {
+/** The median, the mean of the two middles when even (web/js/rescale.js uses it too). */
+export function median(values) {
   const v = [...values].sort((a, b) => a - b);
   const mid = v.length >> 1;
   return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;

@@ -4,16 +4,12 @@
 // input.read_height band, the strokes are redrawn scaled about their ink's centre so that the median
 // becomes its height (as far as the canvas allows), read again, and the boxes mapped back.
 
+import { median } from "./reading.js";
+
 const CANVAS_SIZE = 100;
 const STEP = 1 / 32; // scales are multiples of this
 const MIN_CHANGE = 0.1; // a plan scales by at least this much, or the first reading stands
 const MARGIN = 2; // canvas px kept free of ink at the edges, beyond the read brush's reach
-
-export function median(values) {
-  const v = [...values].sort((a, b) => a - b);
-  const mid = v.length >> 1;
-  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
-}
 
 /**
  * @param {number[][][]} lines polylines [[x, y], ...] in buffer px
