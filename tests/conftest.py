@@ -75,6 +75,17 @@ def mnist_splits(tmp_path_factory, mnist_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def drawn_root(tmp_path_factory, mnist_splits) -> Path:
+    """A canvases folder holding one shard of params.yaml's stage-3 drawn split (benchmarks/drawn_page.py)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import drawn_page
+
+    root = tmp_path_factory.mktemp("canvases")
+    drawn_page.make_drawn_split(root, mnist_splits, ROOT / "params.yaml", max_shards=1)
+    return root
+
+
 def generate_workspace(tmp_path: Path, mnist_splits: Path, monkeypatch, stage: str, **generate) -> tuple:
     """A cwd for generator-flow tests: data/mnist (linked) and params.yaml's dict with `stage` at
     40/20/20 canvases and 20 of the drawn split, shards of 20, `generate` keys set; returns (cwd, dict)."""

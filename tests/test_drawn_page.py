@@ -7,19 +7,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import drawn_page  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def drawn_root(tmp_path_factory, mnist_splits) -> Path:
-    root = tmp_path_factory.mktemp("canvases")
-    drawn_page.make_drawn_split(root, mnist_splits, ROOT / "params.yaml", max_shards=1)
-    return root
 
 
 def test_replay_gives_the_split_canvases_and_boxes(drawn_root):
