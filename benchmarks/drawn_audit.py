@@ -142,7 +142,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--canvases", type=int, default=1000, help="drawn canvases read (default: the split's 1,000)"
     )
-    p.add_argument("--mnist", type=Path, default=ROOT / "data" / "mnist", help="MNIST npz splits")
+    p.add_argument(
+        "--mnist",
+        type=Path,
+        default=ROOT / "data" / "mnist",
+        help="MNIST npz splits: the reader's train, the test",
+    )
     p.add_argument("--epochs", type=int, default=3, help="reader training epochs (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -158,13 +163,13 @@ def main(argv: list[str] | None = None) -> dict:
     read = drawn_page.read_input(source)
     read_brush = read["read_brush"] or SLIDER_DEFAULT
     _, listed, _ = drawn_page.python_as_page(source, drawings, [c.brush for c in drawings], read)
-    reader = restroke_fidelity.train_reader(args.epochs, args.seed)
+    reader = restroke_fidelity.train_reader(args.epochs, args.seed, args.mnist)
     original_ok, redraw_ok = reader_verdicts(reader, sources, read_brush, args.mnist)
     rows = []
     for canvas, slots, found in zip(drawings, sources, listed, strict=True):
-        _, boxes, labels = drawn_page.truth_at(canvas, canvas.brush)
+        labels = canvas.labels  # the split's own boxes and labels: what the replay's truth equals
         for src, label, (outcome, got) in zip(
-            slots[slots >= 0], labels, outcomes(boxes, labels, found), strict=True
+            slots[slots >= 0], labels, outcomes(canvas.boxes, labels, found), strict=True
         ):
             verdict = VERDICTS[(bool(original_ok[src]), bool(redraw_ok[src]))]
             rows.append((verdict, outcome, int(label), got))
@@ -184,18 +189,18 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.perf_counter() - start, 1),
     }
     save_json(args.out, result)
-    print_report(result)
+    print_report(result, args.out)
     return result
 
 
-def print_report(result: dict) -> None:
+def print_report(result: dict, out: Path) -> None:
     print(f"{result['digits']} drawn digits of {result['canvases']} canvases, read as the page reads them")
     print(f"reader (MNIST originals only): {result['reader']}")
     for verdict, row in result["by_reader_verdict"].items():
         print(f"  {verdict:>26}: {row}")
     print(f"recall {result['recall']}; right on every legible digit: {result['ceiling_recall']}")
     print(f"legible digits misread: {result['legible_misreads']}")
-    print(f"-> {independent.workspace_path(RESULTS)}")
+    print(f"-> {independent.workspace_path(out)}")
 
 
 if __name__ == "__main__":

@@ -33,12 +33,12 @@ GALLERY = ROOT / "benchmarks" / "results" / "restroke_fidelity.png"
 FACTOR = 4  # buffer pixels per digit pixel, as on the page (400 -> 100)
 
 
-def train_reader(epochs: int, seed: int):
-    """A small CNN fitted to the original MNIST train split (~99% on val)."""
+def train_reader(epochs: int, seed: int, mnist: Path = ROOT / MNIST_OUT):
+    """A small CNN fitted to the original MNIST train split in `mnist` (~99% on val)."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    images, labels = read_split("train", ROOT / MNIST_OUT)
+    images, labels = read_split("train", mnist)
     model = keras.Sequential(
         [
             keras.Input((28, 28, 1)),
