@@ -54,36 +54,14 @@ VERDICTS = {  # (original read right, redraw read right) -> name
 }
 
 
-def split_sources(root: Path, n: int) -> np.ndarray:
-    """(n, K) MNIST test index of each drawn digit slot (-1 padding), in the split's canvas order (its
-    shards sorted, as `multidigit.canvas.read_canvases` reads them)."""
-    parts = []
-    for path in sorted((root / "stage3" / "drawn").glob("shard-*.npz")):
-        with np.load(path) as f:
-            parts.append(f["source"])
-    if not parts:
-        raise FileNotFoundError(
-            f"{root / 'stage3' / 'drawn'}: no drawn shards; run `dvc repro generate@stage3`"
-        )
-    return np.concatenate(parts)[:n]
-
-
-def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one xywh box with each of (M, 4) xywh boxes."""
-    others = np.asarray(others, np.float64).reshape(-1, 4)
-    lo = np.maximum(box[:2], others[:, :2])
-    hi = np.minimum(box[:2] + box[2:], others[:, :2] + others[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    union = box[2] * box[3] + others[:, 2] * others[:, 3] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def outcomes(boxes: np.ndarray, labels: np.ndarray, listed: dict) -> list[tuple[str, int]]:
     """(outcome, the label read or -1) of each true digit of one canvas against what the page lists."""
-    found, read = np.asarray(listed["boxes"], np.float64), np.asarray(listed["labels"])
+    from multidigit.boxes import iou_matrix
+
+    found, read = np.asarray(listed["boxes"]).reshape(-1, 4), np.asarray(listed["labels"])
+    overlaps = iou_matrix(np.asarray(boxes).reshape(-1, 4), found)  # (digits, listed)
     out = []
-    for box, label in zip(np.asarray(boxes, np.float64), labels, strict=True):
-        overlap = iou(box, found)
+    for label, overlap in zip(labels, overlaps, strict=True):
         best = int(np.argmax(overlap)) if len(overlap) else -1
         if best < 0 or overlap[best] < MATCH_IOU:
             out.append(("missed", -1))
@@ -158,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
     drawings = drawn_page.drawn_split(args.canvases, args.data)
-    sources = split_sources(args.data, len(drawings))
+    sources = drawn_page.drawn_sources(args.data, len(drawings))
     source = independent.resolve_model(args.models, None, args.detector, None)
     read = drawn_page.read_input(source)
     read_brush = read["read_brush"] or SLIDER_DEFAULT

@@ -83,16 +83,35 @@ def _owner(stroke: np.ndarray, boxes_px: np.ndarray) -> int:
     return int(np.argmax(inside)) if inside.max() > 0 else int(np.argmin(outside.mean(axis=0)))
 
 
+def _drawn_shards(root: Path) -> list[Path]:
+    """The drawn split's shard files under `root` (data/canvases), in the order `read_canvases` reads them."""
+    return sorted((root / "stage3" / "drawn").glob("shard-*.npz"))
+
+
 def _stroke_digits(root: Path) -> list[np.ndarray] | None:
     """Per canvas the digit slot of each stroke, from the drawn shards' `stroke_digit`; None without it."""
     out = []
-    for path in sorted((root / "stage3" / "drawn").glob("shard-*.npz")):
+    for path in _drawn_shards(root):
         with np.load(path) as f:
             if "stroke_digit" not in f.files:
                 return None
             slots, ranges = f["stroke_digit"], f["canvas_strokes"]
             out += [slots[a:b] for a, b in itertools.pairwise(ranges)]
     return out
+
+
+def drawn_sources(root: Path, n: int) -> np.ndarray:
+    """(n, K) MNIST test index of each digit slot of the first `n` drawn canvases (-1 padding)."""
+    files = _drawn_shards(root)
+    if not files:
+        raise FileNotFoundError(
+            f"{root / 'stage3' / 'drawn'}: no drawn shards; run `dvc repro generate@stage3`"
+        )
+    parts = []
+    for path in files:
+        with np.load(path) as f:
+            parts.append(f["source"])
+    return np.concatenate(parts)[:n]
 
 
 def drawn_split(limit: int, root: Path) -> list[DrawnCanvas]:

@@ -1,5 +1,6 @@
-"""benchmarks/drawn_audit.py without training its reader: each drawn digit is traced back to the MNIST test
-digit it came from, and the detector's outcomes and the ceiling are counted as documented."""
+"""benchmarks/drawn_audit.py without training its reader: the detector's outcomes and the ceiling are
+counted as documented (`drawn_page.drawn_sources`, which names each drawn digit's MNIST test digit, is
+tested in test_drawn_page.py)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import drawn_audit  # noqa: E402
-import drawn_page  # noqa: E402
-
-
-def test_sources_name_the_mnist_test_digits_of_each_canvas(drawn_root, mnist_splits):
-    from multidigit.mnist import read_split
-
-    _, test_labels = read_split("test", mnist_splits)
-    drawings = drawn_page.drawn_split(60, drawn_root)
-    sources = drawn_audit.split_sources(drawn_root, len(drawings))
-    assert sources.shape[0] == 60
-    for canvas, slots in zip(drawings, sources, strict=True):
-        used = slots[slots >= 0]
-        assert test_labels[used].tolist() == canvas.labels  # same digits, same order as the truth boxes
 
 
 def test_outcomes_tell_right_misread_and_missed():

@@ -24,6 +24,18 @@ def test_replay_gives_the_split_canvases_and_boxes(drawn_root):
         assert all(len(digit) > 0 for digit in canvas.strokes)  # every digit got its strokes
 
 
+def test_sources_name_the_mnist_test_digits_of_each_canvas(drawn_root, mnist_splits):
+    from multidigit.mnist import read_split
+
+    _, test_labels = read_split("test", mnist_splits)
+    drawings = drawn_page.drawn_split(60, drawn_root)
+    sources = drawn_page.drawn_sources(drawn_root, len(drawings))
+    assert sources.shape[0] == 60
+    for canvas, slots in zip(drawings, sources, strict=True):
+        used = slots[slots >= 0]
+        assert test_labels[used].tolist() == canvas.labels  # same digits, same order as the truth boxes
+
+
 def test_truth_boxes_follow_the_brush(drawn_root):
     canvas = drawn_page.drawn_split(1, drawn_root)[0]
     _, thin, _ = drawn_page.truth_at(canvas, 4.0)
