@@ -18,8 +18,10 @@ is then:
 
 The report splits the detector's outcomes by the reader's verdicts. Its `ceiling_recall` is the recall of
 a detector right on every digit both readings get right, and as now on the rest: how far the split's own
-re-stroking lets recall go for this detector. It also lists the confusions on the legible digits. Writes
-benchmarks/results/drawn_audit.json.
+re-stroking lets recall go for this detector. `ceiling_sequence` is the same for sequence accuracy: a
+canvas counts as read if each of its digits the reader calls odd is read right now (its legible digits
+would be, and a detector right on them lists nothing extra). It also lists the confusions on the legible
+digits. Writes benchmarks/results/drawn_audit.json.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import independent  # noqa: E402
 import restroke_fidelity  # noqa: E402
 
 from multidigit.atomic import save_json  # noqa: E402
+from multidigit.evaluation.drawn import read_digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "drawn_audit.json"
 SLIDER_DEFAULT = 10.0  # the redraw's width for a version whose page reads strokes as drawn
@@ -110,6 +113,18 @@ def tabulate(rows: list[tuple[str, str, int, int]]) -> dict:
     }
 
 
+def sequences(canvases: list[tuple[bool, list[tuple[str, str]]]]) -> dict:
+    """Per canvas (the page's reading equals the drawn digits, its digits' (verdict, outcome)) -> sequence
+    accuracy now, and with every legible digit read right and nothing extra listed."""
+    now = sum(read for read, _ in canvases)
+    ceiling = sum(
+        all(outcome == "right" for verdict, outcome in digits if verdict != "legible")
+        for _, digits in canvases
+    )
+    n = max(len(canvases), 1)
+    return {"sequence": round(now / n, 4), "ceiling_sequence": round(ceiling / n, 4)}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, default=ROOT / "models", help="folder holding tfjs/ and stage3/")
@@ -143,14 +158,18 @@ def main(argv: list[str] | None = None) -> dict:
     _, listed, _ = drawn_page.python_as_page(source, drawings, [c.brush for c in drawings], read)
     reader = restroke_fidelity.train_reader(args.epochs, args.seed, args.mnist)
     original_ok, redraw_ok = reader_verdicts(reader, sources, read_brush, args.mnist)
-    rows = []
+    rows, canvases = [], []
     for canvas, slots, found in zip(drawings, sources, listed, strict=True):
         labels = canvas.labels  # the split's own boxes and labels: what the replay's truth equals
+        digits = []
         for src, label, (outcome, got) in zip(
             slots[slots >= 0], labels, outcomes(canvas.boxes, labels, found), strict=True
         ):
             verdict = VERDICTS[(bool(original_ok[src]), bool(redraw_ok[src]))]
             rows.append((verdict, outcome, int(label), got))
+            digits.append((verdict, outcome))
+        read = read_digits(found["boxes"], found["labels"]) == read_digits(canvas.boxes, labels)
+        canvases.append((read, digits))
     used = np.unique(sources[sources >= 0])
     result = {
         "canvases": len(drawings),
@@ -164,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"redrawn_at_{read_brush:g}_right": round(float(redraw_ok[used].mean()), 4),
         },
         **tabulate(rows),
+        **sequences(canvases),
         "seconds": round(time.perf_counter() - start, 1),
     }
     save_json(args.out, result)
@@ -177,6 +197,7 @@ def print_report(result: dict, out: Path) -> None:
     for verdict, row in result["by_reader_verdict"].items():
         print(f"  {verdict:>26}: {row}")
     print(f"recall {result['recall']}; right on every legible digit: {result['ceiling_recall']}")
+    print(f"sequence {result['sequence']}; right on every legible digit: {result['ceiling_sequence']}")
     print(f"legible digits misread: {result['legible_misreads']}")
     print(f"-> {independent.workspace_path(out)}")
 

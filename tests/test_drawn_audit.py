@@ -34,3 +34,13 @@ def test_the_ceiling_counts_every_legible_digit_right():
     assert report["ceiling_recall"] == 0.8  # the 3 legible digits right, the 2 others as they are
     assert report["by_reader_verdict"]["legible"] == {"digits": 3, "right": 1, "misread": 1, "missed": 1}
     assert report["legible_misreads"] == {"7->4": 1}
+
+
+def test_the_sequence_ceiling_needs_only_the_odd_digits_read_right():
+    canvases = [
+        (True, [("legible", "right"), ("odd either way", "right")]),
+        (False, [("legible", "misread"), ("re-stroking changed it", "right")]),  # fixable: ceiling reads it
+        (False, [("legible", "right"), ("odd either way", "misread")]),  # not fixable by the detector
+        (False, [("legible", "right")]),  # every digit right but an extra box listed: fixable
+    ]
+    assert drawn_audit.sequences(canvases) == {"sequence": 0.25, "ceiling_sequence": 0.75}
