@@ -47,11 +47,12 @@ QUANTIZATIONS = ("none", "float16", "uint8")
 WARMUP = 10
 
 # Runs in the page: import the page's own modules, load one version on one backend.
-LOAD_JS = """async ({url, backend}) => {
+LOAD_JS = """async ({url, backend, threads}) => {
   const {loadDetector} = await import('/js/detector.js');
   window.preprocess = await import('/js/preprocess.js');
-  window.detector = await loadDetector(url, {backend});
-  return {backend: window.detector.backend, version: window.detector.manifest.version};
+  window.detector = await loadDetector(url, {backend, threads});
+  const d = window.detector;
+  return {backend: d.backend, version: d.manifest.version, threads: d.threads};
 }"""
 # Runs in the page: uint8 canvases (base64) -> every kept detection of detector.run() (with `shown`).
 RUN_JS = """async ({images, count, scoreThreshold}) => {
@@ -140,9 +141,10 @@ def press_and_wait_for_listing(page: Any, selector: str, timeout_s: float = 30.0
         page.wait_for_timeout(25)
 
 
-def load_in_page(page: Any, version: str, backend: str | None) -> dict[str, str]:
-    """Load models/<version> with detector.js on `backend`; returns {"backend", "version"} as used."""
-    return page.evaluate(LOAD_JS, {"url": f"/models/{version}/", "backend": backend})
+def load_in_page(page: Any, version: str, backend: str | None, threads: int | None = None) -> dict[str, Any]:
+    """Load models/<version> with detector.js on `backend` (wasm: on `threads`, default one per core);
+    returns {"backend", "version", "threads"} as used (threads None off wasm)."""
+    return page.evaluate(LOAD_JS, {"url": f"/models/{version}/", "backend": backend, "threads": threads})
 
 
 def run_in_page(
@@ -205,20 +207,22 @@ def python_latency(fn: Any, image: np.ndarray, runs: int, threshold: float) -> d
 
 
 def benchmark_version(models_dir: Path, version: str, image: np.ndarray, runs: int) -> dict[str, Any]:
-    """Latency of one version per backend in Chromium; a backend that cannot start is recorded as such."""
+    """Latency of one version per backend in Chromium; a backend that cannot start is recorded as such.
+    wasm runs twice: as the page runs it (a thread per core) and on one thread (`wasm_1_thread`)."""
     out: dict[str, Any] = {}
     with serve_models(models_dir) as url:
-        for backend in BACKENDS:
+        for name, backend, threads in (*((b, b, None) for b in BACKENDS), ("wasm_1_thread", "wasm", 1)):
             with chromium_page(url) as page:
                 try:
-                    used = load_in_page(page, version, backend)["backend"]
+                    used = load_in_page(page, version, backend, threads)
                 except Exception as exc:  # the page reports a backend that cannot start here
-                    out[backend] = {"error": str(exc).splitlines()[0][:200]}
+                    out[name] = {"error": str(exc).splitlines()[0][:200]}
                     continue
                 times = time_in_page(page, image, runs)
                 # The CPUs are shared: the 1-minute load average says how busy they were meanwhile.
-                out[backend] = {
-                    "backend": used,
+                out[name] = {
+                    "backend": used["backend"],
+                    **({"threads": used["threads"]} if used["threads"] else {}),
                     **percentiles(times),
                     "loadavg_1m": round(os.getloadavg()[0], 2),
                 }

@@ -1,7 +1,12 @@
 """Response headers every route gets: security policy, cache policy defaults, gzip of text bodies.
 
-CSP: everything from this origin only; no inline script or style; `'wasm-unsafe-eval'` is the one
-relaxation, needed to compile the tfjs WebAssembly backend. Blob workers are not used.
+CSP: everything from this origin only; no inline script or style. Two relaxations, both for the tfjs
+WebAssembly backend: `'wasm-unsafe-eval'` compiles it, and `blob:` scripts and workers run its threads
+(XNNPACK's pool: Emscripten starts each thread as a Worker from a Blob of the backend's own code, which
+only this origin's scripts can create).
+
+Cross-origin isolation (COOP same-origin + COEP require-corp, every resource same-origin) gives the page
+SharedArrayBuffer, which the threaded wasm build needs; without it tfjs falls back to one thread.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from flask import Flask, Response, request
 CSP = "; ".join(
     (
         "default-src 'self'",
-        "script-src 'self' 'wasm-unsafe-eval'",
+        "script-src 'self' 'wasm-unsafe-eval' blob:",
+        "worker-src 'self' blob:",
         "style-src 'self'",
         "img-src 'self' data: blob:",
         "connect-src 'self'",
@@ -30,6 +36,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",  # for browsers that ignore frame-ancestors
     "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 COMPRESSIBLE = ("text/", "application/json", "application/javascript", "image/svg+xml")

@@ -287,7 +287,13 @@ def test_page_with_a_model_loads_cleanly(browser, model_server):
     watch = PageWatch(browser, model_server)
     manifest = json.load(urllib.request.urlopen(model_server + "/api/model"))
     assert watch.page.text_content("#model-version") == manifest["version"]
-    assert watch.page.text_content("#backend") in {"wasm", "webgl", "cpu"}
+    backend = watch.page.text_content("#backend")
+    assert backend.split(",")[0] in {"wasm", "webgl", "cpu"}
+    if backend.startswith("wasm"):  # cross-origin isolated: threaded wasm, a thread per 2 logical cores
+        assert watch.page.evaluate("crossOriginIsolated") is True
+        threads = min(max(watch.page.evaluate("navigator.hardwareConcurrency") // 2, 1), 8)
+        assert watch.page.evaluate("multidigit.state.threads") == threads
+        assert backend == ("wasm" if threads == 1 else f"wasm, {threads} threads")
     assert watch.page.locator("#banner").is_hidden()
     threshold = float(watch.page.input_value("#threshold"))
     assert threshold == pytest.approx(manifest["thresholds"]["score"], abs=0.01)

@@ -127,7 +127,10 @@ def test_page_is_served_with_security_headers(client):
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert response.headers["Content-Security-Policy"] == CSP
     assert "default-src 'self'" in CSP and "frame-ancestors 'none'" in CSP
-    assert "script-src 'self' 'wasm-unsafe-eval'" in CSP and "unsafe-inline" not in CSP
+    assert "script-src 'self' 'wasm-unsafe-eval' blob:" in CSP and "unsafe-inline" not in CSP
+    # cross-origin isolated, so the wasm backend may run threads (SharedArrayBuffer)
+    assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["Cache-Control"] == "no-cache"

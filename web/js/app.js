@@ -18,6 +18,7 @@ const state = {
   rescale: null, // the last second look: {scale, centre, to, canvas} (web/js/rescale.js), or null
   detections: [],
   warmupMs: null, // time the detector's warm-up runs took on load
+  threads: null, // wasm threads: tfjs runs one per 2 logical cores (at most 8) where the page is cross-origin isolated
   examples: null,
   exampleIndex: 0,
   requested: 0, // detections scheduled so far; `done` catches up when the last one has finished
@@ -194,7 +195,9 @@ async function loadModel(pad) {
   $("model-version").textContent = manifest.version;
   const calibrated = manifest.thresholds?.score; // calibrated on val by the evaluate stage
   if (typeof calibrated === "number") setThreshold(calibrated);
-  $("backend").textContent = await pickBackend();
+  const backend = await pickBackend();
+  state.threads = backend === "wasm" ? globalThis.tf.wasm.getThreadsCount() : null;
+  $("backend").textContent = state.threads > 1 ? `${backend}, ${state.threads} threads` : backend;
   const detector = await loadDetector(`/models/${manifest.version}/`);
   // before the first drawing, so it reads at the usual speed; ?warmup=0 skips it (benchmarks/first_reading.py)
   const asked = Number.parseInt(new URLSearchParams(location.search).get("warmup") ?? "", 10);

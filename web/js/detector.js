@@ -1,10 +1,13 @@
 // The page's own inference code: load an exported version, check its files, run its graph.
 //
 // Contract (the browser parity test runs exactly this file; the manifest is the detector contract):
-//   loadDetector(baseUrl, {backend, vendorUrl, verify}) -> {manifest, backend, detect, run, dispose}
+//   loadDetector(baseUrl, {backend, vendorUrl, verify, threads}) -> {manifest, backend, threads, detect, run, dispose}
 //     baseUrl   the version folder, e.g. "/models/20250101-120000-ab12cd34/"
 //     backend   TF.js backend to use ("wasm", "webgl", "cpu"); default: keep the page's, else the first
 //               of BACKENDS that starts
+//     threads   wasm threads, only before the wasm backend first starts (tfjs runs at most one per 2
+//               logical cores, 8 in all, and only where the page is cross-origin isolated; else 1). The
+//               detector reports the count it runs on.
 //   run(pixels, {scoreThreshold}) -> every kept box [{x, y, w, h, label, score, shown}], best first
 //   detect(pixels, {scoreThreshold}) -> the shown ones only: what the page lists
 //   warmUp(detector, runs) -> ms spent running the graph `runs` times on a few strokes (call once on load)
@@ -35,10 +38,11 @@ async function loadTf(vendorUrl) {
   return globalThis.tf;
 }
 
-async function useBackend(tf, wanted, vendorUrl) {
-  // setWasmPaths must run before the wasm backend first initialises.
+async function useBackend(tf, wanted, vendorUrl, threads) {
+  // setWasmPaths and setThreadsCount must run before the wasm backend first initialises.
   if (tf.wasm && !globalThis.__multidigitWasmPaths) {
     tf.wasm.setWasmPaths(`${vendorUrl}/tfjs-backend-wasm/`);
+    if (threads) tf.wasm.setThreadsCount(threads);
     globalThis.__multidigitWasmPaths = true;
   }
   const names = wanted ? [wanted] : BACKENDS;
@@ -92,7 +96,7 @@ async function loadGraph(tf, base, manifest, verify) {
  * @param {string} baseUrl the version folder (with or without a trailing slash)
  * @param {{backend?: string, vendorUrl?: string, verify?: boolean}} options
  */
-export async function loadDetector(baseUrl, { backend, vendorUrl = DEFAULT_VENDOR, verify = true } = {}) {
+export async function loadDetector(baseUrl, { backend, vendorUrl = DEFAULT_VENDOR, verify = true, threads } = {}) {
   const tf = await loadTf(vendorUrl);
   const base = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
   const response = await fetch(`${base}manifest.json`);
@@ -100,7 +104,7 @@ export async function loadDetector(baseUrl, { backend, vendorUrl = DEFAULT_VENDO
   const manifest = await response.json();
   if (!manifest.outputs?.shown) throw new Error(`${base}manifest.json: no graph outputs (exported before post-processing moved into the graph)`);
   const chosen = tf.engine().backendName; // set when the page already picked a backend
-  const usedBackend = backend || !chosen ? await useBackend(tf, backend, vendorUrl) : chosen;
+  const usedBackend = backend || !chosen ? await useBackend(tf, backend, vendorUrl, threads) : chosen;
   const model = await loadGraph(tf, base, manifest, verify);
   const [, height, width, channels] = manifest.inputs.image.shape;
   const names = Object.keys(manifest.outputs); // boxes, scores, labels, shown, count
@@ -124,7 +128,8 @@ export async function loadDetector(baseUrl, { backend, vendorUrl = DEFAULT_VENDO
     return (await run(pixels, options)).filter((d) => d.shown);
   }
 
-  return { manifest, backend: usedBackend, run, detect, dispose: () => model.dispose() };
+  const threadsUsed = usedBackend === "wasm" ? tf.wasm.getThreadsCount() : null;
+  return { manifest, backend: usedBackend, threads: threadsUsed, run, detect, dispose: () => model.dispose() };
 }
 
 /** Three strokes and a bar on a 100 x 100 canvas: enough ink that every post-processing step has boxes. */
