@@ -2,14 +2,16 @@
 
 Generates small train sets in memory (4,000 / 6,000 / 8,000 canvases by default), trains one epoch per
 stage from a pretrained backbone, and scores the detector artifact on 500 stage-3 val canvases and on 500
-drawn canvases built from MNIST *val* digits (never test), the README "Tuning" rows. OVERRIDES is JSON:
+drawn canvases built from MNIST *val* digits (never test), the README "Tuning" rows; `page_val/...` reads
+the same drawn canvases' strokes as the page does. OVERRIDES is JSON:
 {"params": {...merged over params.yaml...}, "counts": {"stage1": N, ...}, "epochs": {"stage3": 2},
 "backbone": "models/pretrain/backbone.keras", "stage2": ".proxy/base/stage2.keras"}; without a backbone it
 pretrains one; with a stage-2 detector (every run saves its own as .proxy/NAME/stage2.keras) only stage 3 is
 generated and trained, so stage-3 levers compare from one start. Each stage is seeded as `train_stage`
 seeds it, so an arm at the default params and counts retrains the pipeline's own stage. `--score-only
 DETECTOR [OVERRIDES]` scores a saved detector (every run saves its own as .proxy/NAME/detector.keras) on
-the same val sets, post-processed by the overrides' nms block. Needs data/mnist (`dvc repro mnist`).
+the same val sets, post-processed by the overrides' nms block, at the overrides' "threshold" if given.
+Needs data/mnist (`dvc repro mnist`).
 Appends one JSON line per run to reports/proxy.jsonl, with each stage's fit seconds and the load average.
 """
 
@@ -95,9 +97,10 @@ def train_curriculum(
     return detector, seconds
 
 
-def score(cfg: Params, detector, val3, drawn_vals: dict) -> dict[str, float]:
-    """Val figures: stage-3 mAP and counts at the val-calibrated threshold, the drawn-val page figures
-    (`drawn_vals`: brush law -> drawn canvases; the first is the split's law, the others fixed widths)."""
+def score(cfg: Params, detector, val3, drawn_vals: dict, threshold: float | None = None) -> dict[str, float]:
+    """Val figures: stage-3 mAP and counts at the val-calibrated threshold (or `threshold`, e.g. the
+    pipeline's, calibrated on its 1,000 val canvases), the drawn-val figures (`drawn_vals`: brush law ->
+    drawn canvases; the first is the split's law, the others fixed widths)."""
     from multidigit.artifact import build_detector_fn, detect_canvases
     from multidigit.evaluation import coco
     from multidigit.evaluation import matching as mt
@@ -106,7 +109,8 @@ def score(cfg: Params, detector, val3, drawn_vals: dict) -> dict[str, float]:
 
     fn = build_detector_fn(detector, cfg.nms)
     candidates = detect_canvases(fn, val3.images, coco.SCORE_FLOOR)
-    threshold, _ = calibrate_threshold(val3.boxes, val3.labels, candidates)
+    if threshold is None:
+        threshold, _ = calibrate_threshold(val3.boxes, val3.labels, candidates, cfg.evaluate.operating_point)
     stats = coco.score_detections(val3.boxes, val3.labels, candidates).stats
     shown = [mt.shown_only(d) for d in detect_canvases(fn, val3.images, threshold)]
     acc = mt.canvas_accuracies(mt.canvas_counts(mt.match_split(val3.boxes, val3.labels, shown), 0.0))
@@ -137,7 +141,33 @@ def score(cfg: Params, detector, val3, drawn_vals: dict) -> dict[str, float]:
         "val3/count": acc["count/accuracy"],
         **{f"drawn_val/{k}": drawn.metrics.get(f"drawn/{k}", float("nan")) for k in keys},
         **ends,
+        **page_read(cfg, fn, threshold, drawn_vals),
     }
+
+
+def page_read(cfg: Params, fn, threshold: float, drawn_vals: dict) -> dict[str, float]:
+    """Drawn-val as the page reads it (`export.read_brush`, the second look, boxes widened to the brush
+    drawn; `evaluation.stage.page_figures`): per brush law, sequence accuracy, the split's law also recall
+    and precision; `pooled` is the mean sequence accuracy over the laws (README "Tuning", eleventh pass).
+    Empty when the page reads strokes as drawn."""
+    from types import SimpleNamespace
+
+    from multidigit.artifact import detect_canvases
+    from multidigit.drawn import strokes_of
+    from multidigit.evaluation.stage import page_figures
+
+    out, sequences = {}, []
+    for i, arrays in enumerate(drawn_vals.values()):
+        split = SimpleNamespace(boxes=arrays["boxes"], labels=arrays["labels"])
+        detect = functools.partial(detect_canvases, fn)
+        metrics = page_figures(cfg, detect, threshold, split, strokes_of(arrays))
+        if not metrics:
+            return {}
+        name = "page_val" if i == 0 else f"page_val_brush{SLIDER_ENDS[i - 1]:g}"
+        keys = ("recall", "precision", "sequence_accuracy") if i == 0 else ("sequence_accuracy",)
+        out |= {f"{name}/{k}": metrics[f"drawn_page/{k}"] for k in keys}
+        sequences.append(metrics["drawn_page/sequence_accuracy"])
+    return out | {"page_val/pooled_sequence": float(np.mean(sequences))}
 
 
 def drawn_vals(base: Params, val_digits: tuple) -> dict:
@@ -169,7 +199,8 @@ def score_only(path: str, overrides: dict) -> int:
     detector = keras.saving.load_model(path, compile=False)
     val3 = make_split(base, "stage3", "val", VAL_CANVASES, val_digits)
     result = {"name": f"score-only {path}", "overrides": overrides}
-    result |= {k: round(v, 4) for k, v in score(cfg, detector, val3, drawn_vals(base, val_digits)).items()}
+    figures = score(cfg, detector, val3, drawn_vals(base, val_digits), overrides.get("threshold"))
+    result |= {k: round(v, 4) for k, v in figures.items()}
     print(json.dumps(result))
     with OUT.open("a") as fh:
         fh.write(json.dumps(result) + "\n")
