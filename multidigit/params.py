@@ -250,6 +250,9 @@ class GateParams(Block):
 
 class EvaluateParams(Block):
     gallery_size: PosInt = 16
+    # How val picks the operating score threshold, on what the page lists: `canvas`, the most canvases read
+    # exactly (every digit with its class, nothing extra; ties: higher F1), or `f1`, the highest F1.
+    operating_point: Literal["canvas", "f1"] = "canvas"
     gates: dict[Literal["stage1", "stage2", "stage3"], GateParams]  # no default: an ungated run is a choice
 
     @model_validator(mode="after")

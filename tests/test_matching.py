@@ -128,6 +128,39 @@ def test_f1_curve_keeps_ties_together():
     assert curve["precision"].tolist() == [0.5]
 
 
+def test_canvas_rule_picks_where_the_most_canvases_are_read_exactly():
+    """F1 takes a false positive for two later hits; a person sees one drawing read whole, then none."""
+    boxes, labels = ground_truth([[(3, A)], [(1, D), (4, A), (2, C), (7, B)]])
+    detections = [
+        dets((3, A, 0.9), (5, D, 0.5)),  # exact at 0.9, a false positive from 0.5
+        dets((1, D, 0.9), (4, A, 0.4), (2, C, 0.4)),  # the 7 is never found: never exact
+    ]
+    m = metrics.match_split(boxes, labels, detections)
+    curve = metrics.canvas_curve(m)
+    np.testing.assert_allclose(curve["threshold"], [0.9, 0.5, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(curve["canvas_accuracy"], [0.5, 0.0, 0.0])
+    np.testing.assert_allclose(curve["f1"], [4 / 7, 4 / 8, 8 / 10])
+    assert metrics.best_f1_threshold(m)[0] == pytest.approx(0.4)
+    threshold, f1 = metrics.best_canvas_threshold(m)
+    assert threshold == pytest.approx(0.9) and f1 == pytest.approx(4 / 7)
+    # the curve equals canvas_accuracies recomputed at each threshold
+    for t, acc in zip(curve["threshold"], curve["canvas_accuracy"], strict=True):
+        assert metrics.canvas_accuracies(metrics.canvas_counts(m, t))["canvas/accuracy"] == acc
+
+
+def test_canvas_rule_breaks_ties_by_f1():
+    boxes, labels, detections = hand_case()  # canvas accuracy 1/3 from 0.8 down; F1 peaks at 0.6
+    assert metrics.best_canvas_threshold(metrics.match_split(boxes, labels, detections)) == (
+        pytest.approx(0.6),
+        pytest.approx(0.6),
+    )
+    boxes, labels = ground_truth([[(3, A)]])
+    # a duplicate box is a false positive: the canvas is read whole only above it
+    m = metrics.match_split(boxes, labels, [dets((3, A, 0.9), (3, A_NEAR, 0.5))])
+    assert metrics.best_canvas_threshold(m) == (pytest.approx(0.9), 1.0)
+    assert metrics.best_canvas_threshold(metrics.match_split(boxes, labels, [dets()])) == (1.0, 0.0)
+
+
 def test_best_threshold_without_detections():
     boxes, labels = ground_truth([[(3, A)]])
     assert metrics.best_f1_threshold(metrics.match_split(boxes, labels, [dets()])) == (1.0, 0.0)

@@ -176,6 +176,47 @@ def best_f1_threshold(m: SplitMatches) -> tuple[float, float]:
     return float(curve["threshold"][best]), float(curve["f1"][best])
 
 
+def canvas_curve(m: SplitMatches) -> dict[str, np.ndarray]:
+    """Whole-canvas accuracy (every digit found with its class, nothing extra) and overall F1 as the score
+    threshold sweeps every detection score; thresholds descending, as `f1_curve`'s.
+
+    One pass over the detections, best first: each one added changes only its own canvas's counts.
+    """
+    order = np.argsort(-m.det_score, kind="stable")
+    scores, canvas, hit = m.det_score[order], m.det_canvas[order], m.det_is_tp[order]
+    n_gt = np.bincount(m.gt_canvas, minlength=m.num_canvases)
+    n_det, n_tp = np.zeros_like(n_gt), np.zeros_like(n_gt)
+    exact = int(np.sum(n_gt == 0))  # a canvas without digits is read exactly until something is listed
+    right = np.empty(len(scores), np.int64)
+    for i, (c, tp) in enumerate(zip(canvas.tolist(), hit.tolist(), strict=True)):
+        was = n_det[c] == n_gt[c] and n_tp[c] == n_gt[c]
+        n_det[c] += 1
+        n_tp[c] += tp
+        exact += int(n_det[c] == n_gt[c] and n_tp[c] == n_gt[c]) - int(was)
+        right[i] = exact
+    last = np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, bool)
+    return {
+        "threshold": scores[last],
+        "canvas_accuracy": right[last] / max(m.num_canvases, 1),
+        "f1": f1_curve(m)["f1"],
+    }
+
+
+def best_canvas_threshold(m: SplitMatches) -> tuple[float, float]:
+    """The score threshold at which the most canvases are read exactly (what a person drawing sees: every
+    digit listed with its class, nothing extra); among equals, the highest F1, then the highest threshold.
+
+    Returns:
+        (threshold, F1 there); (1.0, 0.0) when there is no detection at all.
+    """
+    curve = canvas_curve(m)
+    if len(curve["f1"]) == 0:
+        return 1.0, 0.0
+    # lexsort: last key first; -index puts the highest threshold (first position) ahead among full ties
+    best = np.lexsort((-np.arange(len(curve["f1"])), curve["f1"], curve["canvas_accuracy"]))[-1]
+    return float(curve["threshold"][best]), float(curve["f1"][best])
+
+
 def class_prf(m: SplitMatches, threshold: float) -> dict[str, float]:
     """Per-class and overall precision, recall, F1 at a score threshold.
 

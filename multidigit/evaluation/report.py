@@ -99,7 +99,11 @@ def render_summary(by_stage: dict[str, dict[str, float]]) -> str:
         The markdown text.
     """
     lines = ["# Evaluation summary", "", "Test split of each stage; P/R/F1 and accuracies at the operating"]
-    lines += ["score threshold chosen on val (max F1), on what the page shows. From `metrics/*.json`.", ""]
+    lines += [
+        "score threshold chosen on val (where the most canvases are read exactly), on what the page shows.",
+        "From `metrics/*.json`.",
+        "",
+    ]
     stage_rows = [[s] + [_fmt(by_stage.get(s, {}).get(k), f) for _, k, f in STAGE_COLUMNS] for s in STAGES]
     lines += markdown_table(["stage"] + [t for t, _, _ in STAGE_COLUMNS], stage_rows)
     lines += ["", "## Per class (AP50 / AP50-95 / F1)", ""]
