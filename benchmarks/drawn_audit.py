@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
             verdict = VERDICTS[(bool(original_ok[src]), bool(redraw_ok[src]))]
             rows.append((verdict, outcome, int(label), got))
             digits.append((verdict, outcome))
-        read = read_digits(found["boxes"], found["labels"]) == read_digits(canvas.boxes, labels)
-        canvases.append((read, digits))
+        exact = read_digits(found["boxes"], found["labels"]) == read_digits(canvas.boxes, labels)
+        canvases.append((exact, digits))
     used = np.unique(sources[sources >= 0])
     result = {
         "canvases": len(drawings),
