@@ -43,6 +43,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 BACKENDS = ("wasm", "webgl", "cpu")
+MAX_WASM_THREADS = 8  # tfjs-backend-wasm pre-creates 8 workers: its thread pool never grows past them
 QUANTIZATIONS = ("none", "float16", "uint8")
 WARMUP = 10
 
@@ -141,8 +142,15 @@ def press_and_wait_for_listing(page: Any, selector: str, timeout_s: float = 30.0
         page.wait_for_timeout(25)
 
 
+def wasm_threads(logical_cores: int) -> int:
+    """The threads tfjs's wasm backend runs on in a cross-origin isolated page: one per two logical cores
+    (it assumes two hardware threads a core), at least 1, at most MAX_WASM_THREADS; a larger
+    `setThreadsCount` is capped to this too."""
+    return min(max(logical_cores // 2, 1), MAX_WASM_THREADS)
+
+
 def load_in_page(page: Any, version: str, backend: str | None, threads: int | None = None) -> dict[str, Any]:
-    """Load models/<version> with detector.js on `backend` (wasm: on `threads`, default one per core);
+    """Load models/<version> with detector.js on `backend` (wasm: on `threads`, default `wasm_threads`);
     returns {"backend", "version", "threads"} as used (threads None off wasm)."""
     return page.evaluate(LOAD_JS, {"url": f"/models/{version}/", "backend": backend, "threads": threads})
 
@@ -208,7 +216,7 @@ def python_latency(fn: Any, image: np.ndarray, runs: int, threshold: float) -> d
 
 def benchmark_version(models_dir: Path, version: str, image: np.ndarray, runs: int) -> dict[str, Any]:
     """Latency of one version per backend in Chromium; a backend that cannot start is recorded as such.
-    wasm runs twice: as the page runs it (a thread per core) and on one thread (`wasm_1_thread`)."""
+    wasm runs twice: as the page runs it (`wasm_threads`) and on one thread (`wasm_1_thread`)."""
     out: dict[str, Any] = {}
     with serve_models(models_dir) as url:
         for name, backend, threads in (*((b, b, None) for b in BACKENDS), ("wasm_1_thread", "wasm", 1)):

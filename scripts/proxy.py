@@ -156,10 +156,10 @@ def page_read(cfg: Params, fn, threshold: float, drawn_vals: dict) -> dict[str, 
     from multidigit.drawn import strokes_of
     from multidigit.evaluation.stage import page_figures
 
+    detect = functools.partial(detect_canvases, fn)
     out, sequences = {}, []
     for i, arrays in enumerate(drawn_vals.values()):
         split = SimpleNamespace(boxes=arrays["boxes"], labels=arrays["labels"])
-        detect = functools.partial(detect_canvases, fn)
         metrics = page_figures(cfg, detect, threshold, split, strokes_of(arrays))
         if not metrics:
             return {}

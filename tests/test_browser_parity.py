@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.browser import CHROMIUM, chromium_page, load_in_page, run_in_page, serve_models
+from benchmarks.browser import (
+    CHROMIUM,
+    chromium_page,
+    load_in_page,
+    run_in_page,
+    serve_models,
+    wasm_threads,
+)
 from multidigit import artifact, export
 from multidigit.params import ExportParams
 from tests.test_export import (
@@ -67,7 +74,7 @@ def versions(tmp_path_factory) -> dict:
 def test_float_graph_in_chromium_equals_python_and_keras_with_numpy(versions):
     with serve_models(versions["root"]) as url, chromium_page(url) as page:
         info = load_in_page(page, "none", "wasm")
-        threads = min(max(page.evaluate("navigator.hardwareConcurrency") // 2, 1), 8)  # tfjs's default
+        threads = wasm_threads(page.evaluate("navigator.hardwareConcurrency"))
         page_dets = run_in_page(page, versions["images"], versions["threshold"])
         default = run_in_page(page, versions["images"][:3])  # no threshold: the manifest's
         shown = page.evaluate(

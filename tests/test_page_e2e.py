@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, wasm_threads
 from benchmarks.drawn_page import draw_strokes, wait_idle
 from multidigit import rescale
 from multidigit.constants import DIGIT_SIZE
@@ -119,17 +119,19 @@ class PageWatch:
         points, widths = self.recorded()
         return reduce_drawing(render_strokes(points, widths if read_brush is None else read_brush, side=400))
 
-    def set_brush(self, width: int) -> None:
+    def _slide(self, selector: str, value: float) -> float:
+        """Move a slider as a person would (its `input` event); returns the value it then holds."""
         self.page.eval_on_selector(
-            "#brush", "(el, w) => { el.value = w; el.dispatchEvent(new Event('input')); }", width
+            selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value
         )
+        return float(self.page.input_value(selector))
+
+    def set_brush(self, width: int) -> None:
+        self._slide("#brush", width)
 
     def set_threshold(self, value: float) -> float:
-        """Move the confidence slider as a person would; returns the value the page then reads at."""
-        self.page.eval_on_selector(
-            "#threshold", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value
-        )
-        return float(self.page.input_value("#threshold"))
+        """The confidence slider; returns the value the page then reads at (its 0.01 steps)."""
+        return self._slide("#threshold", value)
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +300,7 @@ def test_page_with_a_model_loads_cleanly(browser, model_server):
     assert backend.split(",")[0] in {"wasm", "webgl", "cpu"}
     if backend.startswith("wasm"):  # cross-origin isolated: threaded wasm, a thread per 2 logical cores
         assert watch.page.evaluate("crossOriginIsolated") is True
-        threads = min(max(watch.page.evaluate("navigator.hardwareConcurrency") // 2, 1), 8)
+        threads = wasm_threads(watch.page.evaluate("navigator.hardwareConcurrency"))
         assert watch.page.evaluate("multidigit.state.threads") == threads
         assert backend == ("wasm" if threads == 1 else f"wasm, {threads} threads")
     assert watch.page.locator("#banner").is_hidden()

@@ -142,6 +142,12 @@ def _prf(tp: np.ndarray, n_det: np.ndarray, n_gt: np.ndarray) -> tuple[np.ndarra
     return precision, recall, f1
 
 
+def _last_of_ties(scores: np.ndarray) -> np.ndarray:
+    """Of scores sorted descending, the last position of each distinct score: a threshold keeps every
+    detection tied with it, so the curves are read there."""
+    return np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, bool)
+
+
 def f1_curve(m: SplitMatches, class_id: int | None = None) -> dict[str, np.ndarray]:
     """Precision, recall and F1 as the score threshold sweeps every detection score.
 
@@ -156,8 +162,7 @@ def f1_curve(m: SplitMatches, class_id: int | None = None) -> dict[str, np.ndarr
     order = np.argsort(-m.det_score[det], kind="stable")
     scores = m.det_score[det][order]
     tp = np.cumsum(m.det_is_tp[det][order])
-    # Keep the last position of each distinct score: a threshold keeps every detection tied with it.
-    last = np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, bool)
+    last = _last_of_ties(scores)
     n_det = np.arange(1, len(scores) + 1)[last]
     precision, recall, f1 = _prf(tp[last], n_det, np.full(len(n_det), n_gt))
     return {"threshold": scores[last], "precision": precision, "recall": recall, "f1": f1}
@@ -194,11 +199,11 @@ def canvas_curve(m: SplitMatches) -> dict[str, np.ndarray]:
         n_tp[c] += tp
         exact += int(n_det[c] == n_gt[c] and n_tp[c] == n_gt[c]) - int(was)
         right[i] = exact
-    last = np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, bool)
+    last = _last_of_ties(scores)
     return {
         "threshold": scores[last],
         "canvas_accuracy": right[last] / max(m.num_canvases, 1),
-        "f1": f1_curve(m)["f1"],
+        "f1": f1_curve(m)["f1"],  # the same stable order and tie positions, so the arrays align
     }
 
 
