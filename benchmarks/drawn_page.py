@@ -264,7 +264,8 @@ class Page:
         return found, sent, tuple(int(c) for c in self.page.text_content("#reading"))
 
     def threshold(self) -> float:
-        return float(self.page.input_value("#threshold"))
+        """The score threshold the page detects at (the manifest's, unless the slider moved)."""
+        return float(self.page.evaluate("multidigit.state.threshold"))
 
 
 def page_detections(found: list[dict]) -> dict[str, np.ndarray]:

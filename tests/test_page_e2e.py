@@ -131,7 +131,9 @@ class PageWatch:
 
     def set_threshold(self, value: float) -> float:
         """The confidence slider; returns the value the page then reads at (its 0.01 steps)."""
-        return self._slide("#threshold", value)
+        shown = self._slide("#threshold", value)
+        assert self.page.evaluate("multidigit.state.threshold") == shown
+        return shown
 
 
 @pytest.fixture(scope="module")
@@ -304,8 +306,10 @@ def test_page_with_a_model_loads_cleanly(browser, model_server):
         assert watch.page.evaluate("multidigit.state.threads") == threads
         assert backend == ("wasm" if threads == 1 else f"wasm, {threads} threads")
     assert watch.page.locator("#banner").is_hidden()
+    # the slider shows the calibrated threshold to its 0.01 step, and detection runs at it exactly
     threshold = float(watch.page.input_value("#threshold"))
     assert threshold == pytest.approx(manifest["thresholds"]["score"], abs=0.01)
+    assert watch.page.evaluate("multidigit.state.threshold") == manifest["thresholds"]["score"]
     # the graph ran on its warm-up strokes before the page said ready, and they left nothing on the page
     warmup_ms = watch.page.evaluate("multidigit.state.warmupMs")
     assert isinstance(warmup_ms, int | float) and 0 < warmup_ms < 60_000
@@ -375,8 +379,8 @@ def test_page_lists_what_the_python_artifact_finds_on_drawings_of_every_class(
     watch = PageWatch(browser, model_server)
     manifest = json.load(urllib.request.urlopen(model_server + "/api/model"))
     read_brush = manifest["input"].get("read_brush")
-    # What the page runs at: the manifest's threshold snapped to the slider's 0.01 steps (0.2375 -> 0.24).
-    threshold = float(watch.page.input_value("#threshold"))
+    # What the page runs at: the manifest's calibrated threshold itself, not the slider's 0.01 steps.
+    threshold = manifest["thresholds"]["score"]
     pages, canvases, recorded = [], [], []
     for strokes, brush in zip(drawings(mnist_data), BRUSHES, strict=True):
         watch.page.keyboard.press("Escape")

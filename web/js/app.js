@@ -17,6 +17,9 @@ const state = {
   canvas: null, // last reduced uint8 100 x 100 canvas
   rescale: null, // the last second look: {scale, centre, to, canvas} (web/js/rescale.js), or null
   detections: [],
+  // The score threshold detection runs at: the manifest's calibrated value until the slider moves. A range
+  // input snaps its value to its 0.01 step (0.4345 reads back as 0.43), so the slider cannot hold it.
+  threshold: null,
   warmupMs: null, // time the detector's warm-up runs took on load
   threads: null, // wasm threads: tfjs runs one per 2 logical cores (at most 8) where the page is cross-origin isolated
   examples: null,
@@ -117,7 +120,7 @@ async function runDetection(pad) {
   state.canvas = reduceGrey(pad.modelGrey, pad.side);
   state.rescale = null;
   if (!state.detector) return;
-  const options = { scoreThreshold: Number($("threshold").value) };
+  const options = { scoreThreshold: state.threshold ?? Number($("threshold").value) };
   const t0 = performance.now();
   let found = pad.isEmpty ? [] : await state.detector.detect(toModelInput(state.canvas), options);
   const lines = pad.strokes.map((s) => s.points);
@@ -164,7 +167,8 @@ function wireControls(pad, schedule) {
   });
   const threshold = $("threshold");
   threshold.addEventListener("input", () => {
-    $("threshold-value").textContent = Number(threshold.value).toFixed(2);
+    state.threshold = Number(threshold.value);
+    $("threshold-value").textContent = state.threshold.toFixed(2);
     schedule();
   });
   $("undo").addEventListener("click", () => pad.undo());
@@ -179,6 +183,7 @@ function wireControls(pad, schedule) {
 }
 
 function setThreshold(value) {
+  state.threshold = value;
   $("threshold").value = String(value);
   $("threshold-value").textContent = Number(value).toFixed(2);
 }
