@@ -2,7 +2,7 @@
 
 Generates small train sets in memory (4,000 / 6,000 / 8,000 canvases by default), trains one epoch per
 stage from a pretrained backbone, and scores the detector artifact on 500 stage-3 val canvases and on 500
-drawn canvases built from MNIST *val* digits (never test), the README "Tuning" rows; `page_val/...` reads
+drawn canvases built from MNIST *val* digits (never test), the docs/tuning.md rows; `page_val/...` reads
 the same drawn canvases' strokes as the page does. OVERRIDES is JSON:
 {"params": {...merged over params.yaml...}, "counts": {"stage1": N, ...}, "epochs": {"stage3": 2},
 "backbone": "models/pretrain/backbone.keras", "stage2": ".proxy/base/stage2.keras"}; without a backbone it
@@ -148,7 +148,7 @@ def score(cfg: Params, detector, val3, drawn_vals: dict, threshold: float | None
 def page_read(cfg: Params, fn, threshold: float, drawn_vals: dict) -> dict[str, float]:
     """Drawn-val as the page reads it (`export.read_brush`, the second look, boxes widened to the brush
     drawn; `evaluation.stage.page_figures`): per brush law, sequence accuracy, the split's law also recall
-    and precision; `pooled` is the mean sequence accuracy over the laws (README "Tuning", eleventh pass).
+    and precision; `pooled` is the mean sequence accuracy over the laws (docs/tuning.md, eleventh pass).
     Empty when the page reads strokes as drawn."""
     from types import SimpleNamespace
 

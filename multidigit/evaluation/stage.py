@@ -85,7 +85,7 @@ def calibrate_threshold(
 
     Why canvases: F1 is flat near its top (stage-3 val: 0.947-0.949 from 0.40 to 0.65), so its argmax
     wanders across machine types while count accuracy falls from 0.91 to 0.81 over that range; a person
-    judges a drawing by whether it was read whole (README "Tuning", thirteenth pass)."""
+    judges a drawing by whether it was read whole (docs/tuning.md, thirteenth pass)."""
     m = mt.match_split(boxes, labels, [mt.shown_only(d) for d in candidates])
     return mt.best_canvas_threshold(m) if rule == "canvas" else mt.best_f1_threshold(m)
 
