@@ -167,8 +167,7 @@ function wireControls(pad, schedule) {
   });
   const threshold = $("threshold");
   threshold.addEventListener("input", () => {
-    state.threshold = Number(threshold.value);
-    $("threshold-value").textContent = state.threshold.toFixed(2);
+    setThreshold(Number(threshold.value));
     schedule();
   });
   $("undo").addEventListener("click", () => pad.undo());
