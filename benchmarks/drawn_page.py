@@ -4,6 +4,7 @@ scored beside the Python figure for the same canvases.
 
     python benchmarks/drawn_page.py [--models models] [--canvases 100] [--brushes 10,4,24]
     python benchmarks/drawn_page.py --synthetic   # strokes traced from MNIST test digits, no drawn split
+    python benchmarks/drawn_page.py --fonts       # single-stroke font digits (benchmarks/font_digits.py)
     python benchmarks/drawn_page.py --python-only --canvases 1000 --brushes recorded   # no browser
 
 For each brush b (an integer on the slider, or `recorded` = each canvas's own brush width):
@@ -52,6 +53,7 @@ from multidigit.evaluation.drawn import read_digits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "drawn_page.json"
 PYTHON_RESULTS = ROOT / "benchmarks" / "results" / "drawn_page_python.json"
+FONTS_RESULTS = ROOT / "benchmarks" / "results" / "drawn_page_fonts.json"
 BUFFER = 400  # the page's drawing buffer side in pixels
 BRUSHES = ("10", "4", "24")  # the slider's default and its two ends
 DECIMALS = 4
@@ -438,6 +440,23 @@ def site_server(site: Path) -> Any:
     return module.live_server
 
 
+def drawings_name(args: argparse.Namespace) -> str:
+    if args.fonts:
+        return "single-stroke font digits (benchmarks/font_digits.py)"
+    return "synthetic (traced MNIST test digits)" if args.synthetic else "stage3 drawn split"
+
+
+def chosen_drawings(args: argparse.Namespace) -> list[DrawnCanvas]:
+    """The drawings the flags ask for: the drawn split, traced MNIST test digits, or font digits."""
+    if args.fonts:
+        import font_digits
+
+        return [drawing for _, drawing in font_digits.font_drawings(args.canvases, args.seed)]
+    return (
+        synthetic_drawn(args.canvases, args.seed) if args.synthetic else drawn_split(args.canvases, args.data)
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, default=ROOT / "models", help="folder holding tfjs/ and stage3/")
@@ -445,7 +464,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--canvases", type=int, default=100, help="drawings replayed per brush")
     p.add_argument("--brushes", default=",".join(BRUSHES), help="comma list of slider widths or 'recorded'")
     p.add_argument("--synthetic", action="store_true", help="traced MNIST test digits instead of the split")
-    p.add_argument("--seed", type=int, default=0, help="seed of --synthetic drawings")
+    p.add_argument(
+        "--fonts", action="store_true", help="single-stroke font digits (font_digits.py) instead of the split"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of --synthetic and --fonts drawings")
     p.add_argument(
         "--data", type=Path, default=ROOT / "data" / "canvases", help="canvases folder of the split"
     )
@@ -458,9 +480,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--site", type=Path, default=ROOT, help="checkout whose page is served (default: this)")
     p.add_argument("--python-only", action="store_true", help="no browser: the Python figures alone")
     p.add_argument(
-        "--out", type=Path, help=f"default {RESULTS.name} ({PYTHON_RESULTS.name} with --python-only)"
+        "--out",
+        type=Path,
+        help=f"default {RESULTS.name} ({PYTHON_RESULTS.name} with --python-only, {FONTS_RESULTS.name} "
+        "with --fonts)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = FONTS_RESULTS if args.fonts else PYTHON_RESULTS if args.python_only else RESULTS
+    if args.fonts and args.synthetic:
+        p.error("--fonts and --synthetic: choose one source of drawings")
+    if args.fonts and args.python_only:
+        p.error("--fonts --python-only: benchmarks/font_digits.py scores font digits in Python")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -473,9 +505,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     brushes = [b.strip() for b in args.brushes.split(",") if b.strip()]
     if args.make_split:
         make_drawn_split(args.data, args.mnist, ROOT / "params.yaml")
-    drawings = (
-        synthetic_drawn(args.canvases, args.seed) if args.synthetic else drawn_split(args.canvases, args.data)
-    )
+    drawings = chosen_drawings(args)
     source = independent.resolve_model(args.models, None, args.detector, None)
     if args.python_only:
         return python_only(args, source, drawings, brushes)
@@ -493,8 +523,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         page_threshold, errors = page.threshold(), page.errors
         browser.close()
     result = {
-        "drawings": "synthetic (traced MNIST test digits)" if args.synthetic else "stage3 drawn split",
-        "split": None if args.synthetic else independent.workspace_path(args.data),
+        "drawings": drawings_name(args),
+        "split": None if args.synthetic or args.fonts else independent.workspace_path(args.data),
         "page": "this checkout" if args.site.resolve() == ROOT else "another checkout",
         "model": {
             "version_dir": independent.workspace_path(source.version_dir),
@@ -506,7 +536,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "page_errors": errors,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    save_json(args.out or RESULTS, result)
+    save_json(args.out, result)
     for r in runs:
         pg, py, dr = r["page"], r["python"], r["python_as_drawn"]
         print(
@@ -515,7 +545,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{py['sequence_accuracy']:.4f} | read as drawn {dr['sequence_accuracy']:.4f} "
             f"| bytes equal {r['page_bytes_equal_python']:.2f}"
         )
-    print(f"-> {independent.workspace_path(args.out or RESULTS)}")
+    print(f"-> {independent.workspace_path(args.out)}")
     return result
 
 
@@ -523,14 +553,14 @@ def python_only(args: argparse.Namespace, source: Any, drawings: list, brushes: 
     """`--python-only`: each brush's Python figures, no browser."""
     runs = [python_figures(source, drawings, b)[0] for b in brushes]
     result = {
-        "drawings": "synthetic (traced MNIST test digits)" if args.synthetic else "stage3 drawn split",
+        "drawings": drawings_name(args),
         "model": {
             "version_dir": independent.workspace_path(source.version_dir),
             "threshold": source.threshold,
         },
         "brushes": {r["brush"]: r for r in runs},
     }
-    out = args.out or PYTHON_RESULTS
+    out = args.out
     save_json(out, result)
     for r in runs:
         py, dr = r["python"], r["python_as_drawn"]
