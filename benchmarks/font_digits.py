@@ -207,8 +207,8 @@ def font_drawing(glyphs: dict, font: str, rng: np.random.Generator) -> drawn_pag
         for label in labels[len(groups) : len(groups) + count]:
             lines = _shaped(glyphs[font][label], height * rng.uniform(0.92, 1.08), shear, rng)
             width = max(float(np.concatenate(lines)[:, 0].max()), 0.0)
-            baseline = y + rng.uniform(-0.05, 0.05) * height
-            row.append([line + np.array([x, baseline]) for line in lines])
+            top = y + rng.uniform(-0.05, 0.05) * height  # the row's tops level to within 5% of h
+            row.append([line + np.array([x, top]) for line in lines])
             x += width + brush + rng.uniform(0.15, 0.5) * height  # ink apart by the gap
         groups += row
         y += height * rng.uniform(1.3, 1.5)
