@@ -198,6 +198,12 @@ def padded(rows: list[np.ndarray], width: int, fill: float, shape: tuple[int, ..
     return out
 
 
+def padded_truth(boxes: list[np.ndarray], labels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-canvas truths as evaluation takes them: boxes (N, K, 4) padded with 0, labels (N, K) with -1."""
+    width = max(len(lab) for lab in labels)
+    return padded(boxes, width, 0.0, (4,)), padded(labels, width, -1)
+
+
 # ---------------------------------------------------------------- the page
 def wait_idle(page: Any, timeout_s: float = 60.0) -> None:
     """Wait until the page's debounced detection after the last change has finished.
@@ -288,8 +294,7 @@ def score_listed(
     the digits read out (`reads`, what the page shows; else the detections in reading order) equal the
     drawn digits in reading order."""
     mt = independent.evaluation_modules()[1]
-    width = max(len(lab) for lab in labels)
-    gt_boxes, gt_labels = padded(boxes, width, 0.0, (4,)), padded(labels, width, -1)
+    gt_boxes, gt_labels = padded_truth(boxes, labels)
     prf = mt.class_prf(mt.match_split(gt_boxes, gt_labels, dets), 0.0)
     reads = reads if reads is not None else [read_digits(d["boxes"], d["labels"]) for d in dets]
     sequence = [read_digits(b, lab) == read for b, lab, read in zip(boxes, labels, reads, strict=True)]
@@ -560,8 +565,7 @@ def python_only(args: argparse.Namespace, source: Any, drawings: list, brushes: 
         },
         "brushes": {r["brush"]: r for r in runs},
     }
-    out = args.out
-    save_json(out, result)
+    save_json(args.out, result)
     for r in runs:
         py, dr = r["python"], r["python_as_drawn"]
         once = r.get("python_read_once")
@@ -572,7 +576,7 @@ def python_only(args: argparse.Namespace, source: Any, drawings: list, brushes: 
             + (f" | read once {once['recall']:.4f} {once['precision']:.4f} {once['sequence_accuracy']:.4f}"
                if once else "")
         )  # fmt: skip
-    print(f"-> {independent.workspace_path(out)}")
+    print(f"-> {independent.workspace_path(args.out)}")
     return result
 
 

@@ -20,9 +20,11 @@ its height (a hand's tremor); the brush is the page slider's default 10 on two d
 any of its widths 4-24. This placement is its own code, not `multidigit.drawn`'s. Truth boxes are each
 digit rendered alone and boxed tight (`drawn_page.truth_at`), so they follow the brush as the page's do.
 
-Figures (as the page reads: its read brush and second look, `drawn_page.python_figures`): recall,
-precision and sequence accuracy overall, per font, per brush bucket and per height bucket, and the same
-read as drawn. Writes benchmarks/results/font_digits.json and a preview of the worst drawings.
+Figures (as the page reads: its read brush and second look, `drawn_page.python_as_page`): recall,
+precision and sequence accuracy overall, per font, per brush bucket and per height bucket, the same read
+as drawn, per digit the share read right and every misreading, and an MNIST-only reader's verdicts (the
+audit's reader and tables, `drawn_audit`). Writes benchmarks/results/font_digits.json and a preview of the
+worst drawings.
 """
 
 from __future__ import annotations
@@ -244,7 +246,8 @@ def font_drawings(
 # ---------------------------------------------------------------- scoring
 def _subsets(fonts: list[str], widths: np.ndarray, heights: np.ndarray) -> dict[str, np.ndarray]:
     """Canvas indices per font, per brush bucket and per bucket of the median digit height (canvas px)."""
-    out = {f"font/{name}": np.flatnonzero(np.array(fonts) == name) for name in sorted(set(fonts))}
+    names = np.array(fonts)
+    out = {f"font/{name}": np.flatnonzero(names == name) for name in sorted(set(fonts))}
     for name, lo, hi in BRUSH_BUCKETS:
         out[f"brush/{name}"] = np.flatnonzero((widths >= lo) & (widths <= hi))
     for name, lo, hi in HEIGHT_BUCKETS:
@@ -262,8 +265,7 @@ def confusions(boxes: list, labels: list, dets: list) -> dict[str, Any]:
     """Per true digit the share read right, and the digits read as another one ("6->5": count), from
     class-agnostic matches (the evaluation's confusion matrix); "6->none" is a digit not listed."""
     mt = independent.evaluation_modules()[1]
-    width = max(len(lab) for lab in labels)
-    gt_boxes, gt_labels = drawn_page.padded(boxes, width, 0.0, (4,)), drawn_page.padded(labels, width, -1)
+    gt_boxes, gt_labels = drawn_page.padded_truth(boxes, labels)
     cm = mt.confusion_matrix(mt.match_split(gt_boxes, gt_labels, dets, class_aware=False))
     names = [*map(str, range(10)), "none"]
     errors = {
@@ -300,7 +302,7 @@ def score_drawings(source: Any, pairs: list[tuple[str, drawn_page.DrawnCanvas]])
             for name, idx in _subsets(fonts, widths, heights).items()
         },
     }
-    right = [drawn_page.read_digits(d["boxes"], d["labels"]) == tuple(drawn_page.read_digits(b, lab))
+    right = [drawn_page.read_digits(d["boxes"], d["labels"]) == drawn_page.read_digits(b, lab)
              for d, b, lab in zip(page_dets, boxes, labels, strict=True)]  # fmt: skip
     return figures, {"truths": truths, "dets": page_dets, "right": np.array(right), "fonts": fonts}
 
@@ -311,10 +313,8 @@ def write_worst(seen: dict, path: Path, count: int = 16) -> None:
 
     wrong = np.flatnonzero(~seen["right"])[:count]
     truths = seen["truths"]
-    width = max(len(t[2]) for t in truths)
     images = np.stack([t[0] for t in truths])
-    boxes = drawn_page.padded([t[1] for t in truths], width, 0.0, (4,))
-    labels = drawn_page.padded([t[2] for t in truths], width, -1)
+    boxes, labels = drawn_page.padded_truth([t[1] for t in truths], [t[2] for t in truths])
     captions = [f"#{i} {seen['fonts'][i]}" for i in wrong]
     with atomic_path(path) as tmp:
         figures.plot_canvases(
@@ -327,14 +327,12 @@ def mnist_style(lines: list[np.ndarray], brush: float = MNIST_BRUSH) -> np.ndarr
     """One digit's strokes as MNIST shows a digit: drawn with the page's brush at MNIST's stroke width, its
     ink scaled into a 20 px box, reduced to 28 x 28 and moved so its centre of mass is the centre, as
     MNIST's own were. uint8 (28, 28)."""
-    from multidigit.strokes import reduce_blocks, render_strokes
-
     f = restroke_fidelity.FACTOR
     pts = np.concatenate(lines)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     k = (20 * f - brush) / max(float((hi - lo).max()), 1e-6)  # the brush's half width on either side
     centre = (lo + hi) / 2
-    image = reduce_blocks(render_strokes([(line - centre) * k + 14 * f for line in lines], brush, 28 * f), f)
+    image = restroke_fidelity.redraw([(line - centre) * (k / f) + 14 for line in lines], brush)
     ys, xs = np.nonzero(image)
     weight = image[ys, xs].astype(np.float64)
     dy, dx = (14 - 0.5 - np.array([ys @ weight, xs @ weight]) / weight.sum()).round().astype(int)
@@ -348,16 +346,14 @@ def reader_audit(reader: Any, pairs: list, seen: dict) -> dict[str, Any]:
     crops = [mnist_style(lines) for _, drawing in pairs for lines in drawing.strokes]
     guess = reader.predict(np.stack(crops)[..., None] / 255.0, batch_size=512, verbose=0).argmax(1)
     rows, canvases, k = [], [], 0
-    for (_, drawing), (_, boxes, labels), found in zip(pairs, seen["truths"], seen["dets"], strict=True):
+    for (_, boxes, labels), found, right in zip(seen["truths"], seen["dets"], seen["right"], strict=True):
         digits = []
         for label, (outcome, got) in zip(labels, drawn_audit.outcomes(boxes, labels, found), strict=True):
             verdict = "legible" if guess[k] == label else "odd either way"
             rows.append((verdict, outcome, int(label), got))
             digits.append((verdict, outcome))
             k += 1
-        canvases.append(
-            (drawn_page.read_digits(found["boxes"], found["labels"]) == tuple(drawing.labels), digits)
-        )
+        canvases.append((bool(right), digits))
     table = drawn_audit.tabulate(rows)
     by_verdict = table.pop("by_reader_verdict")
     return {
