@@ -395,7 +395,9 @@ def stroke_patch(lines: list[np.ndarray], widths: np.ndarray) -> np.ndarray:
 
 
 # The patch, its crop and the re-stroking loop are compiled: per digit, a dozen numpy calls on a few
-# hundred points cost more than the painting. They call strokes' compiled brush and reduction directly.
+# hundred points cost more than the painting. They call strokes' compiled brush and reduction directly,
+# compiled into this file's kernels: numba's on-disk cache is keyed on this file's source alone, so a
+# change to those kernels takes effect here only once this file changes too (or __pycache__ is cleared).
 _POINTS = numba.types.Array(numba.float64, 2, "C", readonly=True)
 
 
