@@ -234,6 +234,22 @@ def test_reduce_drawing_rounds_half_up_and_refuses_other_sizes():
             strokes.reduce_drawing(np.zeros(shape, np.uint8))
 
 
+@pytest.mark.parametrize("factor", range(1, strokes.MAX_FACTOR + 1))
+def test_block_reduction_equals_the_integer_mean_for_every_factor_and_layout(factor):
+    # The compiled reduction sums in uint16 (8 x 8 blocks of 255 reach 16,320) and has its own 4 x 4 loop;
+    # both must equal the plain integer mean, rounded half up, on noise, full blocks and strided views.
+    rng = np.random.default_rng(factor)
+    noise = rng.integers(0, 256, (factor * 23, factor * 31), dtype=np.uint8)
+    full = np.full((factor * 5, factor * 7), 255, np.uint8)
+    view = np.full((factor * 6, factor * 9 + 3), 255, np.uint8)[:, 3:]  # not C-contiguous
+    view[::2] = rng.integers(0, 256, view[::2].shape, dtype=np.uint8)
+    for image in (noise, full, view, np.frombuffer(noise.tobytes(), np.uint8).reshape(noise.shape)):
+        h, w = image.shape[0] // factor, image.shape[1] // factor
+        sums = image.astype(np.int64).reshape(h, factor, w, factor).sum(axis=(1, 3))
+        expected = (sums + factor * factor // 2) // (factor * factor)
+        assert np.array_equal(strokes.reduce_blocks(image, factor), expected)
+
+
 def _zhang_suen_reference(mask: np.ndarray) -> np.ndarray:
     """Zhang-Suen written out rule by rule on one (H, W) image: the definition `thin` must equal."""
     img = np.pad(mask.astype(np.uint8), 1)
