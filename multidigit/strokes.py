@@ -624,9 +624,9 @@ def _block_means(image, factor):
     """Integer mean of each factor x factor block, rounding half up.
 
     Row by row: the block's `factor` rows are summed into one line (a contiguous loop the compiler
-    vectorises), then each block's `factor` column sums. uint16 sums hold 8 x 8 blocks of 255 (16,320):
-    half the width of int32 lanes, and the division by a power-of-two area is a shift. The page's 4 x 4
-    has its own loop (`_block_means_4`): the generator reduces every re-stroked digit through it.
+    vectorises), then each block's `factor` column sums. uint16 sums hold 8 x 8 blocks of 255 (16,320),
+    in lanes half the width of int32. The page's 4 x 4 has its own loop (`_block_means_4`, where the
+    division is a constant shift): the generator reduces every re-stroked digit through it.
     """
     if factor == 4:
         return _block_means_4(image)
