@@ -54,14 +54,22 @@ def shard_seed(seed: int, stage: str, split: str, index: int) -> np.random.SeedS
 _BOXES = "i8[::1], f8[::1], i8[:, ::1], i8"  # covered, limits, placed, n
 
 
-@numba.njit(f"(i8[::1], i8[::1], i8, i8, f8, b1[:, ::1], b1[:, :, ::1], {_BOXES})", cache=True, nogil=True)
-def _first_fit(xs, ys, w, h, limit, union, free, covered, limits, placed, n):
+@numba.njit(cache=True, nogil=True)
+def _overlap(placed, j, x, y, w, h):
+    """(x0, y0, x1, y1) of placed box j's intersection with the box (x, y, w, h); empty when x0 >= x1."""
+    px, py, pw, ph = placed[j, 0], placed[j, 1], placed[j, 2], placed[j, 3]
+    return max(x, px), max(y, py), min(x + w, px + pw), min(y + h, py + ph)
+
+
+@numba.njit(f"(i8[::1], i8[::1], i8, i8, f8, b1[:, ::1], b1[::1], i8[::1], {_BOXES})", cache=True, nogil=True)
+def _first_fit(xs, ys, w, h, limit, union, free, at, covered, limits, placed, n):
     """(index of the first candidate corner (xs, ys) whose w x h box stays within `limit` of covered
     pixels and keeps every placed box within its own limit, or -1; that box's covered pixels)."""
     side = union.shape[0]
     # A candidate's covered pixels are counted directly until that has cost a whole table's worth: most
-    # boxes fit at one of their first candidates, and the first box of a canvas always does.
-    sat = np.zeros((side + 1, side + 1), np.int64)  # summed-area table of the union, zero-padded
+    # boxes fit at one of their first candidates, and the first box of a canvas always does, so the
+    # summed-area table of the union is built (and allocated: 80 kB) only for the boxes that need it.
+    sat = np.zeros((1, 1), np.int64)
     budget = side * side
     for c in range(len(xs)):
         x, y = xs[c], ys[c]
@@ -72,6 +80,7 @@ def _first_fit(xs, ys, w, h, limit, union, free, covered, limits, placed, n):
                     own += union[yy, xx]
             budget -= w * h
             if budget <= 0:
+                sat = np.zeros((side + 1, side + 1), np.int64)  # zero-padded
                 for yy in range(side):
                     for xx in range(side):
                         sat[yy + 1, xx + 1] = sat[yy, xx + 1] + sat[yy + 1, xx] - sat[yy, xx] + union[yy, xx]
@@ -81,13 +90,15 @@ def _first_fit(xs, ys, w, h, limit, union, free, covered, limits, placed, n):
             continue
         fits = True
         for j in range(n):
-            px, py, pw, ph = placed[j, 0], placed[j, 1], placed[j, 2], placed[j, 3]
-            if not (px < x + w and x < px + pw and py < y + h and y < py + ph):
+            x0, y0, x1, y1 = _overlap(placed, j, x, y, w, h)
+            if x0 >= x1 or y0 >= y1:
                 continue  # no overlap: box j gains no cover
+            px, py, pw = placed[j, 0], placed[j, 1], placed[j, 2]
             more = 0
-            for yy in range(y, y + h):
-                for xx in range(x, x + w):
-                    more += free[j, yy, xx]
+            for yy in range(y0, y1):
+                row = at[j] + (yy - py) * pw - px
+                for xx in range(x0, x1):
+                    more += free[row + xx]
             if covered[j] + more > limits[j]:
                 fits = False
                 break
@@ -96,19 +107,26 @@ def _first_fit(xs, ys, w, h, limit, union, free, covered, limits, placed, n):
     return -1, 0
 
 
-@numba.njit(f"void(i8, i8, i8, i8, i8, f8, b1[:, ::1], b1[:, :, ::1], {_BOXES})", cache=True, nogil=True)
-def _add_box(x, y, w, h, own, limit, union, free, covered, limits, placed, n) -> None:
+@numba.njit(f"void(i8, i8, i8, i8, i8, f8, b1[:, ::1], b1[::1], i8[::1], {_BOXES})", cache=True, nogil=True)
+def _add_box(x, y, w, h, own, limit, union, free, at, covered, limits, placed, n) -> None:
     """Record placed box n at (x, y): the pixels it takes from earlier boxes' uncovered ones, and its own
-    pixels that no earlier box covers."""
+    pixels that no earlier box covers (box j's mask is free[at[j]:], row-major over its own w x h)."""
     for j in range(n):
-        for yy in range(y, y + h):
-            for xx in range(x, x + w):
-                if free[j, yy, xx]:
+        x0, y0, x1, y1 = _overlap(placed, j, x, y, w, h)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        px, py, pw = placed[j, 0], placed[j, 1], placed[j, 2]
+        for yy in range(y0, y1):
+            row = at[j] + (yy - py) * pw - px
+            for xx in range(x0, x1):
+                if free[row + xx]:
                     covered[j] += 1
-                    free[j, yy, xx] = False
+                    free[row + xx] = False
+    at[n + 1] = at[n] + w * h
     for yy in range(y, y + h):
+        row = at[n] + (yy - y) * w - x
         for xx in range(x, x + w):
-            free[n, yy, xx] = not union[yy, xx]
+            free[row + xx] = not union[yy, xx]
             union[yy, xx] = True
     covered[n], limits[n] = own, limit
     placed[n, 0], placed[n, 1], placed[n, 2], placed[n, 3] = x, y, w, h
@@ -120,7 +138,9 @@ def _place_one(sizes, canvas, max_overlap, attempts, rng, corners) -> bool:
     valid candidate."""
     k = len(sizes)
     union = np.zeros((canvas, canvas), np.bool_)  # pixels under any placed box
-    free = np.zeros((k, canvas, canvas), np.bool_)  # per placed box: its pixels no other box covers
+    # per placed box, over its own pixels only: those no other box covers (every later write is in range)
+    free = np.empty((sizes[:, 0] * sizes[:, 1]).sum(), np.bool_)
+    at = np.zeros(k + 1, np.int64)  # where each placed box's mask starts in `free`
     covered = np.zeros(k, np.int64)  # per placed box: its pixels that other boxes cover
     limits = np.zeros(k)
     placed = np.zeros((k, 4), np.int64)  # x, y, w, h of placed boxes
@@ -131,12 +151,12 @@ def _place_one(sizes, canvas, max_overlap, attempts, rng, corners) -> bool:
         limit = max_overlap * w * h + 1e-9
         xs = rng.integers(0, canvas - w + 1, attempts)
         ys = rng.integers(0, canvas - h + 1, attempts)
-        c, own = _first_fit(xs, ys, w, h, limit, union, free, covered, limits, placed, n)
+        c, own = _first_fit(xs, ys, w, h, limit, union, free, at, covered, limits, placed, n)
         if c < 0:
             return False
         corners[i, 0], corners[i, 1] = xs[c], ys[c]
         if n < k - 1:  # the last box: no later box needs the masks
-            _add_box(xs[c], ys[c], w, h, own, limit, union, free, covered, limits, placed, n)
+            _add_box(xs[c], ys[c], w, h, own, limit, union, free, at, covered, limits, placed, n)
     return True
 
 
@@ -332,16 +352,14 @@ def make_shard(
         )
         starts = np.concatenate([[0], np.cumsum(draw.counts)])
         compose_into(out.images, np.where(fits, todo, -1), draw.crops, sizes, corners, starts)
-        failed = []
-        bounds = zip(todo.tolist(), starts[:-1].tolist(), starts[1:].tolist(), strict=True)
-        for j, (slot, lo, hi) in enumerate(bounds):
-            if not fits[j]:
-                failed.append(slot)
-                continue
-            out.boxes[slot, : hi - lo] = np.concatenate([corners[lo:hi], sizes[lo:hi]], axis=1)
-            out.labels[slot, : hi - lo] = labels[draw.digit_ids[lo:hi]]
-        out.resampled += len(failed)
-        todo = np.array(failed, np.int64)
+        # every digit of a canvas that fits goes to (its canvas's slot, its place on that canvas)
+        keep = np.repeat(fits, draw.counts)
+        slot = np.repeat(todo, draw.counts)[keep]
+        place = (np.arange(len(keep)) - np.repeat(starts[:-1], draw.counts))[keep]
+        out.boxes[slot, place] = np.concatenate([corners, sizes], axis=1)[keep]
+        out.labels[slot, place] = labels[draw.digit_ids[keep]]
+        out.resampled += int((~fits).sum())
+        todo = todo[~fits]
         if len(todo) == 0:
             return out
     raise RuntimeError(f"{len(todo)} canvases failed placement {MAX_ROUNDS} times; loosen the stage params")

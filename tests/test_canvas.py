@@ -199,6 +199,53 @@ def test_stage3_overlap_within_limit_and_scales_vary(cfg, train_digits):
     assert heights.min() < 16 and heights.max() > 35  # scale 0.6-1.8 of a ~20 px digit
 
 
+def _covered(masks: list[np.ndarray], a: int) -> int:
+    """Pixels of box `a` under the union of the other boxes."""
+    others = [m for k, m in enumerate(masks) if k != a]
+    return int((masks[a] & np.logical_or.reduce(others)).sum()) if others else 0
+
+
+def _first_fit_reference(sizes, counts, side, max_overlap, attempts, rng):
+    """`place_boxes`'s rule with whole-canvas masks: per canvas, boxes largest first (stable); each takes
+    the first of its `attempts` drawn corners at which neither it nor any placed box has more than
+    `max_overlap` of its area under the others; a canvas stops drawing at its first box without one."""
+    corners, fits, start = np.zeros((len(sizes), 2), np.int64), np.zeros(len(counts), bool), 0
+    for j, count in enumerate(counts):
+        one = sizes[start : start + count]
+        if one.min() == 0 or one.max() > side:
+            start += count
+            continue
+        masks, fits[j] = [], True
+        for i in np.argsort(-one[:, 0] * one[:, 1], kind="stable"):
+            w, h = one[i]
+            xs, ys = rng.integers(0, side - w + 1, attempts), rng.integers(0, side - h + 1, attempts)
+            for x, y in zip(xs, ys, strict=True):
+                trial = [*masks, box_mask((x, y, w, h), side)]
+                if all(_covered(trial, a) <= max_overlap * trial[a].sum() + 1e-9 for a in range(len(trial))):
+                    masks, corners[start + i] = trial, (x, y)
+                    break
+            else:
+                fits[j] = False
+                break
+        start += count
+    return corners, fits
+
+
+@pytest.mark.parametrize("max_overlap", [0.0, 0.2])
+def test_compiled_placement_equals_the_first_fit_rule_on_whole_masks(max_overlap):
+    # sizes crowded enough that some boxes skip candidates, some build the summed-area table, some fail
+    draw = np.random.default_rng(5)
+    counts = draw.integers(1, 11, 120)
+    sizes = draw.integers(8, 45, (counts.sum(), 2))
+    sizes[3] = (0, 10)  # an empty digit: its canvas is skipped without a draw
+    got = canvas.place_boxes(sizes, counts, 100, max_overlap, 50, np.random.default_rng(9))
+    want = _first_fit_reference(sizes, counts, 100, max_overlap, 50, np.random.default_rng(9))
+    assert 0 < got[1].sum() < len(counts)
+    np.testing.assert_array_equal(got[1], want[1])
+    placed = np.repeat(want[1], counts)
+    np.testing.assert_array_equal(got[0][placed], want[0][placed])
+
+
 def test_failed_placements_are_resampled_never_short(cfg, train_digits):
     # Ten digits of up to the stage's largest scale with no overlap allowed: some canvases cannot be laid
     # out on the first draw, whatever the tuned stage-3 params (its re-stroked crops are tighter and fit).
