@@ -250,6 +250,48 @@ def _end_to_end(crops):
     return flat
 
 
+SAFE_MARGIN = (
+    8  # zero border of a digit's padded copy: a window whose samples all read inside it skips bounds checks
+)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_padded(padded, t, shift, ox, oy):
+    """`_sample` of an affine t (k = 1) from the digit's copy inside a zero border (`padded`, the digit at
+    row and column `shift`): the same float32 operations, with no bounds checks (the caller proved every
+    read lands inside the copy, where the border's zeros are what `_sample` reads outside the digit)."""
+    one = np.float32(1)
+    fx, fy = np.float32(ox), np.float32(oy)
+    x = t[0] * fx + t[1] * fy + t[2]
+    y = t[3] * fx + t[4] * fy + t[5]
+    x0, y0 = np.floor(x), np.floor(y)
+    x1, y1 = x0 + one, y0 + one
+    c0, r0 = int(x0) + shift, int(y0) + shift
+    v00, v01 = np.float32(padded[r0, c0]), np.float32(padded[r0, c0 + 1])
+    v10, v11 = np.float32(padded[r0 + 1, c0]), np.float32(padded[r0 + 1, c0 + 1])
+    top = (x1 - x) * v00 + (x - x0) * v01
+    bottom = (x1 - x) * v10 + (x - x0) * v11
+    return (y1 - y) * top + (y - y0) * bottom
+
+
+@numba.njit(cache=True, nogil=True)
+def _reads_inside(t, pad, window, h, w) -> bool:
+    """Whether every bilinear read of the affine t over the output window (ox0, oy0, ox1, oy1) falls within
+    SAFE_MARGIN - 1 px of the (h, w) digit. The input point is affine in the output pixel, so its extremes
+    sit at the window's corners; the float32 arithmetic is ~1e-4 px off that, inside the 1 px slack."""
+    if t[6] != 0 or t[7] != 0:
+        return False
+    ox0, oy0, ox1, oy1 = window
+    lo = -(SAFE_MARGIN - 1.0)
+    for ox in (float(ox0), float(ox1 - 1)):
+        for oy in (float(oy0), float(oy1 - 1)):
+            x = t[0] * ox + t[1] * oy + t[2] - pad
+            y = t[3] * ox + t[4] * oy + t[5] - pad
+            if not (lo <= x <= w - 2.0 + SAFE_MARGIN and lo <= y <= h - 2.0 + SAFE_MARGIN):
+                return False
+    return True
+
+
 @numba.njit(
     [
         numba.types.Tuple((numba.uint8[::1], numba.int64[:, ::1]))(
@@ -262,17 +304,28 @@ def _end_to_end(crops):
 )
 def _warp_crops(digits, transforms, pad, frame):
     """`_resample`'s frames as bytes (`_byte`), each cropped tight, without making the frames: a digit is
-    resampled only over its `_ink_window` (the rest of its frame samples no ink and is 0). Returns the
-    crops end to end (flat uint8) and their (D, 2) (h, w); an empty crop is (0, 0)."""
+    resampled only over its `_ink_window` (the rest of its frame samples no ink and is 0), from a copy in
+    a zero border where every read lands inside it (`_reads_inside`: most digits). Returns the crops end
+    to end (flat uint8) and their (D, 2) (h, w); an empty crop is (0, 0)."""
     crops, shapes = [], np.zeros((digits.shape[0], 2), np.int64)
+    h, w = digits.shape[1], digits.shape[2]
+    padded = np.zeros((h + 2 * SAFE_MARGIN, w + 2 * SAFE_MARGIN), digits.dtype)
     for b in range(digits.shape[0]):
-        ox0, oy0, ox1, oy1 = _ink_window(digits[b], transforms[b], pad, frame)
-        window = np.zeros((max(oy1 - oy0, 0), max(ox1 - ox0, 0)), np.uint8)
-        for oy in range(oy0, oy1):
-            for ox in range(ox0, ox1):
-                window[oy - oy0, ox - ox0] = _byte(_sample(digits[b], transforms[b], pad, ox, oy))
-        x0, y0, x1, y1 = ink_bounds(window)
-        crops.append(window[y0:y1, x0:x1])
+        window = _ink_window(digits[b], transforms[b], pad, frame)
+        ox0, oy0, ox1, oy1 = window
+        out = np.zeros((max(oy1 - oy0, 0), max(ox1 - ox0, 0)), np.uint8)
+        if out.size and _reads_inside(transforms[b], pad, window, h, w):
+            padded[SAFE_MARGIN : SAFE_MARGIN + h, SAFE_MARGIN : SAFE_MARGIN + w] = digits[b]
+            for oy in range(oy0, oy1):
+                for ox in range(ox0, ox1):
+                    v = _sample_padded(padded, transforms[b], SAFE_MARGIN - pad, ox, oy)
+                    out[oy - oy0, ox - ox0] = _byte(v)
+        else:
+            for oy in range(oy0, oy1):
+                for ox in range(ox0, ox1):
+                    out[oy - oy0, ox - ox0] = _byte(_sample(digits[b], transforms[b], pad, ox, oy))
+        x0, y0, x1, y1 = ink_bounds(out)
+        crops.append(out[y0:y1, x0:x1])
         shapes[b, 0], shapes[b, 1] = y1 - y0, x1 - x0
     return _end_to_end(crops), shapes
 
@@ -360,11 +413,18 @@ def scaled_crops(images: np.ndarray, scales: np.ndarray, transforms: np.ndarray 
         D uint8 arrays (h_i, w_i), dust removed, every edge row/column holding a non-zero pixel;
         a digit left empty comes back as shape (0, 0).
     """
+    return unpack_crops(*scaled_packed(images, scales, transforms))
+
+
+def scaled_packed(
+    images: np.ndarray, scales: np.ndarray, transforms: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`scaled_crops` end to end: (flat uint8, (D, 2) (h, w)), the form the canvas composer takes (a
+    stage-3 shard would otherwise make and join thousands of small arrays)."""
     transforms = np.broadcast_to(np.eye(3), (len(images), 3, 3)) if transforms is None else transforms
     if len(images) == 0:
-        return []
-    flat, shapes = _warp_crops(*_warp_args(images, transforms, np.asarray(scales, np.float64)))
-    return unpack_crops(flat, shapes)
+        return np.zeros(0, np.uint8), np.zeros((0, 2), np.int64)
+    return _warp_crops(*_warp_args(images, transforms, np.asarray(scales, np.float64)))
 
 
 def unpack_crops(flat: np.ndarray, shapes: np.ndarray) -> list[np.ndarray]:
@@ -438,7 +498,7 @@ RNG = numba.typeof(np.random.default_rng(0))
     nogil=True,
 )
 def _restroke(points, offsets, digit_strokes, affines, scales, widths, width_jitter, point_jitter, rng):
-    """`restroked_crops` of packed strokes (`SplitStrokes.packed`): the crops end to end (flat uint8) and
+    """`restroked_packed` of packed strokes (`SplitStrokes.packed`): the crops end to end (flat uint8) and
     their (D, 2) (h, w)."""
     crops, shapes = [], np.zeros((len(scales), 2), np.int64)
     for i in range(len(scales)):
@@ -463,14 +523,14 @@ def _restroke(points, offsets, digit_strokes, affines, scales, widths, width_jit
     return _end_to_end(crops), shapes
 
 
-def restroked_crops(
+def restroked_packed(
     digits: np.ndarray,
     ids: np.ndarray,
     transforms: np.ndarray | None,
     scales: np.ndarray,
     params: AugmentParams,
     rng: np.random.Generator,
-) -> list[np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Redraw digits from their strokes with the page's brush, moved by their Keras transform, at their
     final size.
 
@@ -487,7 +547,7 @@ def restroked_crops(
         params: the augment block (brush, width_jitter, point_jitter).
         rng: the shard's generator.
     Returns:
-        D uint8 tight crops; a digit with no ink comes back as shape (0, 0).
+        The D uint8 tight crops end to end (flat) and their (D, 2) (h, w); a digit with no ink has (0, 0).
     """
     points, offsets, digit_strokes = stroke_cache.for_split(digits).packed(ids)
     n = len(digit_strokes) - 1
@@ -496,4 +556,4 @@ def restroked_crops(
     widths = np.asarray(brush_widths(params.brush, n, rng), np.float64)
     scales = np.ascontiguousarray(scales, np.float64)
     jitter = (float(params.width_jitter), float(params.point_jitter))
-    return unpack_crops(*_restroke(points, offsets, digit_strokes, affines, scales, widths, *jitter, rng))
+    return _restroke(points, offsets, digit_strokes, affines, scales, widths, *jitter, rng)

@@ -212,35 +212,58 @@ def place_boxes(
     return _place_all(sizes, starts, int(canvas), float(max_overlap), int(attempts), rng)
 
 
+@dataclass
+class Crops:
+    """D tight digit crops end to end: crop i is flat[at[i]:] read as (h, w), (w, h) = sizes[i] (the form
+    the compiled kernels make and the composer takes, without thousands of small arrays a shard)."""
+
+    flat: np.ndarray  # uint8
+    at: np.ndarray  # (D,) int64
+    sizes: np.ndarray  # (D, 2) int64 (w, h): each crop's box size
+
+    @classmethod
+    def packed(cls, flat: np.ndarray, shapes: np.ndarray) -> Crops:
+        """Crops a kernel returned back to back: flat uint8 and (D, 2) (h, w)."""
+        sizes = np.ascontiguousarray(np.asarray(shapes, np.int64).reshape(-1, 2)[:, ::-1])
+        at = np.zeros(len(sizes), np.int64)
+        np.cumsum(sizes[:-1, 0] * sizes[:-1, 1], out=at[1:])
+        return cls(np.ascontiguousarray(flat, np.uint8), at, sizes)
+
+    @classmethod
+    def of(cls, crops: list[np.ndarray]) -> Crops:
+        """Crops from D (h, w) arrays."""
+        shapes = np.array([c.shape for c in crops], np.int64).reshape(-1, 2)
+        flat = np.concatenate([c.reshape(-1) for c in crops]) if crops else np.zeros(0, np.uint8)
+        return cls.packed(flat, shapes)
+
+    @classmethod
+    def merged(cls, first: Crops, first_ids: np.ndarray, second: Crops, second_ids: np.ndarray) -> Crops:
+        """One set of crops: `first`'s at positions first_ids, `second`'s at second_ids (no bytes move
+        but one join)."""
+        total = len(first_ids) + len(second_ids)
+        at, sizes = np.empty(total, np.int64), np.empty((total, 2), np.int64)
+        at[first_ids], at[second_ids] = first.at, second.at + len(first.flat)
+        sizes[first_ids], sizes[second_ids] = first.sizes, second.sizes
+        return cls(np.concatenate([first.flat, second.flat]), at, sizes)
+
+
 def compose_canvas(crops: list[np.ndarray], corners: np.ndarray, canvas: int) -> np.ndarray:
     """Paste tight digit crops at their corners; overlapping pixels combine by max. Returns (S, S) uint8."""
     image = np.zeros((1, canvas, canvas), np.uint8)
-    starts = np.array([0, len(crops)])
-    compose_into(image, np.zeros(1, np.int64), crops, crop_sizes(crops), np.asarray(corners), starts)
+    compose_into(
+        image, np.zeros(1, np.int64), Crops.of(crops), np.asarray(corners), np.array([0, len(crops)])
+    )
     return image[0]
 
 
-def crop_sizes(crops: list[np.ndarray]) -> np.ndarray:
-    """(D, 2) int64 (w, h) of each crop: its box's size."""
-    return np.array([(c.shape[1], c.shape[0]) for c in crops], np.int64).reshape(-1, 2)
-
-
 def compose_into(
-    images: np.ndarray,
-    slots: np.ndarray,
-    crops: list[np.ndarray],
-    sizes: np.ndarray,
-    corners: np.ndarray,
-    starts: np.ndarray,
+    images: np.ndarray, slots: np.ndarray, crops: Crops, corners: np.ndarray, starts: np.ndarray
 ) -> None:
-    """`compose_canvas` of many canvases in one compiled call: canvas j's crops[starts[j]:starts[j + 1]]
-    (their `crop_sizes`) are maxed into images[slots[j]] (slot -1: skipped) at their (x, y) corners."""
-    at = np.zeros(len(crops), np.int64)
-    np.cumsum(sizes[:-1, 0] * sizes[:-1, 1], out=at[1:])
-    flat = np.concatenate([c.reshape(-1) for c in crops]) if crops else np.zeros(0, np.uint8)
+    """`compose_canvas` of many canvases in one compiled call: canvas j's crops starts[j]:starts[j + 1] are
+    maxed into images[slots[j]] (slot -1: skipped) at their (x, y) corners."""
     corners = np.ascontiguousarray(corners, np.int64).reshape(-1, 2)
-    flat = np.ascontiguousarray(flat, np.uint8)
-    _compose(images, np.asarray(slots, np.int64), flat, at, sizes, corners, np.asarray(starts, np.int64))
+    slots, starts = np.asarray(slots, np.int64), np.asarray(starts, np.int64)
+    _compose(images, slots, crops.flat, crops.at, crops.sizes, corners, starts)
 
 
 _COMPOSE = "void(u1[:, :, ::1], i8[::1], u1[::1], i8[::1], i8[:, ::1], i8[:, ::1], i8[::1])"
@@ -255,11 +278,10 @@ def _compose(images, slots, flat, at, sizes, corners, starts):
         image = images[slots[j]]
         for i in range(starts[j], starts[j + 1]):
             w, h, x, y = sizes[i, 0], sizes[i, 1], corners[i, 0], corners[i, 1]
-            for r in range(h):
+            for r in range(h):  # one row slice each: a branch-free max the compiler vectorises
+                src, dst = flat[at[i] + r * w : at[i] + (r + 1) * w], image[y + r, x : x + w]
                 for c in range(w):
-                    v = flat[at[i] + r * w + c]
-                    if v > image[y + r, x + c]:
-                        image[y + r, x + c] = v
+                    dst[c] = max(dst[c], src[c])
 
 
 # ---------------------------------------------------------------- one shard
@@ -278,7 +300,7 @@ class Shard:
 class _Draw:
     counts: np.ndarray  # (n,) digits per canvas
     digit_ids: np.ndarray  # (D,) rows of the MNIST split
-    crops: list[np.ndarray] = field(default_factory=list)  # D tight uint8 crops
+    crops: Crops  # D tight uint8 crops
 
 
 def scale_caps(counts: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
@@ -302,16 +324,17 @@ def _draw_canvases(n, digits, gen: GenerateParams, stage: StageDataParams, augme
     scales = rng.uniform(stage.scale[0], np.repeat(scale_caps(counts, stage.scale), counts), total)
     transforms = augment.random_transforms(augmenter, total)  # (D, 3, 3)
     if not stage.restroke:  # no draw from rng: stages without re-stroking keep their bytes
-        return _Draw(counts, digit_ids, augment.scaled_crops(digits[digit_ids], scales, transforms))
+        return _Draw(
+            counts, digit_ids, Crops.packed(*augment.scaled_packed(digits[digit_ids], scales, transforms))
+        )
     redraw = rng.random(total) < stage.restroke
-    crops: list[np.ndarray] = [np.zeros((0, 0), np.uint8)] * total
-    kept = augment.scaled_crops(digits[digit_ids[~redraw]], scales[~redraw], transforms[~redraw])
-    redrawn = augment.restroked_crops(
+    kept = augment.scaled_packed(digits[digit_ids[~redraw]], scales[~redraw], transforms[~redraw])
+    redrawn = augment.restroked_packed(
         digits, digit_ids[redraw], transforms[redraw], scales[redraw], gen.augment, rng
     )
-    for ids, parts in ((np.flatnonzero(~redraw), kept), (np.flatnonzero(redraw), redrawn)):
-        for i, crop in zip(ids, parts, strict=True):
-            crops[i] = crop
+    crops = Crops.merged(
+        Crops.packed(*kept), np.flatnonzero(~redraw), Crops.packed(*redrawn), np.flatnonzero(redraw)
+    )
     return _Draw(counts, digit_ids, crops)
 
 
@@ -346,12 +369,12 @@ def make_shard(
     todo = np.arange(n)
     for _ in range(MAX_ROUNDS):
         draw = _draw_canvases(len(todo), digits, gen, stage, augmenter, rng)
-        sizes = crop_sizes(draw.crops)  # (D, 2)
+        sizes = draw.crops.sizes  # (D, 2)
         corners, fits = place_boxes(
             sizes, draw.counts, gen.canvas_size, stage.max_overlap, gen.max_attempts, rng
         )
         starts = np.concatenate([[0], np.cumsum(draw.counts)])
-        compose_into(out.images, np.where(fits, todo, -1), draw.crops, sizes, corners, starts)
+        compose_into(out.images, np.where(fits, todo, -1), draw.crops, corners, starts)
         # every digit of a canvas that fits goes to (its canvas's slot, its place on that canvas)
         keep = np.repeat(fits, draw.counts)
         slot = np.repeat(todo, draw.counts)[keep]

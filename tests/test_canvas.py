@@ -31,6 +31,11 @@ def small_params(params_dict: dict, per_split: int = 40, shard_size: int = 20):
     return validate_params(params_dict)
 
 
+def restroked_crops(*args) -> list[np.ndarray]:
+    """`augment.restroked_packed`'s crops as arrays."""
+    return augment.unpack_crops(*augment.restroked_packed(*args))
+
+
 @pytest.fixture(scope="module")
 def train_digits(mnist_splits):
     return read_split("train", mnist_splits)
@@ -135,6 +140,14 @@ def test_scaled_crops_equal_the_whole_frames_cropped_tight(train_digits, cfg):
         for crop, image, (x0, y0, x1, y1) in zip(crops, pixels, augment.tight_bounds(pixels), strict=True):
             assert crop.tobytes() == image[y0:y1, x0:x1].tobytes() and crop.shape == (y1 - y0, x1 - x0)
         assert sum(c.size == 0 for c in crops) >= 3
+        # both ways of reading are checked: from the copy in a zero border, and with bounds checks where a
+        # read could land outside it (big shifts, zooms out, ink at the edge)
+        frames, flat, pad, frame = augment._warp_args(digits, transforms, scales)
+        inside = [
+            augment._reads_inside(flat[b], pad, augment._ink_window(frames[b], flat[b], pad, frame), 28, 28)
+            for b in range(len(frames))
+        ]
+        assert 10 <= sum(inside) <= len(inside) - 10
 
 
 def test_one_worker_and_two_workers_write_identical_shards(params_dict, mnist_splits, tmp_path):
@@ -280,7 +293,7 @@ def test_restroke_width_follows_the_brush_not_the_digit_size(cfg, train_digits):
     widths = {}
     for scale in (1.0, 2.5):
         scales = np.full(len(ids), scale)
-        redrawn = augment.restroked_crops(digits, ids, None, scales, fixed, np.random.default_rng(0))
+        redrawn = restroked_crops(digits, ids, None, scales, fixed, np.random.default_rng(0))
         zoomed = augment.scaled_crops(digits[ids], scales)
         widths[scale] = (np.mean([ink_width(c) for c in redrawn]), np.mean([ink_width(c) for c in zoomed]))
     (small_r, small_z), (big_r, big_z) = widths[1.0], widths[2.5]
@@ -289,7 +302,7 @@ def test_restroke_width_follows_the_brush_not_the_digit_size(cfg, train_digits):
     assert big_z / small_z > 1.8  # a zoomed MNIST digit's strokes grow with it
     thick = cfg.generate.augment.model_copy(update={"brush": (24.0, 24.0, 24.0), "width_jitter": 0.0})
     scales = np.full(len(ids), 2.5)
-    big_brush = augment.restroked_crops(digits, ids, None, scales, thick, np.random.default_rng(0))
+    big_brush = restroked_crops(digits, ids, None, scales, thick, np.random.default_rng(0))
     assert np.mean([ink_width(c) for c in big_brush]) > 1.7 * big_r  # ... and follows the brush
 
 
@@ -303,7 +316,7 @@ def test_restroked_digit_follows_its_keras_transform_like_the_resampled_one(cfg,
     scales = np.full(len(ids), 2.0)
     sizes = {}
     for name, transforms in (("plain", None), ("squeezed", squeeze)):
-        crops = augment.restroked_crops(digits, ids, transforms, scales, thin_brush, np.random.default_rng(0))
+        crops = restroked_crops(digits, ids, transforms, scales, thin_brush, np.random.default_rng(0))
         resampled = augment.scaled_crops(digits[ids], scales, transforms)
         sizes[name] = np.array([c.shape for c in crops], float), np.array([c.shape for c in resampled], float)
     (plain_r, plain_k), (squeezed_r, squeezed_k) = sizes["plain"], sizes["squeezed"]
@@ -335,7 +348,7 @@ def test_restroked_patch_equals_the_pages_render_of_the_same_strokes(train_digit
 
 
 def test_compiled_ink_bounds_equal_tight_bounds():
-    # restroked_crops crops with a compiled twin of tight_bounds (numpy's per-call cost on one small patch
+    # restroked_packed crops with a compiled twin of tight_bounds (numpy's per-call cost on one small patch
     # is most of its time): the two must agree, empty patches and one-pixel ink included.
     rng = np.random.default_rng(5)
     patches = [np.zeros((7, 9), np.uint8), np.pad(np.full((1, 1), 9, np.uint8), ((3, 2), (0, 4)))]
