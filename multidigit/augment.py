@@ -152,12 +152,19 @@ def _sample(digit, t, pad, ox, oy):
     if k != one:  # dividing by exactly 1 changes nothing (IEEE), and affine transforms always have k = 1
         x, y = x / k, y / k
     x0, y0 = np.floor(x), np.floor(y)
-    x1, y1 = x0 + one, y0 + one
     c0, r0 = int(x0) - pad, int(y0) - pad  # digit column and row of (x0, y0)
     v00 = np.float32(digit[r0, c0]) if 0 <= r0 < h and 0 <= c0 < w else zero
     v01 = np.float32(digit[r0, c0 + 1]) if 0 <= r0 < h and 0 <= c0 + 1 < w else zero
     v10 = np.float32(digit[r0 + 1, c0]) if 0 <= r0 + 1 < h and 0 <= c0 < w else zero
     v11 = np.float32(digit[r0 + 1, c0 + 1]) if 0 <= r0 + 1 < h and 0 <= c0 + 1 < w else zero
+    return _blend(x, y, x0, y0, v00, v01, v10, v11)
+
+
+@numba.njit(cache=True, nogil=True)
+def _blend(x, y, x0, y0, v00, v01, v10, v11):
+    """The bilinear mix of the four float32 neighbours of (x, y) around its floor (x0, y0), in TensorFlow's
+    order."""
+    x1, y1 = x0 + np.float32(1), y0 + np.float32(1)
     top = (x1 - x) * v00 + (x - x0) * v01
     bottom = (x1 - x) * v10 + (x - x0) * v11
     return (y1 - y) * top + (y - y0) * bottom
@@ -250,9 +257,8 @@ def _end_to_end(crops):
     return flat
 
 
-SAFE_MARGIN = (
-    8  # zero border of a digit's padded copy: a window whose samples all read inside it skips bounds checks
-)
+# zero border of a digit's padded copy: a window whose reads all land inside it skips the bounds checks
+SAFE_MARGIN = 8
 
 
 @numba.njit(cache=True, nogil=True)
@@ -260,25 +266,23 @@ def _sample_padded(padded, t, shift, ox, oy):
     """`_sample` of an affine t (k = 1) from the digit's copy inside a zero border (`padded`, the digit at
     row and column `shift`): the same float32 operations, with no bounds checks (the caller proved every
     read lands inside the copy, where the border's zeros are what `_sample` reads outside the digit)."""
-    one = np.float32(1)
     fx, fy = np.float32(ox), np.float32(oy)
     x = t[0] * fx + t[1] * fy + t[2]
     y = t[3] * fx + t[4] * fy + t[5]
     x0, y0 = np.floor(x), np.floor(y)
-    x1, y1 = x0 + one, y0 + one
     c0, r0 = int(x0) + shift, int(y0) + shift
     v00, v01 = np.float32(padded[r0, c0]), np.float32(padded[r0, c0 + 1])
     v10, v11 = np.float32(padded[r0 + 1, c0]), np.float32(padded[r0 + 1, c0 + 1])
-    top = (x1 - x) * v00 + (x - x0) * v01
-    bottom = (x1 - x) * v10 + (x - x0) * v11
-    return (y1 - y) * top + (y - y0) * bottom
+    return _blend(x, y, x0, y0, v00, v01, v10, v11)
 
 
 @numba.njit(cache=True, nogil=True)
 def _reads_inside(t, pad, window, h, w) -> bool:
     """Whether every bilinear read of the affine t over the output window (ox0, oy0, ox1, oy1) falls within
-    SAFE_MARGIN - 1 px of the (h, w) digit. The input point is affine in the output pixel, so its extremes
-    sit at the window's corners; the float32 arithmetic is ~1e-4 px off that, inside the 1 px slack."""
+    SAFE_MARGIN - 1 px of the (h, w) digit (the point's floor in [-(M - 1), size - 3 + M], M = SAFE_MARGIN,
+    its reads one further right and down). The input point is affine in the output pixel, so its extremes
+    sit at the window's corners; the float32 arithmetic is ~1e-4 px off that, inside the 1 px slack left
+    to the copy's edge on each side."""
     if t[6] != 0 or t[7] != 0:
         return False
     ox0, oy0, ox1, oy1 = window
@@ -287,7 +291,7 @@ def _reads_inside(t, pad, window, h, w) -> bool:
         for oy in (float(oy0), float(oy1 - 1)):
             x = t[0] * ox + t[1] * oy + t[2] - pad
             y = t[3] * ox + t[4] * oy + t[5] - pad
-            if not (lo <= x <= w - 2.0 + SAFE_MARGIN and lo <= y <= h - 2.0 + SAFE_MARGIN):
+            if not (lo <= x <= w - 3.0 + SAFE_MARGIN and lo <= y <= h - 3.0 + SAFE_MARGIN):
                 return False
     return True
 

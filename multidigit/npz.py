@@ -9,7 +9,7 @@ and 7.9% instead of 9.9% (2026-12-05). It is still plain deflate, so np.load and
 inflating it is slower (a stage-3 shard's images 34 µs a canvas instead of 25, a stage-1 shard's 27
 instead of 9), which training, at ~10 ms a canvas, never feels.
 zlib-ng deflates and checksums with SIMD kernels: a stage-3 shard's images 38 -> 22 µs a canvas, the
-checksum 2.7 -> 0.6 µs (2026-12-05). Its Z_RLE output equalled zlib 1.3's byte for byte on every shard of
+checksum 2.7 -> 0.6 µs (2026-12-05). Its Z_RLE output equalled zlib 1.2.13's byte for byte on every shard of
 the default pipeline (it is plain deflate either way, and np.load reads it with the standard zlib).
 `zipfile` takes no strategy, so the archive is written here, after PKWARE's APPNOTE (4.3): a local header
 and the data per entry, the central directory, the end record; no zip64 (a shard is a few MB).
