@@ -16,6 +16,7 @@ MNIST test index of each digit (-1 padding).
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def _layout(shapes: list[np.ndarray], rows: list[int], gaps, sizes, angle: float
         for _ in range(count):
             w, h = shapes[k]
             scale = height * sizes[k] / max(h, 1.0)
-            out.append((scale, x, r * ROW_PITCH * height + x * np.tan(angle)))
+            out.append((scale, x, r * ROW_PITCH * height + x * math.tan(angle)))
             x += w * scale + gaps[k] * height
             k += 1
     return out
@@ -76,7 +77,9 @@ def drawn_canvas(
     gaps = rng.uniform(*params.gap, len(lines))
     sizes = rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER, len(lines))
     drops = rng.normal(0.0, DROP_JITTER, len(lines))
-    angle = np.deg2rad(rng.uniform(-params.slant_deg, params.slant_deg))
+    # math.tan, not np.tan: numpy's float64 tan takes SIMD code on CPUs with AVX-512 (SVML) whose last bits
+    # differ from libm's, which moved the drawn split's bytes between machine types.
+    angle = math.radians(rng.uniform(-params.slant_deg, params.slant_deg))
     margin = brush / (2 * augment.BUFFER_FACTOR) + 1  # canvas pixels kept free of ink at the edges
     room = CANVAS_SIZE - 2 * margin
     unit_layout = _layout(shapes, rows, gaps, sizes, angle, 1.0)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -556,3 +559,50 @@ def test_shard_paths_follow_the_contract(cfg):
     train = cfg.generate.stages["stage1"].canvases.train
     assert sum(s.canvases for s in specs if s.split == "train") == train
     assert Path(specs[-1].relpath).parent.name == "test"
+
+
+# A child that makes a drawn shard (its strokes too) and a chunk of train-time written layouts, printing its
+# active numpy SIMD targets and the sha256 of what it made.
+_DISPATCH_CHILD = """
+import hashlib, json, sys
+import numpy as np
+from numpy._core._multiarray_umath import __cpu_features__
+from multidigit import canvas, fresh
+from multidigit.mnist import read_split
+from multidigit.params import load_params
+cfg = load_params(sys.argv[1])
+test, train = read_split("test", sys.argv[2]), read_split("train", sys.argv[2])
+seed = canvas.shard_seed(cfg.seed, "stage3", "drawn", 0)
+drawn = canvas.make_drawn_shard(*test, 40, cfg.generate, "stage3", seed)
+written = fresh.written_canvases(cfg, "stage3", train, 1, 0, 40)
+extra = [drawn.extra[key] for key in sorted(drawn.extra)]  # the stroke points, to the last bit
+digest = hashlib.sha256()
+made = (drawn.images, drawn.boxes, drawn.labels, *extra, written.images, written.boxes, written.labels)
+for array in made:
+    digest.update(np.ascontiguousarray(array).tobytes())
+active = sorted(k for k, v in __cpu_features__.items() if v)
+print(json.dumps({"sha256": digest.hexdigest(), "features": active}))
+"""
+
+
+def test_drawn_canvases_do_not_depend_on_the_cpus_simd(mnist_splits, tmp_path):
+    # numpy picks SIMD kernels per CPU, and some (float64 tan with AVX-512) differ from libm in the last bits:
+    # an np.tan in the layout moved the drawn split's bytes between machine types. Run once as the CPU
+    # allows and once with every SIMD target numpy can dispatch to switched off.
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    simd = [f for f in __cpu_dispatch__ if __cpu_features__.get(f)]
+    assert simd, "this CPU offers numpy no SIMD target to switch off"
+
+    def child(env: dict) -> dict:
+        command = [sys.executable, "-c", _DISPATCH_CHILD, str(params), str(mnist_splits)]
+        out = subprocess.run(
+            command, env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    native, plain = child({}), child({"NPY_DISABLE_CPU_FEATURES": " ".join(simd)})
+    assert set(simd) <= set(native["features"]) and not set(simd) & set(plain["features"])
+    assert native["sha256"] == plain["sha256"]
