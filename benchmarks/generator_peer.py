@@ -1,0 +1,115 @@
+"""Our stage-3 generator beside the simplest peer, measured in the same hour: canvases/s writing to disk.
+
+    uv run --no-sync --with opencv-python-headless python benchmarks/generator_peer.py --peer-dir PATH
+
+PATH is a checkout of hukkelas/MNIST-ObjectDetection (its `generate_data.py`; the peer needs OpenCV, which
+this project does not install, hence `uv run --with`; `--no-sync` leaves the
+project's environment as it is). The peer makes 100 px canvases of 1-10 MNIST train
+digits of 15-40 px (the sizes of the issue that compared them) and writes each as a PNG and a label
+file; ours makes stage-3 train shards (params.yaml) and writes them with `canvas.save_shard`, as
+`benchmarks/generator.py` does, in one process. The two alternate for `--rounds` rounds, so a shared
+machine's load falls on both alike; each side warms up first. Wall and CPU rates are both reported, and
+the ratio of the medians. Writes benchmarks/results/generator_peer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.generator import _digits, measure  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "generator_peer.json"
+PEER = "hukkelas/MNIST-ObjectDetection generate_data.py"
+# The peer's settings in the issue's comparison: a 100 px canvas, 1-10 digits of 15-40 px.
+PEER_SETUP = {"imsize": 100, "min_digit_size": 15, "max_digit_size": 40, "max_digits_per_image": 10}
+
+
+def load_peer(peer_dir: Path):
+    """The peer's `generate_dataset`, imported from its checkout; a one-line error when it cannot be."""
+    if not (peer_dir / "generate_data.py").is_file():
+        raise SystemExit(f"--peer-dir {peer_dir}: no generate_data.py there (clone {PEER.split()[0]})")
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        hint = "uv run --no-sync --with opencv-python-headless python benchmarks/generator_peer.py ..."
+        raise SystemExit(f"the peer needs OpenCV: {hint}") from None
+    sys.path.insert(0, str(peer_dir))
+    import generate_data
+
+    return generate_data.generate_dataset
+
+
+def peer_round(generate, canvases: int, images, labels) -> dict:
+    """One timed run of the peer into a fresh folder (its generator skips a folder already filled)."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as out:
+        np.random.seed(0)
+        generate(Path(out, "warm"), 50, mnist_images=images, mnist_labels=labels, **PEER_SETUP)
+        wall, cpu = time.perf_counter(), time.process_time()
+        generate(Path(out, "train"), canvases, mnist_images=images, mnist_labels=labels, **PEER_SETUP)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        digits = sum(len(p.read_text().splitlines()) - 1 for p in Path(out, "train", "labels").iterdir())
+    return {
+        "canvases": canvases,
+        "canvases_per_s": round(canvases / wall, 1),
+        "digits_per_s": round(digits / wall),
+        "canvases_per_cpu_s": round(canvases / cpu, 1),
+    }
+
+
+def median_of(rows: list[dict], key: str) -> float:
+    return round(statistics.median(row[key] for row in rows), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer-dir", type=Path, required=True, help="a checkout of " + PEER.split()[0])
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of peer and ours")
+    parser.add_argument("--peer-canvases", type=int, default=2000, help="canvases per peer round")
+    parser.add_argument("--canvases", type=int, default=8000, help="canvases per round of ours (stage 3)")
+    args = parser.parse_args()
+
+    generate = load_peer(args.peer_dir)
+    images, labels = _digits("train")
+    load_before = os.getloadavg()[0]
+    peer, ours = [], []
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(args.rounds):
+            peer.append(peer_round(generate, args.peer_canvases, images, labels))
+            ours.append(measure(args.params, "stage3", "train", args.canvases, 1, None, out))
+    medians = {side: {k: median_of(rows, k) for k in ("canvases_per_s", "canvases_per_cpu_s")}
+               for side, rows in (("peer", peer), ("ours_stage3", ours))}  # fmt: skip
+    result = {
+        "peer": PEER,
+        "peer_setup": {**PEER_SETUP, "written": "one PNG and one label file per canvas"},
+        "ours": "stage-3 train shards (params.yaml), one process, canvas.save_shard into a temporary folder",
+        "rounds": {"peer": peer, "ours_stage3": ours},
+        "median": medians,
+        "ours_vs_peer": {
+            k: round(medians["ours_stage3"][k] / medians["peer"][k], 2)
+            for k in ("canvases_per_s", "canvases_per_cpu_s")
+        },
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    print(json.dumps(result, indent=2))
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
