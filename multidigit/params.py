@@ -166,7 +166,7 @@ class ModelParams(Block):
     # Dilations of the 3x3 context convs at grid resolution; (1, 2, 4) sees ~64 px at stride 4, an 8 more
     # doubles that for the ~60 px digits people draw.
     dilations: tuple[Annotated[int, Field(ge=1, le=16)], ...] = (1, 2, 4)
-    activation: Literal["relu6", "silu"] = "relu6"  # of every conv block (backbone and head)
+    activation: Literal["relu6", "silu"] = "silu"  # of every conv block (backbone and head)
     head_width: Annotated[int, Field(ge=4, le=512)] | None = None  # the head's 1x1 conv; None = 2 * width
     # 3x3 convs of mnist_cnn at the first downsampled resolution (50 x 50 at stride 4), before the grid:
     # stroke detail for small digits (4 vs 9) that one strided conv alone reads only coarsely.

@@ -67,7 +67,7 @@ def test_fine_convs_read_the_half_resolution_map_before_the_grid():
         for layer in fine:  # 3 x 3 at 50 x 50 with the stem's filters, feeding the second strided conv
             assert layer.kernel_size == (3, 3) and tuple(layer.output.shape) == (None, 50, 50, 4)
     order = [layer.name for layer in backbone.layers]
-    assert order.index("down0_relu") < order.index("fine1_conv") < order.index("down1_conv")
+    assert order.index("down0_silu") < order.index("fine1_conv") < order.index("down1_conv")
 
 
 def test_backbone_weights_fit_any_input_size():

@@ -52,7 +52,9 @@ def canvas_root(tmp_path_factory, mnist_dir):
 
 @pytest.fixture()
 def cfg(params_dict):
-    params_dict["model"].update(width=8)
+    # The loop is under test, so the model is the one its loss bounds were measured on: at width 8 from
+    # scratch, three epochs take ReLU6 from 17.4 to 11.2 and SiLU (the default) only to 15.2.
+    params_dict["model"].update(width=8, activation="relu6")
     params_dict["train"].update(batch_size=32)
     params_dict["train"]["stages"]["stage1"].update(epochs=3, lr=0.01, init="scratch")
     return validate_params(params_dict)
