@@ -9,16 +9,19 @@ digits of 15-40 px (the sizes of the issue that compared them) and writes each a
 file; ours makes stage-3 train shards (params.yaml) and writes them with `canvas.save_shard`, as
 `benchmarks/generator.py` does, in one process. The two alternate for `--rounds` rounds, so a shared
 machine's load falls on both alike; each side warms up first. Wall and CPU rates are both reported, and
-the ratio of the medians. Writes benchmarks/results/generator_peer.json.
+the ratio of the medians. Each peer round runs in a process of its own. Writes
+benchmarks/results/generator_peer.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.generator import _digits, measure  # noqa: E402
+from benchmarks.generator import measure  # noqa: E402
+from multidigit.constants import MNIST_OUT  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "generator_peer.json"
 PEER = "hukkelas/MNIST-ObjectDetection generate_data.py"
@@ -35,37 +39,48 @@ PEER = "hukkelas/MNIST-ObjectDetection generate_data.py"
 PEER_SETUP = {"imsize": 100, "min_digit_size": 15, "max_digit_size": 40, "max_digits_per_image": 10}
 
 
-def load_peer(peer_dir: Path):
-    """The peer's `generate_dataset`, imported from its checkout; a one-line error when it cannot be."""
+# One timed peer run in a process of its own, as a user runs the peer: in ours, the threads TensorFlow
+# leaves behind after our generator's Keras draws slowed the peer's OpenCV 3-4x in later rounds.
+_PEER_CHILD = """
+import json, pathlib, sys, tempfile, time
+import numpy as np
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from generate_data import generate_dataset
+from multidigit.mnist import read_split
+images, labels = read_split("train", sys.argv[3])
+setup, canvases = json.loads(sys.argv[4]), int(sys.argv[5])
+with tempfile.TemporaryDirectory() as out:
+    np.random.seed(0)
+    generate_dataset(pathlib.Path(out, "warm"), 50, mnist_images=images, mnist_labels=labels, **setup)
+    wall, cpu = time.perf_counter(), time.process_time()
+    generate_dataset(pathlib.Path(out, "train"), canvases, mnist_images=images, mnist_labels=labels, **setup)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    digits = sum(len(p.read_text().splitlines()) - 1 for p in pathlib.Path(out, "train", "labels").iterdir())
+print(json.dumps({"wall": wall, "cpu": cpu, "digits": digits}))
+"""
+
+
+def check_peer(peer_dir: Path) -> None:
+    """A one-line error when the peer's checkout or OpenCV is missing."""
     if not (peer_dir / "generate_data.py").is_file():
         raise SystemExit(f"--peer-dir {peer_dir}: no generate_data.py there (clone {PEER.split()[0]})")
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("cv2") is None:
         hint = "uv run --no-sync --with opencv-python-headless python benchmarks/generator_peer.py ..."
-        raise SystemExit(f"the peer needs OpenCV: {hint}") from None
-    sys.path.insert(0, str(peer_dir))
-    import generate_data
-
-    return generate_data.generate_dataset
+        raise SystemExit(f"the peer needs OpenCV: {hint}")
 
 
-def peer_round(generate, canvases: int, images, labels) -> dict:
-    """One timed run of the peer into a fresh folder (its generator skips a folder already filled)."""
-    import numpy as np
-
-    with tempfile.TemporaryDirectory() as out:
-        np.random.seed(0)
-        generate(Path(out, "warm"), 50, mnist_images=images, mnist_labels=labels, **PEER_SETUP)
-        wall, cpu = time.perf_counter(), time.process_time()
-        generate(Path(out, "train"), canvases, mnist_images=images, mnist_labels=labels, **PEER_SETUP)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        digits = sum(len(p.read_text().splitlines()) - 1 for p in Path(out, "train", "labels").iterdir())
+def peer_round(peer_dir: Path, canvases: int) -> dict:
+    """One timed run of the peer (after a 50-canvas warm-up) in a fresh process and folder."""
+    args = [str(peer_dir.resolve()), str(ROOT), str(ROOT / MNIST_OUT), json.dumps(PEER_SETUP), str(canvases)]
+    out = subprocess.run(
+        [sys.executable, "-c", _PEER_CHILD, *args], capture_output=True, text=True, check=True
+    )
+    run = json.loads(out.stdout.strip().splitlines()[-1])
     return {
         "canvases": canvases,
-        "canvases_per_s": round(canvases / wall, 1),
-        "digits_per_s": round(digits / wall),
-        "canvases_per_cpu_s": round(canvases / cpu, 1),
+        "canvases_per_s": round(canvases / run["wall"], 1),
+        "digits_per_s": round(run["digits"] / run["wall"]),
+        "canvases_per_cpu_s": round(canvases / run["cpu"], 1),
     }
 
 
@@ -82,13 +97,12 @@ def main() -> None:
     parser.add_argument("--canvases", type=int, default=8000, help="canvases per round of ours (stage 3)")
     args = parser.parse_args()
 
-    generate = load_peer(args.peer_dir)
-    images, labels = _digits("train")
+    check_peer(args.peer_dir)
     load_before = os.getloadavg()[0]
     peer, ours = [], []
     with tempfile.TemporaryDirectory() as out:
         for _ in range(args.rounds):
-            peer.append(peer_round(generate, args.peer_canvases, images, labels))
+            peer.append(peer_round(args.peer_dir, args.peer_canvases))
             ours.append(measure(args.params, "stage3", "train", args.canvases, 1, None, out))
     medians = {side: {k: median_of(rows, k) for k in ("canvases_per_s", "canvases_per_cpu_s")}
                for side, rows in (("peer", peer), ("ours_stage3", ours))}  # fmt: skip
