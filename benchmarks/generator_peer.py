@@ -9,7 +9,7 @@ digits of 15-40 px (the sizes of the issue that compared them) and writes each a
 file; ours makes stage-3 train shards (params.yaml) and writes them with `canvas.save_shard`, as
 `benchmarks/generator.py` does, in one process. The two alternate for `--rounds` rounds, so a shared
 machine's load falls on both alike; each side warms up first. Wall and CPU rates are both reported, and
-the ratio of the medians. Each peer round runs in a process of its own. Writes
+the ratio of the best rounds (and of the medians). Each peer round runs in a process of its own. Writes
 benchmarks/results/generator_peer.json.
 """
 
@@ -104,18 +104,22 @@ def main() -> None:
         for _ in range(args.rounds):
             peer.append(peer_round(args.peer_dir, args.peer_canvases))
             ours.append(measure(args.params, "stage3", "train", args.canvases, 1, None, out))
-    medians = {side: {k: median_of(rows, k) for k in ("canvases_per_s", "canvases_per_cpu_s")}
-               for side, rows in (("peer", peer), ("ours_stage3", ours))}  # fmt: skip
+    # Best of the rounds as the headline, for each side: on this machine's /tmp the peer's file writes got
+    # slower round after round (2,966 canvases/s, then 727 and 571, its CPU time rising with them), and
+    # the least disturbed round is the fair figure; the medians are kept beside it.
+    sides = (("peer", peer), ("ours_stage3", ours))
+    keys = ("canvases_per_s", "canvases_per_cpu_s")
+    medians = {side: {k: median_of(rows, k) for k in keys} for side, rows in sides}
+    best = {side: {k: max(row[k] for row in rows) for k in keys} for side, rows in sides}
     result = {
         "peer": PEER,
         "peer_setup": {**PEER_SETUP, "written": "one PNG and one label file per canvas"},
         "ours": "stage-3 train shards (params.yaml), one process, canvas.save_shard into a temporary folder",
         "rounds": {"peer": peer, "ours_stage3": ours},
+        "best": best,
         "median": medians,
-        "ours_vs_peer": {
-            k: round(medians["ours_stage3"][k] / medians["peer"][k], 2)
-            for k in ("canvases_per_s", "canvases_per_cpu_s")
-        },
+        "ours_vs_peer": {k: round(best["ours_stage3"][k] / best["peer"][k], 2) for k in keys},
+        "ours_vs_peer_medians": {k: round(medians["ours_stage3"][k] / medians["peer"][k], 2) for k in keys},
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
