@@ -39,8 +39,8 @@ PEER = "hukkelas/MNIST-ObjectDetection generate_data.py"
 PEER_SETUP = {"imsize": 100, "min_digit_size": 15, "max_digit_size": 40, "max_digits_per_image": 10}
 
 
-# One timed peer run in a process of its own, as a user runs the peer: in ours, the threads TensorFlow
-# leaves behind after our generator's Keras draws slowed the peer's OpenCV 3-4x in later rounds.
+# One timed peer run in a process of its own, as a user runs the peer, so nothing our generator loaded
+# (TensorFlow's thread pools) shares its process.
 _PEER_CHILD = """
 import json, pathlib, sys, tempfile, time
 import numpy as np
@@ -104,9 +104,10 @@ def main() -> None:
         for _ in range(args.rounds):
             peer.append(peer_round(args.peer_dir, args.peer_canvases))
             ours.append(measure(args.params, "stage3", "train", args.canvases, 1, None, out))
-    # Best of the rounds as the headline, for each side: on this machine's /tmp the peer's file writes got
-    # slower round after round (2,966 canvases/s, then 727 and 571, its CPU time rising with them), and
-    # the least disturbed round is the fair figure; the medians are kept beside it.
+    # Best of the rounds as the headline, for each side: the peer's rate fell round after round (2,966
+    # canvases/s, then 727 and 571, its CPU time rising with them, each round in a fresh process), which
+    # points at its thousands of small file writes and deletes in /tmp; the least disturbed round is the
+    # fair figure, and the medians are kept beside it.
     sides = (("peer", peer), ("ours_stage3", ours))
     keys = ("canvases_per_s", "canvases_per_cpu_s")
     medians = {side: {k: median_of(rows, k) for k in keys} for side, rows in sides}
