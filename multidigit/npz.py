@@ -30,10 +30,23 @@ _DOS_TIME, _DOS_DATE = 0, (1 << 5) | 1  # 1980-01-01 00:00:00, the earliest a zi
 _LIMIT = 0xFFFFFFFF  # sizes and offsets are 32-bit without zip64
 
 
-def deflate(data: bytes) -> bytes:
-    """Raw deflate (no zlib header) at LEVEL with the run-length strategy, as a zip entry holds it."""
+def deflate(*chunks) -> bytes:
+    """Raw deflate (no zlib header) of the chunks end to end at LEVEL with the run-length strategy, as a zip
+    entry holds it (fed in pieces without a flush, deflate gives the bytes it gives the whole)."""
     packer = zlib_ng.compressobj(LEVEL, zlib_ng.DEFLATED, -zlib_ng.MAX_WBITS, 8, zlib_ng.Z_RLE)
-    return packer.compress(data) + packer.flush()
+    return b"".join([packer.compress(chunk) for chunk in chunks] + [packer.flush()])
+
+
+def _npy_chunks(array: np.ndarray) -> tuple[bytes, np.ndarray | bytes]:
+    """An `.npy` file as (header, data), the bytes np.lib.format.write_array writes; a C-contiguous array's
+    data is its memory as bytes, not a copy (a stage-3 shard's images are ~5 MB)."""
+    if not array.flags.c_contiguous or array.dtype.hasobject:  # write_array's other branches: let it write
+        npy = io.BytesIO()
+        np.lib.format.write_array(npy, array, allow_pickle=False)
+        return npy.getvalue(), b""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return header.getvalue(), array.reshape(-1).view(np.uint8)  # its bytes, uncopied
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -43,21 +56,23 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     Raises:
         ValueError: an array or the archive past 4 GiB, which would need zip64.
     """
-    out, entries = io.BytesIO(), []
+    parts, entries, at = [], [], 0  # the archive's pieces, joined once at the end
     for name, array in arrays.items():
-        npy = io.BytesIO()
-        np.lib.format.write_array(npy, np.asarray(array), allow_pickle=False)
-        data = npy.getvalue()
-        packed = deflate(data)
-        if max(len(data), out.tell() + len(packed)) > _LIMIT:
+        header, data = _npy_chunks(np.asarray(array))
+        size = len(header) + len(data)
+        packed = deflate(header, data)
+        if max(size, at + len(packed)) > _LIMIT:
             raise ValueError(f"array {name!r} takes the archive past 4 GiB; write fewer canvases a shard")
         filename = f"{name}.npy".encode()
-        fields = (_VERSION, 0, _DEFLATE, _DOS_TIME, _DOS_DATE, zlib_ng.crc32(data), len(packed), len(data))
-        entries.append((fields, filename, out.tell()))
-        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, len(filename), 0) + filename + packed)
-    start = out.tell()
+        crc = zlib_ng.crc32(data, zlib_ng.crc32(header))
+        fields = (_VERSION, 0, _DEFLATE, _DOS_TIME, _DOS_DATE, crc, len(packed), size)
+        entries.append((fields, filename, at))
+        parts += [struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, len(filename), 0), filename, packed]
+        at += sum(map(len, parts[-3:]))
+    start = at
     for fields, filename, offset in entries:  # version made by, the fields, no extra, comment or attributes
         row = (0x02014B50, _VERSION, *fields, len(filename), 0, 0, 0, 0, 0, offset)
-        out.write(struct.pack("<IHHHHHHIIIHHHHHII", *row) + filename)
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), out.tell() - start, start, 0)
-    return out.getvalue() + end
+        parts += [struct.pack("<IHHHHHHIIIHHHHHII", *row), filename]
+        at += sum(map(len, parts[-2:]))
+    parts.append(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), at - start, start, 0))
+    return b"".join(parts)

@@ -16,12 +16,14 @@ ARRAYS = {
     "labels": np.full((3, 2), -1, np.int16),
     "none": np.zeros((0, 2)),
     "noise": np.random.default_rng(0).random(17),
+    "fortran": np.asfortranarray(np.arange(12, dtype=np.int64).reshape(3, 4)),  # written in its own order
+    "strided": np.arange(20, dtype=np.uint8)[::3],  # a view: written as the C-order copy
 }
 
 
 def test_arrays_come_back_from_np_load_and_the_bytes_never_change():
     data = npz.npz_bytes(ARRAYS)
-    assert data == npz.npz_bytes({k: v.copy() for k, v in ARRAYS.items()})
+    assert data == npz.npz_bytes({k: v.copy(order="K") for k, v in ARRAYS.items()})  # a view, or not
     with np.load(io.BytesIO(data)) as loaded:
         assert list(loaded.keys()) == list(ARRAYS)
         for name, array in ARRAYS.items():
