@@ -67,12 +67,14 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
         crc = zlib_ng.crc32(data, zlib_ng.crc32(header))
         fields = (_VERSION, 0, _DEFLATE, _DOS_TIME, _DOS_DATE, crc, len(packed), size)
         entries.append((fields, filename, at))
-        parts += [struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, len(filename), 0), filename, packed]
-        at += sum(map(len, parts[-3:]))
+        local = struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, len(filename), 0)
+        parts += [local, filename, packed]
+        at += len(local) + len(filename) + len(packed)
     start = at
     for fields, filename, offset in entries:  # version made by, the fields, no extra, comment or attributes
         row = (0x02014B50, _VERSION, *fields, len(filename), 0, 0, 0, 0, 0, offset)
-        parts += [struct.pack("<IHHHHHHIIIHHHHHII", *row), filename]
-        at += sum(map(len, parts[-2:]))
+        central = struct.pack("<IHHHHHHIIIHHHHHII", *row)
+        parts += [central, filename]
+        at += len(central) + len(filename)
     parts.append(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), at - start, start, 0))
     return b"".join(parts)
