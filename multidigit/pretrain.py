@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from multidigit.atomic import atomic_path, save_json
+from multidigit.atomic import save_json
 from multidigit.constants import CANVAS_OUT, DEFAULT_PARAMS_FILE, DIGIT_SIZE, MODELS_DIR
+from multidigit.keras_file import save_keras
 from multidigit.params import ModelParams, Params, PretrainParams, load_params
 
 OUT_DIR = MODELS_DIR / "pretrain"
@@ -153,8 +154,7 @@ def run(cfg: Params, out_dir: Path = OUT_DIR, canvas_root: Path = CANVAS_OUT) ->
     p = cfg.pretrain
     data = None if p.source == "none" else digit_data(p.source, p.limit, cfg.seed, canvas_root)
     backbone, info = pretrain_backbone(cfg.model, p, cfg.seed, data, cfg.train.precision)
-    with atomic_path(Path(out_dir) / BACKBONE_FILE) as tmp:
-        backbone.save(tmp)
+    save_keras(backbone, Path(out_dir) / BACKBONE_FILE)
     info["wall_seconds"] = round(time.perf_counter() - start, 1)
     info["train_digits"] = float(0 if data is None else len(data["x_train"]))
     save_json(Path(out_dir) / INFO_FILE, info)

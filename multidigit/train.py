@@ -20,6 +20,7 @@ from typing import Any
 from multidigit import precision
 from multidigit.atomic import atomic_path, save_json
 from multidigit.constants import DEFAULT_PARAMS_FILE, MNIST_OUT, MODELS_DIR, STAGES
+from multidigit.keras_file import save_keras
 from multidigit.params import Params, StageTrainParams, load_params
 from multidigit.pretrain import BACKBONE_FILE  # what the pretrain stage writes, named once there
 
@@ -289,8 +290,7 @@ def plot_history(history_csv: Path, out_png: Path) -> None:
 def write_stage(result: StageResult, work: Path, out_dir: Path, wall_seconds: float) -> dict[str, float]:
     """Save detector.keras, history.csv, learning_curves.png and train_info.json atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / DETECTOR_FILE) as tmp:
-        result.detector.save(tmp)
+    save_keras(result.detector, out_dir / DETECTOR_FILE)
     with atomic_path(out_dir / HISTORY_FILE) as tmp:
         tmp.write_bytes((work / HISTORY_FILE).read_bytes())
     plot_history(out_dir / HISTORY_FILE, out_dir / CURVES_FILE)

@@ -32,6 +32,7 @@ os.chdir(ROOT)  # data/mnist and models/ are relative to the repo
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from multidigit.keras_file import save_keras  # noqa: E402
 from multidigit.params import Params, validate_params  # noqa: E402
 from scripts.smoke import merge  # noqa: E402
 
@@ -78,7 +79,7 @@ def train_curriculum(
             digit_data("mnist", cfg.pretrain.limit, cfg.seed),
             cfg.train.precision,
         )
-        net.save(work / "backbone.keras")
+        save_keras(net, work / "backbone.keras")
         init = ("pretrained", work / "backbone.keras")
     seconds = {}
     for stage in data:
@@ -91,9 +92,9 @@ def train_curriculum(
         sets = (data[stage], vals[stage], work)
         detector, _, fit_s = train.trained_detector(run_cfg, stage, init, *sets, verbose=0, digits=digits)
         seconds[stage] = round(fit_s, 1)
-        detector.save(work / f"{stage}.keras")
+        save_keras(detector, work / f"{stage}.keras")
         init = ("previous", work / f"{stage}.keras")
-    detector.save(work / "detector.keras")  # for `--score-only` under other post-processing params
+    save_keras(detector, work / "detector.keras")  # for `--score-only` under other post-processing params
     return detector, seconds
 
 
