@@ -116,6 +116,7 @@ def main() -> int:
     results["speedup_2_vs_1"] = round(results["workers_1_s"] / results["workers_2_s"], 2)
     results["cpu_cores"] = os.cpu_count()
     results["load_avg_1m_at_end"] = round(os.getloadavg()[0], 1)
+    results["date"] = time.strftime("%Y-%m-%d")
     out = ROOT / "benchmarks" / "results" / "generate_workers.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         result.pop("dvc_repro_wall_seconds", None)
         result["make_run_stage_overhead"] = from_make_run(args.from_log, args.repo)
         result["make_run_to_serving_seconds"] = args.to_serving_s
+        result["date"] = datetime.fromtimestamp(args.from_log.stat().st_mtime, UTC).date().isoformat()
         result |= training_record(args.repo)
         save_json(RESULTS, result)
         print(json.dumps(result["make_run_stage_overhead"], indent=2))
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             if mode == "deployment" and not args.smoke:  # what `make run` rebuilds, on the stack
                 result.update(dvc_repro_wall_seconds=overhead[mode]["total_wall_s"], **training_record(repo))
+                result["date"] = datetime.now(UTC).date().isoformat()
             # saved after each mode: the in-process pass is the slow one
             overhead |= {"cpu_count": os.cpu_count(), "load_average_1min_at_end": os.getloadavg()[0]}
             result[f"stage_overhead_{overhead['params']}"] = overhead

@@ -36,7 +36,11 @@ def outputs(tmp_path):
     )
     _write(
         tmp_path / "benchmarks/results/pipeline.json",
-        {"make_run_to_serving_seconds": 938.4, "make_run_stage_overhead": {"median_overhead_s": 5.31}},
+        {
+            "make_run_to_serving_seconds": 938.4,
+            "make_run_stage_overhead": {"median_overhead_s": 5.31},
+            "date": "2026-12-02",
+        },
     )
     _write(tmp_path / "reports/ablation.json", {"budget": "1 epoch", "C": {"class/accuracy": 0.51}})
     return tmp_path
@@ -50,8 +54,9 @@ def test_results_block_carries_the_files_figures(outputs):
     assert "| C: from scratch | – | – | 0.510 | about 50% |" in block
     assert "| generator, stage 3, 1 process | 277 canvases/s |" in block
     assert "| generator, stage 3, all cores | 412 canvases/s |" in block
-    assert "| `make run`, fresh clone to serving | 938 s |" in block
-    assert "| stage overhead through the stack, median | 5.3 s |" in block
+    assert "| `make run`, fresh clone to serving | 938 s (2026-12-02) |" in block
+    assert "| stage overhead through the stack, median | 5.3 s (2026-12-02) |" in block
+    assert "| generation through Prefect, 2 vs 1 workers | –× |" in block  # no file: no date either
     assert "| detector parameters | 126,479 |" in block
     assert "Transfer-learning ablation (1 epoch)" in block
 

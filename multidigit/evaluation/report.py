@@ -66,6 +66,12 @@ def _fmt(value: Any, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _dated(text: str, source: dict[str, Any]) -> str:
+    """A figure from a benchmark that is rerun rarely (a fresh-clone `make run`, the stack's tax), with the
+    day it was measured: beside the current champion's figures it may be days and a detector older."""
+    return f"{text} ({source.get('date', 'undated')})" if source else text
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table as lines: header, separator, one line per row."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
@@ -214,23 +220,30 @@ def system_rows(results_dir: Path, models_dir: Path) -> list[list[str]]:
     pre = _read_json(models_dir / "pretrain" / "pretrain_info.json")
     pipeline = _read_json(results_dir / "pipeline.json")
     speed = _read_json(results_dir / "inference.json")
-    tax = _read_json(results_dir / "stack_tax.json").get("adaptive (default)", {})
+    taxes = _read_json(results_dir / "stack_tax.json")
+    tax = taxes.get("adaptive (default)", {})
     first = _read_json(results_dir / "first_reading.json")
     warm, cold = first.get("warm-up (default)", {}), first.get("no warm-up", {})
     serving = pipeline.get("make_run_to_serving_seconds")
     rows = [
-        ["`make run`, fresh clone to serving", f"{_fmt(serving, '.0f')} s"],
+        ["`make run`, fresh clone to serving", _dated(f"{_fmt(serving, '.0f')} s", pipeline)],
         [
             "stage overhead through the stack, median",
-            f"{_fmt(pipeline.get('make_run_stage_overhead', {}).get('median_overhead_s'), '.1f')} s",
+            _dated(
+                f"{_fmt(pipeline.get('make_run_stage_overhead', {}).get('median_overhead_s'), '.1f')} s",
+                pipeline,
+            ),
         ],
         [
             "training step beside the idle stack, vs workers stopped",
-            f"{_fmt(tax.get('polling_vs_stopped'), '.2f')}×",
+            _dated(f"{_fmt(tax.get('polling_vs_stopped'), '.2f')}×", taxes),
         ],
         ["generator, stage 3, 1 process", f"{_fmt(gen.get('canvases_per_s_1_process'), '.0f')} canvases/s"],
         ["generator, stage 3, all cores", f"{_fmt(gen.get('canvases_per_s_all_cores'), '.0f')} canvases/s"],
-        ["generation through Prefect, 2 vs 1 workers", f"{_fmt(fan.get('speedup_2_vs_1'), '.2f')}×"],
+        [
+            "generation through Prefect, 2 vs 1 workers",
+            _dated(f"{_fmt(fan.get('speedup_2_vs_1'), '.2f')}×", fan),
+        ],
         ["pretrain wall time", f"{_fmt(pre.get('wall_seconds'), '.0f')} s"],
         ["detector parameters", _fmt(info.get("params"), ",.0f")],
         ["multiply-adds per canvas", f"{_fmt(info['macs'] / 1e6 if 'macs' in info else None, '.1f')} M"],
