@@ -9,8 +9,9 @@ digits of 15-40 px (the sizes of the issue that compared them) and writes each a
 file; ours makes stage-3 train shards (params.yaml) and writes them with `canvas.save_shard`, as
 `benchmarks/generator.py` does, in one process. The two alternate for `--rounds` rounds, so a shared
 machine's load falls on both alike; each side warms up first. Wall and CPU rates are both reported, and
-the ratio of the best rounds (and of the medians). Each peer round runs in a process of its own. Writes
-benchmarks/results/generator_peer.json.
+the ratio of the best rounds (and of the medians). Each peer round runs in a process of its own. Both
+write under the temporary folder (`TMPDIR`; `TMPDIR=/dev/shm` keeps the peer's small files off the disk,
+whose kernel work made its rate swing 5x here). Writes benchmarks/results/generator_peer.json.
 """
 
 from __future__ import annotations
@@ -104,10 +105,11 @@ def main() -> None:
         for _ in range(args.rounds):
             peer.append(peer_round(args.peer_dir, args.peer_canvases))
             ours.append(measure(args.params, "stage3", "train", args.canvases, 1, None, out))
-    # Best of the rounds as the headline, for each side: the peer's rate fell round after round (2,966
-    # canvases/s, then 727 and 571, its CPU time rising with them, each round in a fresh process), which
-    # points at its thousands of small file writes and deletes in /tmp; the least disturbed round is the
-    # fair figure, and the medians are kept beside it.
+    # Best of the rounds as the headline, for each side, the medians beside it. With /tmp on this machine's
+    # ext4 the peer's rate fell round after round (2,983 canvases/s, then 776 and 595; 3,180 / 751 / 592
+    # and later 622 / 576 / 578 on 2026-12-06), its CPU time rising with it: the kernel's work on its
+    # thousands of small files. Under TMPDIR=/dev/shm (tmpfs) it held 3,412-3,487 in every round
+    # (2026-12-06), so the folder written to is recorded with the figures.
     sides = (("peer", peer), ("ours_stage3", ours))
     keys = ("canvases_per_s", "canvases_per_cpu_s")
     medians = {side: {k: median_of(rows, k) for k in keys} for side, rows in sides}
@@ -122,6 +124,7 @@ def main() -> None:
         "ours_vs_peer": {k: round(best["ours_stage3"][k] / best["peer"][k], 2) for k in keys},
         "ours_vs_peer_medians": {k: round(medians["ours_stage3"][k] / medians["peer"][k], 2) for k in keys},
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "temp_dir": tempfile.gettempdir(),
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
