@@ -34,12 +34,15 @@ from collections.abc import Iterator
 from types import ModuleType
 
 # Lines TensorFlow 2.19 prints on every start that TF_CPP_MIN_LOG_LEVEL=1 does not reach; none is actionable
-# (the plugins are linked twice into the wheel; cuInit fails where there is no GPU driver).
+# (the plugins are linked twice into the wheel; cuInit fails where there is no GPU driver). The DT_BOOL
+# line comes once per process, at the first graph with a boolean op (the post-processing's masks), even on
+# CPUs with AVX-512 (the AMD EPYC): an error-level line for TensorFlow's own fallback to Eigen.
 NOISE = re.compile(
     r"All log messages before absl::InitializeLog\(\) is called"
     r"|Unable to register cu(DNN|FFT|BLAS) factory"
     r"|computation placer already registered"
     r"|failed call to cuInit"
+    r"|oneDNN supports DT_BOOL only on platforms with AVX-512"
 )
 RAW_ENV = "MULTIDIGIT_TF_LOGS"  # set to 1: no level, no filter
 

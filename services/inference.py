@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from multidigit import quiet
+
 CACHED_VERSIONS = 4  # the champion and the versions a promote/rollback may switch between
 _lock = threading.Lock()
 _loaded: OrderedDict[str, Any] = OrderedDict()  # resolved version folder -> loaded SavedModel
@@ -60,7 +62,8 @@ def preload(version_dir: str | Path | None) -> bool:
         fn = get_artifact(version_dir)
     except ModelMissingError:
         return False
-    detect_canvas(fn, np.zeros((100, 100), np.uint8), 0.5)
+    with quiet.filtered_stderr():  # the first run's TensorFlow notice (quiet.NOISE), not a request's
+        detect_canvas(fn, np.zeros((100, 100), np.uint8), 0.5)
     return True
 
 

@@ -426,6 +426,30 @@ def two_versions(tmp_path_factory) -> dict:
     return out
 
 
+def _first_run_stderr(code: str) -> str:
+    """stderr of a fresh Python that runs `code` (TensorFlow's once-a-process notices are still to come)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    ).stderr
+
+
+@pytest.mark.slow
+def test_the_service_warm_up_hides_tensorflows_bool_notice(two_versions):
+    folder = str(two_versions["v-one"])
+    raw = _first_run_stderr(
+        "import numpy as np; from multidigit import artifact; "
+        f"fn = artifact.load_artifact({folder!r}); "
+        "artifact.detect_canvases(fn, np.zeros((1, 100, 100), np.uint8), 0.5)"
+    )
+    if "DT_BOOL" not in raw:  # TensorFlow prints it on this CPU or not (it did on the AMD EPYCs here)
+        pytest.skip("this CPU's TensorFlow prints no DT_BOOL notice on a first run")
+    warmed = _first_run_stderr(f"from services import inference; assert inference.preload({folder!r})")
+    assert "DT_BOOL" not in warmed and "Traceback" not in warmed, warmed
+
+
 def _served_detections(client, canvas: np.ndarray, query: str = "") -> dict:
     response = _detect(client, _png(np.kron(canvas, np.ones((4, 4), np.uint8))), "image/png", query)
     assert response.status_code == 200, response.json
