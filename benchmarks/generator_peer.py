@@ -10,8 +10,9 @@ file; ours makes stage-3 train shards (params.yaml) and writes them with `canvas
 `benchmarks/generator.py` does, in one process. The two alternate for `--rounds` rounds, so a shared
 machine's load falls on both alike; each side warms up first. Wall and CPU rates are both reported, and
 the ratio of the best rounds (and of the medians). Each peer round runs in a process of its own. Both
-write under the temporary folder (`TMPDIR`; `TMPDIR=/dev/shm` keeps the peer's small files off the disk,
-whose kernel work made its rate swing 5x here). Writes benchmarks/results/generator_peer.json.
+write under the temporary folder (`TMPDIR`; its filesystem is recorded as `temp_fs`): `TMPDIR=/dev/shm`
+keeps the peer's small files off the disk, whose kernel work made its rate swing 5x here. Writes
+benchmarks/results/generator_peer.json.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.generator import measure  # noqa: E402
+from benchmarks.generator import measure, temp_filesystem  # noqa: E402
 from multidigit.constants import MNIST_OUT  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "generator_peer.json"
@@ -109,7 +110,7 @@ def main() -> None:
     # ext4 the peer's rate fell round after round (2,983 canvases/s, then 776 and 595; 3,180 / 751 / 592
     # and later 622 / 576 / 578 on 2026-12-06), its CPU time rising with it: the kernel's work on its
     # thousands of small files. Under TMPDIR=/dev/shm (tmpfs) it held 3,412-3,487 in every round
-    # (2026-12-06), so the folder written to is recorded with the figures.
+    # (2026-12-06), so the filesystem written to is recorded with the figures.
     sides = (("peer", peer), ("ours_stage3", ours))
     keys = ("canvases_per_s", "canvases_per_cpu_s")
     medians = {side: {k: median_of(rows, k) for k in keys} for side, rows in sides}
@@ -124,7 +125,7 @@ def main() -> None:
         "ours_vs_peer": {k: round(best["ours_stage3"][k] / best["peer"][k], 2) for k in keys},
         "ours_vs_peer_medians": {k: round(medians["ours_stage3"][k] / medians["peer"][k], 2) for k in keys},
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
-        "temp_dir": tempfile.gettempdir(),
+        "temp_fs": temp_filesystem(),
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
