@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from multidigit import console
+from multidigit import console, quiet
 from multidigit.boxes import NMS_CLASS_OFFSET, Detections, shown_only
 from multidigit.constants import CANVAS_SIZE
 from multidigit.params import NmsParams
@@ -251,7 +251,7 @@ def save_artifact(module: Any, out_dir: Path) -> Path:
 
 
 def load_artifact(version_dir: Path) -> Any:
-    """The SavedModel of an exported version (`<version>/saved_model/`), with the same `.detect`.
+    """The SavedModel of an exported version (`<version>/saved_model/`), with the same `.detect`, run once.
 
     Raises:
         FileNotFoundError: the version has no SavedModel.
@@ -261,7 +261,13 @@ def load_artifact(version_dir: Path) -> Any:
     path = Path(version_dir) / SAVED_MODEL_DIR
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"artifact: no SavedModel at {path}")
-    return tf.saved_model.load(str(path))
+    model = tf.saved_model.load(str(path))
+    # TensorFlow prints an error-level line at a process's first boolean op ("oneDNN supports DT_BOOL only
+    # on platforms with AVX-512"; quiet.NOISE): run the graph once here, filtered, so no caller's output
+    # carries it and the first real call finds the kernels warm.
+    with quiet.filtered_stderr():
+        model.detect(tf.zeros((1, CANVAS_SIZE, CANVAS_SIZE, 1)), tf.constant(0.5))
+    return model
 
 
 def as_detections(out: dict[str, Any]) -> Detections:

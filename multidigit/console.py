@@ -12,6 +12,7 @@ Progress bars show on a terminal only: logs, pipes and tests get the results, no
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,3 +103,13 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
     small = total is not None and total < MIN_BAR_ITEMS
     # disable=None: tqdm turns itself off when stderr is not a terminal.
     return iter(tqdm(items, desc=desc, total=total, unit=unit, leave=False, disable=True if small else None))
+
+
+def keras_verbose() -> int:
+    """Keras `fit`'s verbose mode: its progress bar on a terminal, one line per epoch elsewhere.
+
+    Keras' own "auto" draws the bar into pipes and logs too (it counts any POSIX system as a terminal),
+    and the bar reads every step's metrics back from TensorFlow: stage 3's step took ~104 ms instead of
+    ~92 ms on the 2-core machine with it (2026-12-06).
+    """
+    return 1 if sys.stdout.isatty() else 2

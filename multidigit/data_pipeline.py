@@ -43,39 +43,42 @@ def batches(
         yield x, encode_targets(canvases.boxes[idx], canvases.labels[idx], stride, boxes_per_cell, neighbours)
 
 
+def _signature(stride: int, boxes_per_cell: int) -> tuple:
+    """The (x, targets) TensorSpecs of a batch."""
+    import tensorflow as tf
+
+    g = grid_size(stride)
+    return (
+        tf.TensorSpec((None, CANVAS_SIZE, CANVAS_SIZE, 1), tf.float32),
+        tf.TensorSpec((None, g, g, boxes_per_cell, TARGET_CHANNELS), tf.float32),
+    )
+
+
 def make_dataset(
     canvases: Canvases,
     batch_size: int,
     stride: int,
     boxes_per_cell: int,
     prefetch: int,
-    seed: int | None = None,
     neighbours: bool = False,
 ):
-    """A tf.data.Dataset over `batches`, re-shuffled on every pass when `seed` is given.
+    """A tf.data.Dataset over `batches` in file order, one pass per iteration (validation's feed).
 
     Args:
         canvases: the split to feed.
         batch_size: canvases per batch.
         stride: pixels per grid cell.
         boxes_per_cell: anchor slots per cell.
-        prefetch: batches the generator runs ahead of the training step.
-        seed: shuffle seed; None = fixed order (validation).
+        prefetch: batches the generator runs ahead of the consumer.
         neighbours: `boxes.encode_targets`' neighbour-cell assignment.
     Returns:
-        A dataset of (x, targets) batches; each iteration is one epoch.
+        A dataset of (x, targets) batches; each iteration is one pass.
     """
     import tensorflow as tf
 
-    rng = np.random.default_rng(seed) if seed is not None else None
-    g = grid_size(stride)
-    signature = (
-        tf.TensorSpec((None, CANVAS_SIZE, CANVAS_SIZE, 1), tf.float32),
-        tf.TensorSpec((None, g, g, boxes_per_cell, TARGET_CHANNELS), tf.float32),
-    )
     dataset = tf.data.Dataset.from_generator(
-        lambda: batches(canvases, batch_size, stride, boxes_per_cell, rng, neighbours),
-        output_signature=signature,
+        lambda: batches(canvases, batch_size, stride, boxes_per_cell, None, neighbours),
+        output_signature=_signature(stride, boxes_per_cell),
     )
     # A known length gives Keras' progress bar its total (from_generator's cardinality is unknown).
     steps = -(-len(canvases) // batch_size)
@@ -110,7 +113,7 @@ def stream_batches(
         )
 
 
-def make_fresh_dataset(
+def training_dataset(
     first: Canvases,
     feed,
     batch_size: int,
@@ -118,32 +121,36 @@ def make_fresh_dataset(
     boxes_per_cell: int,
     prefetch: int,
     seed: int,
+    epochs: int,
     neighbours: bool = False,
 ):
-    """Like `make_dataset`, but pass e >= 1 reads epoch e's chunks from a `fresh.FreshFeed`.
+    """The training feed: one tf.data.Dataset of passes 0 .. epochs - 1, end to end, that `fit` reads
+    with `steps_per_epoch` (the second value returned).
 
-    Pass 0 is `first` shuffled as a whole, as `make_dataset` does. Each pass has ceil(len(first) /
-    batch_size) batches.
+    Pass 0 is `first` shuffled as a whole, as `batches` does; pass e >= 1 reads epoch e's chunks from a
+    `fresh.FreshFeed` when `feed` is given, else `first` reshuffled. Each pass has ceil(len(first) /
+    batch_size) batches. One iterator serves the whole fit: given a finite dataset, Keras opens a new
+    iterator every epoch, and on the 2-core machine that stalled 18-23 s before the first step of some
+    epochs (2026-12-06, stage 3: 0-2 stalls in 3-4 epochs of ~60 s).
+
+    Returns:
+        (dataset of (x, targets) batches, batches per pass).
     """
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
-    passes = iter(range(1 << 30))  # Keras opens one iterator per epoch
 
-    def one_pass():
-        epoch = next(passes)
-        if epoch == 0:
+    def one_pass(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if epoch == 0 or feed is None:
             return batches(first, batch_size, stride, boxes_per_cell, rng, neighbours)
         return stream_batches(feed.chunks(epoch), batch_size, stride, boxes_per_cell, rng, neighbours)
 
-    g = grid_size(stride)
-    signature = (
-        tf.TensorSpec((None, CANVAS_SIZE, CANVAS_SIZE, 1), tf.float32),
-        tf.TensorSpec((None, g, g, boxes_per_cell, TARGET_CHANNELS), tf.float32),
-    )
-    dataset = tf.data.Dataset.from_generator(one_pass, output_signature=signature)
-    steps = -(-len(first) // batch_size)
-    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(prefetch)
+    def every_pass() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for epoch in range(epochs):
+            yield from one_pass(epoch)
+
+    dataset = tf.data.Dataset.from_generator(every_pass, output_signature=_signature(stride, boxes_per_cell))
+    return dataset.prefetch(prefetch), -(-len(first) // batch_size)
 
 
 def subset(canvases: Canvases, limit: int) -> Canvases:

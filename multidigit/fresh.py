@@ -152,9 +152,21 @@ class FreshFeed:
             self._queue.put((-1, None))
 
     def chunks(self, epoch: int) -> Iterator[Canvases]:
-        """The generated chunks of `epoch` (>= 1), in order; raises the producer's error if it failed."""
+        """The generated chunks of `epoch` (>= 1), in order; raises the producer's error if it failed.
+
+        Ends early once `close` was called: the input pipeline reads ahead across epochs, and a read
+        past an early stop must not wait for chunks that will never come.
+        """
         for _ in self.sizes:
-            got, chunk = self._queue.get()
+            item = None
+            while item is None and not self._stop.is_set():
+                try:
+                    item = self._queue.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+            if item is None:
+                return
+            got, chunk = item
             if chunk is None:
                 raise RuntimeError(f"fresh canvases: generation failed: {self.error}") from self.error
             if got != epoch:

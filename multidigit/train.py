@@ -11,13 +11,12 @@ Writes models/<stage>/{detector.keras, history.csv, learning_curves.png, train_i
 from __future__ import annotations
 
 import csv
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multidigit import precision
+from multidigit import console, precision
 from multidigit.atomic import atomic_path, save_json
 from multidigit.constants import DEFAULT_PARAMS_FILE, MNIST_OUT, MODELS_DIR, STAGES
 from multidigit.keras_file import save_keras
@@ -125,7 +124,7 @@ def fit_stage(
     train: Any,
     val: Any,
     work: Path,
-    verbose: int | str = "auto",
+    verbose: int | None = None,
     digits: tuple | None = None,
 ) -> int:
     """Fit `detector` in place on canvases; returns the epochs run. Best-val-loss weights end loaded.
@@ -133,7 +132,7 @@ def fit_stage(
     Args:
         cfg: all params. stage: the stage name. detector: a built detector (weights initialised).
         train, val: `canvas.Canvases`. work: folder for the checkpoint and the CSV history.
-        verbose: Keras progress-bar mode.
+        verbose: Keras' verbose mode; None = `console.keras_verbose()`.
         digits: MNIST train (images, labels); needed when the stage's `written` > 0 or `fresh` is on.
     Returns:
         Epochs run (early stopping may cut them short).
@@ -141,7 +140,7 @@ def fit_stage(
     import keras
 
     from multidigit import fresh
-    from multidigit.data_pipeline import make_dataset, make_fresh_dataset
+    from multidigit.data_pipeline import make_dataset, training_dataset
 
     stage_cfg, model_cfg = cfg.train.stages[stage], cfg.model
     bs = cfg.train.batch_size
@@ -153,11 +152,11 @@ def fit_stage(
         if digits is None:
             raise ValueError(f"train.stages.{stage}.fresh: needs the MNIST train digits")
         feed = fresh.FreshFeed(cfg, stage, digits, len(train), stage_cfg.epochs)
-        train_ds = make_fresh_dataset(train, feed, *args, seed=cfg.seed, neighbours=neighbours)
-    else:
-        train_ds = make_dataset(train, *args, seed=cfg.seed, neighbours=neighbours)
+    train_ds, steps = training_dataset(
+        train, feed, *args, seed=cfg.seed, epochs=stage_cfg.epochs, neighbours=neighbours
+    )
     val_ds = make_dataset(val, *args, neighbours=neighbours)
-    compile_detector(detector, cfg, stage_cfg, steps=stage_cfg.epochs * math.ceil(len(train) / bs))
+    compile_detector(detector, cfg, stage_cfg, steps=stage_cfg.epochs * steps)
     best = work / "best.weights.h5"
     callbacks = [
         keras.callbacks.ModelCheckpoint(best, save_best_only=True, save_weights_only=True),
@@ -172,8 +171,9 @@ def fit_stage(
             train_ds,
             validation_data=val_ds,
             epochs=stage_cfg.epochs,
+            steps_per_epoch=steps,
             callbacks=callbacks,
-            verbose=verbose,
+            verbose=console.keras_verbose() if verbose is None else verbose,
             shuffle=False,
         )
     finally:
@@ -190,7 +190,7 @@ def trained_detector(
     train: Any,
     val: Any,
     work: Path,
-    verbose: int | str = "auto",
+    verbose: int | None = None,
     digits: tuple | None = None,
 ) -> tuple[Any, int, float]:
     """A detector initialised by `initial_detector(cfg, *init)` and fitted by `fit_stage`, both under

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from multidigit import quiet
-
 CACHED_VERSIONS = 4  # the champion and the versions a promote/rollback may switch between
 _lock = threading.Lock()
 _loaded: OrderedDict[str, Any] = OrderedDict()  # resolved version folder -> loaded SavedModel
@@ -55,15 +53,14 @@ def get_artifact(version_dir: str | Path) -> Any:
 
 
 def preload(version_dir: str | Path | None) -> bool:
-    """Load a version's artifact and run it once (traces nothing new, warms the kernels); False if absent."""
+    """Load a version's artifact (loading runs it once: kernels warm, TensorFlow's first-run notice
+    filtered); False if absent."""
     if version_dir is None:
         return False
     try:
-        fn = get_artifact(version_dir)
+        get_artifact(version_dir)
     except ModelMissingError:
         return False
-    with quiet.filtered_stderr():  # the first run's TensorFlow notice (quiet.NOISE), not a request's
-        detect_canvas(fn, np.zeros((100, 100), np.uint8), 0.5)
     return True
 
 

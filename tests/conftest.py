@@ -19,6 +19,13 @@ MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "data" / "
 VENV_BIN = Path(sys.executable).parent
 
 
+def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """A fresh interpreter of this venv running `code` in the repo root (TensorFlow's once-a-process
+    notices are still to come there); its output captured as text."""
+    argv = [str(VENV_BIN / "python"), "-c", code]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():

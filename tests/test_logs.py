@@ -17,7 +17,7 @@ import yaml
 
 from multidigit import console, quiet
 from scripts.smoke import make_workspace, merge, workspace_env
-from tests.conftest import ROOT, VENV_BIN, pipeline_env
+from tests.conftest import ROOT, VENV_BIN, pipeline_env, run_python
 
 NOISE = re.compile(r"cuinit|cudnn|cufft|cublas|computation placer|onednn|shuffle=True", re.IGNORECASE)
 # Smaller than params.smoke.yaml: one shard per split, one short epoch from scratch (no pretrain stage).
@@ -82,6 +82,14 @@ def test_each_stage_prints_its_headline_first(tiny_run):
         assert sum(line.startswith("==> ") for line in text.splitlines()) == 1, name
 
 
+def test_training_logs_one_line_per_epoch_not_a_progress_bar(tiny_run):
+    # Keras' own "auto" mode would redraw its bar into the log every step (and sync every step to do it).
+    _, _, outputs = tiny_run
+    text = outputs["train@stage1"]
+    assert "━" not in text and "\b" not in text, text[-2000:]
+    assert len([line for line in text.splitlines() if " - loss: " in line]) == 1, text[-2000:]
+
+
 def test_an_error_after_tensorflow_loaded_stays_one_visible_line(tiny_run):
     # train@stage2 imports Keras (the filtered import), then finds no stage-2 canvases.
     workspace, env, _ = tiny_run
@@ -120,16 +128,11 @@ def test_filtered_stderr_drops_only_the_known_noise(capfd):
     assert capfd.readouterr().err == real
 
 
-def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    argv = [str(VENV_BIN / "python"), "-c", code]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
-
-
 def test_quiet_sets_log_levels_only():
     # A GPU must stay visible: importing the package may set log levels, never CUDA_VISIBLE_DEVICES.
     code = "import os; before = set(os.environ); import multidigit; print(sorted(set(os.environ) - before))"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "PREFECT_LOGGING_", "CUDA_"))}
-    added = _python(code, env).stdout.strip()
+    added = run_python(code, env).stdout.strip()
     assert added == "['PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL', 'TF_CPP_MIN_LOG_LEVEL']"
 
 
@@ -138,7 +141,7 @@ def test_tensorflow_lists_the_same_devices_quiet_or_not():
     found = {}
     for raw in ("0", "1"):
         env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")} | {quiet.RAW_ENV: raw}
-        run = _python(code, env)
+        run = run_python(code, env)
         assert run.returncode == 0, run.stderr[-2000:]
         found[raw] = run.stdout.strip()
         if raw == "0":

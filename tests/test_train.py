@@ -286,15 +286,17 @@ def test_stage_digits_are_the_train_split_only(fresh_cfg, mnist_splits):
 
 def test_fresh_dataset_reads_each_epoch_once_in_order(fresh_cfg, train_digits):
     from multidigit import fresh
-    from multidigit.data_pipeline import batches, make_fresh_dataset
+    from multidigit.data_pipeline import batches, training_dataset
 
     first = fresh.epoch_chunk(fresh_cfg, "stage3", train_digits, 0, 0, (14, 6))  # any 20 canvases
     passes = []
     for _ in range(2):  # the same seed gives the same batches
         feed = fresh.FreshFeed(fresh_cfg, "stage3", train_digits, len(first), epochs=3)
-        dataset = make_fresh_dataset(first, feed, 16, 4, 1, prefetch=2, seed=5)
-        passes.append([[x.numpy() for x, _ in dataset] for _ in range(3)])
+        dataset, steps = training_dataset(first, feed, 16, 4, 1, prefetch=2, seed=5, epochs=3)
+        xs = [x.numpy() for x, _ in dataset]  # the 3 passes end to end, then the dataset ends
+        passes.append([xs[i : i + steps] for i in range(0, len(xs), steps)])
         feed.close()
+    assert steps == 2 and len(passes[0]) == 3
     assert [len(p) for p in passes[0]] == [2, 2, 2]  # ceil(20 / 16) batches per pass, chunks of 8 or not
     assert [len(b) for b in passes[0][1]] == [16, 4]
     expected = [x for x, _ in batches(first, 16, 4, 1, np.random.default_rng(5))]
@@ -305,6 +307,15 @@ def test_fresh_dataset_reads_each_epoch_once_in_order(fresh_cfg, train_digits):
     chunks = [fresh.epoch_chunk(fresh_cfg, "stage3", train_digits, 1, i, s) for i, s in enumerate(feed.sizes)]
     made = np.sort(np.concatenate([c.images for c in chunks]).reshape(20, -1).sum(1) / 255.0)
     assert np.allclose(pass1, made, atol=1e-3)  # pass 1 holds exactly epoch 1's generated canvases
+
+
+def test_a_closed_feed_ends_its_epochs_instead_of_waiting(fresh_cfg, train_digits):
+    from multidigit import fresh
+
+    # the input pipeline reads ahead past an early stop; that read must end, not wait forever
+    feed = fresh.FreshFeed(fresh_cfg, "stage3", train_digits, 20, epochs=2)
+    feed.close()
+    assert list(feed.chunks(1)) == []
 
 
 @pytest.mark.slow
