@@ -461,7 +461,9 @@ def stroke_patch(lines: list[np.ndarray], widths: np.ndarray) -> np.ndarray:
 # The patch, its crop and the re-stroking loop are compiled: per digit, a dozen numpy calls on a few
 # hundred points cost more than the painting. They call strokes' compiled brush and reduction directly,
 # compiled into this file's kernels: numba's on-disk cache is keyed on this file's source alone, so a
-# change to those kernels takes effect here only once this file changes too (or __pycache__ is cleared).
+# change to those kernels takes effect here only once this file changes too (or __pycache__ is cleared):
+# STROKE_KERNELS counts those changes (2: the brush evaluates a segment's edge pixels in one vector loop).
+STROKE_KERNELS = 2
 _POINTS = numba.types.Array(numba.float64, 2, "C", readonly=True)
 
 

@@ -162,6 +162,21 @@ def test_brush_equals_its_formula_byte_for_byte():
         assert np.array_equal(image, _brush_reference(40, a, b, width)), (a, b, width)
 
 
+def test_segments_off_the_buffer_and_strided_buffers_get_the_formula_s_bytes():
+    # Segments wholly left, right, above or below the buffer must paint nothing and touch nothing else
+    # (the brush evaluates a segment's pixels in a scratch array sized by its box clipped to the buffer);
+    # a strided view (the any-layout kernel) gets the bytes a contiguous buffer gets.
+    rng = np.random.default_rng(2)
+    for _ in range(60):
+        a, b = rng.uniform(-60, 100, 2), rng.uniform(-60, 100, 2)
+        width = float(rng.uniform(0.5, 30))
+        expected = _brush_reference(40, a, b, width)
+        assert np.array_equal(strokes.render_strokes([np.stack([a, b])], width, side=40), expected), (a, b)
+        wide = np.zeros((40, 80), np.uint8)
+        strokes.paint_strokes(wide[:, ::2], [np.stack([a, b])], [width])
+        assert np.array_equal(wide[:, ::2], expected) and not wide[:, 1::2].any(), (a, b, width)
+
+
 def test_the_compiled_brush_fuses_no_multiply_add():
     # A fused a * b + c rounds once instead of twice, which would move some bytes away from the page's.
     # The cached kernel cannot be inspected, so the same source is compiled again for the same signature.
