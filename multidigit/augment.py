@@ -262,18 +262,29 @@ SAFE_MARGIN = 8
 
 
 @numba.njit(cache=True, nogil=True)
-def _sample_padded(padded, t, shift, ox, oy):
-    """`_sample` of an affine t (k = 1) from the digit's copy inside a zero border (`padded`, the digit at
-    row and column `shift`): the same float32 operations, with no bounds checks (the caller proved every
-    read lands inside the copy, where the border's zeros are what `_sample` reads outside the digit)."""
-    fx, fy = np.float32(ox), np.float32(oy)
-    x = t[0] * fx + t[1] * fy + t[2]
-    y = t[3] * fx + t[4] * fy + t[5]
-    x0, y0 = np.floor(x), np.floor(y)
-    c0, r0 = int(x0) + shift, int(y0) + shift
-    v00, v01 = np.float32(padded[r0, c0]), np.float32(padded[r0, c0 + 1])
-    v10, v11 = np.float32(padded[r0 + 1, c0]), np.float32(padded[r0 + 1, c0 + 1])
-    return _blend(x, y, x0, y0, v00, v01, v10, v11)
+def _sample_row(padded, t, shift, oy, ox0, points, values, out_row) -> None:
+    """out_row[i] = the byte (`_byte`) of output pixel (ox0 + i, oy) of an affine t (k = 1), sampled from
+    the digit's copy inside a zero border (`padded`, the digit at row and column `shift`), for every i <
+    len(out_row): `_sample`'s float32 operations, with no bounds checks (the caller proved every read lands
+    inside the copy, where the border's zeros are what `_sample` reads outside the digit).
+
+    Three loops over the row, so that the arithmetic ones vectorise: the input points, the four
+    neighbours' reads, the blend. `points` (2, n) and `values` (4, n) are float32 scratch, n >= the row.
+    One pixel at a time, a scaled stage-3 digit took ~10 us; ~7 like this."""
+    fy = np.float32(oy)
+    xs, ys = points[0], points[1]
+    for i in range(len(out_row)):
+        fx = np.float32(ox0 + i)
+        xs[i] = t[0] * fx + t[1] * fy + t[2]
+        ys[i] = t[3] * fx + t[4] * fy + t[5]
+    for i in range(len(out_row)):
+        c0, r0 = int(np.floor(xs[i])) + shift, int(np.floor(ys[i])) + shift
+        values[0, i], values[1, i] = np.float32(padded[r0, c0]), np.float32(padded[r0, c0 + 1])
+        values[2, i], values[3, i] = np.float32(padded[r0 + 1, c0]), np.float32(padded[r0 + 1, c0 + 1])
+    for i in range(len(out_row)):
+        x, y = xs[i], ys[i]
+        v = _blend(x, y, np.floor(x), np.floor(y), values[0, i], values[1, i], values[2, i], values[3, i])
+        out_row[i] = _byte(v)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -314,6 +325,7 @@ def _warp_crops(digits, transforms, pad, frame):
     crops, shapes = [], np.zeros((digits.shape[0], 2), np.int64)
     h, w = digits.shape[1], digits.shape[2]
     padded = np.zeros((h + 2 * SAFE_MARGIN, w + 2 * SAFE_MARGIN), digits.dtype)
+    points, values = np.empty((2, frame), np.float32), np.empty((4, frame), np.float32)  # `_sample_row`'s
     for b in range(digits.shape[0]):
         window = _ink_window(digits[b], transforms[b], pad, frame)
         ox0, oy0, ox1, oy1 = window
@@ -321,9 +333,7 @@ def _warp_crops(digits, transforms, pad, frame):
         if out.size and _reads_inside(transforms[b], pad, window, h, w):
             padded[SAFE_MARGIN : SAFE_MARGIN + h, SAFE_MARGIN : SAFE_MARGIN + w] = digits[b]
             for oy in range(oy0, oy1):
-                for ox in range(ox0, ox1):
-                    v = _sample_padded(padded, transforms[b], SAFE_MARGIN - pad, ox, oy)
-                    out[oy - oy0, ox - ox0] = _byte(v)
+                _sample_row(padded, transforms[b], SAFE_MARGIN - pad, oy, ox0, points, values, out[oy - oy0])
         else:
             for oy in range(oy0, oy1):
                 for ox in range(ox0, ox1):
