@@ -509,11 +509,6 @@ def _paint_segment(buf, ax: float, ay: float, bx: float, by: float, width: float
             buf[ys[i], xs[i]] = out[i]
 
 
-# A C-contiguous buffer (the page's, every generator patch) lets a core's fill be one memset: with only the
-# any-layout signature it was a strided loop, and painting took ~40% longer.
-_BUFFERS = (numba.uint8[:, ::1], numba.uint8[:, :])
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _largest_box(h: int, w: int, points, offsets, widths) -> int:
     """The most pixels any one segment's box covers in an (h, w) buffer (`_segment_box`): scratch size."""
