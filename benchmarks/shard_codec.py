@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from multidigit import npz  # noqa: E402
-from multidigit.constants import CANVAS_OUT, STAGES  # noqa: E402
+from multidigit.constants import CANVAS_OUT, CANVAS_SIZE, STAGES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "shard_codec.json"
 RAW = -zlib.MAX_WBITS  # raw deflate, as a zip entry holds it
@@ -94,7 +94,7 @@ def shard_images(stage: str, count: int) -> list[np.ndarray]:
 
 def measure(stage: str, images: list[np.ndarray], codecs: dict, repeats: int) -> dict:
     """Per codec: deflate and inflate µs a canvas (best of `repeats`), and the size as a share of raw."""
-    canvases = sum(len(img) for img in images) // (100 * 100)
+    canvases = sum(len(img) for img in images) // CANVAS_SIZE**2
     best = {name: [float("inf"), float("inf")] for name in codecs}
     sizes = {}
     for _ in range(repeats):
@@ -129,7 +129,8 @@ def main() -> None:
     images = {stage: shard_images(stage, args.shards) for stage in STAGES}
     stages = {stage: measure(stage, images[stage], installed, args.repeats) for stage in STAGES}
     skipped = [name for name in CODECS if name not in installed]
-    where = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    machine, date = platform.processor() or platform.machine(), time.strftime("%Y-%m-%d", time.gmtime())
+    where = {"machine": machine, "date": date}
     text = json.dumps({"stages": stages, "skipped": skipped, **where}, indent=2)
     print(text)
     RESULTS.write_text(text + "\n")
