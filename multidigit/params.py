@@ -186,10 +186,10 @@ class LossParams(Block):
 
 class PretrainParams(Block):
     source: Literal["mnist", "synthetic", "none"] = "mnist"  # B, A, C of the ablation
-    epochs: NonNegInt = 3
+    epochs: NonNegInt = 1
     batch_size: PosInt = 128
     lr: PosFloat = 2e-3
-    limit: NonNegInt = 0  # train digits to use; 0 = all
+    limit: NonNegInt = 20000  # train digits to use; 0 = all
 
 
 class StageTrainParams(Block):
