@@ -46,15 +46,19 @@ SLIDER_ENDS = (4.0, 24.0)  # the page's brush slider: drawn-val is also scored w
 OUT = ROOT / "reports" / "proxy.jsonl"
 
 
-def make_split(cfg: Params, stage: str, split: str, n: int, digits: tuple) -> object:
-    """`n` canvases of one stage in memory, shard by shard as the generator seeds them."""
+def make_split(cfg: Params, stage: str, split: str, n: int, digits: tuple, first: int = 0) -> object:
+    """Canvases `first` to `n` - 1 of one stage in memory, shard by shard as the generator seeds them
+    (`first` a multiple of the shard size, so each shard keeps its seed)."""
     from multidigit.canvas import Canvases, make_shard, shard_seed
     from multidigit.fresh import concat
 
+    size = cfg.generate.shard_size
+    if first % size:
+        raise ValueError(f"first canvas {first}: not a multiple of generate.shard_size {size}")
     shards = [
-        make_shard(*digits, min(cfg.generate.shard_size, n - start), cfg.generate,
-                   cfg.generate.stages[stage], shard_seed(cfg.seed, stage, split, i))
-        for i, start in enumerate(range(0, n, cfg.generate.shard_size))
+        make_shard(*digits, min(size, n - start), cfg.generate, cfg.generate.stages[stage],
+                   shard_seed(cfg.seed, stage, split, start // size))
+        for start in range(first, n, size)
     ]  # fmt: skip
     parts = [Canvases(s.images, s.boxes, s.labels) for s in shards]
     return concat(parts, cfg.generate.stages[stage].digits[1])
@@ -120,10 +124,14 @@ def score(
     if threshold is None:
         threshold, _ = calibrate_threshold(val3.boxes, val3.labels, candidates, cfg.evaluate.operating_point)
     stats = coco.score_detections(val3.boxes, val3.labels, candidates).stats
-    shown = [mt.shown_only(d) for d in detect_canvases(fn, val3.images, threshold)]
-    acc = mt.canvas_accuracies(mt.canvas_counts(mt.match_split(val3.boxes, val3.labels, shown), 0.0))
-    shown = [mt.shown_only(d) for d in detect_canvases(fn, heldout.images, threshold)]
-    held = mt.canvas_accuracies(mt.canvas_counts(mt.match_split(heldout.boxes, heldout.labels, shown), 0.0))
+
+    def accuracies(canvases) -> dict[str, float]:  # count and canvas accuracy of what is shown at threshold
+        shown = [mt.shown_only(d) for d in detect_canvases(fn, canvases.images, threshold)]
+        return mt.canvas_accuracies(
+            mt.canvas_counts(mt.match_split(canvases.boxes, canvases.labels, shown), 0.0)
+        )
+
+    acc, held = accuracies(val3), accuracies(heldout)
     (_, drawn_val), *fixed = drawn_vals.items()
     runs = [detect_canvases(fn, drawn_val["images"], t) for t in (coco.SCORE_FLOOR, threshold)]
     drawn = score_drawn(drawn_val["boxes"], drawn_val["labels"], drawn_val["brush"], *runs)
@@ -194,15 +202,6 @@ def drawn_vals(base: Params, val_digits: tuple) -> dict:
     }
 
 
-def heldout_val(base: Params, val_digits: tuple) -> object:
-    """Stage-3 val canvases HELDOUT[0] to HELDOUT[1] - 1, as the pipeline's val shards are seeded."""
-    from multidigit.canvas import Canvases
-
-    every = make_split(base, "stage3", "val", HELDOUT[1], val_digits)
-    part = slice(*HELDOUT)
-    return Canvases(every.images[part], every.boxes[part], every.labels[part])
-
-
 def repo_params(overrides: dict | None = None) -> Params:
     """params.yaml, with `overrides` merged over it, validated through the one schema."""
     return validate_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides or {}))
@@ -220,7 +219,7 @@ def score_only(path: str, overrides: dict) -> int:
     detector = keras.saving.load_model(path, compile=False)
     val3 = make_split(base, "stage3", "val", VAL_CANVASES, val_digits)
     result = {"name": f"score-only {path}", "overrides": overrides}
-    heldout = heldout_val(base, val_digits)
+    heldout = make_split(base, "stage3", "val", HELDOUT[1], val_digits, first=HELDOUT[0])
     figures = score(cfg, detector, val3, drawn_vals(base, val_digits), heldout, overrides.get("threshold"))
     result |= {k: round(v, 4) for k, v in figures.items()}
     print(json.dumps(result))
@@ -248,7 +247,8 @@ def main() -> int:
     # val canvases from params.yaml as is: a row changing the generator must not change what it is scored on
     base = repo_params()
     vals = {s: make_split(base, s, "val", VAL_CANVASES, val_digits) for s in stages}
-    drawn_val, heldout = drawn_vals(base, val_digits), heldout_val(base, val_digits)
+    drawn_val = drawn_vals(base, val_digits)
+    heldout = make_split(base, "stage3", "val", HELDOUT[1], val_digits, first=HELDOUT[0])
     gen_seconds = round(time.perf_counter() - start)
     begin = {k: over[k] for k in ("backbone", "stage2") if k in over}
     detector, fit = train_curriculum(cfg, data, vals, over.get("epochs", {}), begin, work, train_digits)
