@@ -161,6 +161,43 @@ def out_hashes(entry: dict, key: str = "outs") -> dict[str, str]:
     return {o["path"]: o.get("md5") for o in entry.get(key, []) if not TIMED_OUTS.search(o["path"])}
 
 
+def npz_difference(ours: Path, theirs: Path) -> str:
+    """Which arrays of two .npz files differ, and in how many values."""
+    import numpy as np
+
+    with np.load(ours) as a, np.load(theirs) as b:
+        notes = []
+        for key in sorted(set(a.files) | set(b.files)):
+            if key not in a.files or key not in b.files:
+                notes.append(f"{key} in one only")
+            elif a[key].shape != b[key].shape:
+                notes.append(f"{key}: shape {a[key].shape} vs {b[key].shape}")
+            elif not np.array_equal(a[key], b[key]):
+                notes.append(f"{key}: {int(np.sum(a[key] != b[key]))} of {a[key].size} values differ")
+    return "; ".join(notes) or "equal arrays, other bytes"
+
+
+def describe_difference(ours: Path, theirs: Path) -> str:
+    """What differs between two copies of an output, file by file (npz: array by array), so a failure
+    says where the bytes parted, not only that a folder's hash did."""
+
+    def files(root: Path) -> dict[str, Path]:
+        if not root.is_dir():
+            return {root.name: root} if root.exists() else {}
+        return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+    mine, other = files(ours), files(theirs)
+    notes = [f"{rel}: only in the stack's copy" for rel in sorted(set(mine) - set(other))]
+    notes += [f"{rel}: only in the in-process copy" for rel in sorted(set(other) - set(mine))]
+    for rel in sorted(set(mine) & set(other)):
+        a, b = mine[rel].read_bytes(), other[rel].read_bytes()
+        if a == b:
+            continue
+        sizes = f"{len(a)} vs {len(b)} bytes"
+        notes.append(f"{rel}: " + (npz_difference(mine[rel], other[rel]) if rel.endswith(".npz") else sizes))
+    return f"{ours.name}: " + (", ".join(notes) or "no file differs")
+
+
 def test_the_lock_hashes_equal_those_of_the_in_process_run(stack, repro, smoke_workspace):
     # The in-process smoke run of this session (conftest): same params and code, so the same bytes.
     ours = yaml.safe_load((stack.repo / "dvc.lock").read_text())["stages"]
@@ -171,7 +208,11 @@ def test_the_lock_hashes_equal_those_of_the_in_process_run(stack, repro, smoke_w
     for name in compared:
         same_inputs = out_hashes(ours[name], "deps") == out_hashes(theirs[name], "deps")
         assert same_inputs, f"{name}: the two copies ran different code or data"
-        assert out_hashes(ours[name]) == out_hashes(theirs[name]), name
+        a, b = out_hashes(ours[name]), out_hashes(theirs[name])
+        differing = sorted(path for path in a.keys() | b.keys() if a.get(path) != b.get(path))
+        assert not differing, f"{name}: " + "; ".join(
+            describe_difference(stack.repo / p, smoke_workspace / p) for p in differing
+        )
     assert sum(len(out_hashes(ours[name])) for name in compared) >= 2 * len(compared)
 
 
