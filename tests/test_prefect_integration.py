@@ -165,15 +165,15 @@ def npz_difference(ours: Path, theirs: Path) -> str:
     """Which arrays of two .npz files differ, and in how many values."""
     import numpy as np
 
-    with np.load(ours) as a, np.load(theirs) as b:
-        notes = []
-        for key in sorted(set(a.files) | set(b.files)):
-            if key not in a.files or key not in b.files:
-                notes.append(f"{key} in one only")
-            elif a[key].shape != b[key].shape:
-                notes.append(f"{key}: shape {a[key].shape} vs {b[key].shape}")
-            elif not np.array_equal(a[key], b[key]):
-                notes.append(f"{key}: {int(np.sum(a[key] != b[key]))} of {a[key].size} values differ")
+    with np.load(ours) as a, np.load(theirs) as b:  # each read once: an NpzFile inflates on every lookup
+        mine, other = dict(a.items()), dict(b.items())
+    notes = [f"{key} in one only" for key in sorted(mine.keys() ^ other.keys())]
+    for key in sorted(mine.keys() & other.keys()):
+        x, y = mine[key], other[key]
+        if x.shape != y.shape:
+            notes.append(f"{key}: shape {x.shape} vs {y.shape}")
+        elif not np.array_equal(x, y):
+            notes.append(f"{key}: {int(np.sum(x != y))} of {x.size} values differ")
     return "; ".join(notes) or "equal arrays, other bytes"
 
 
