@@ -171,11 +171,13 @@ def _one_box_per_digit(tf, boxes, labels, post: NmsParams):
     k, limit = tf.shape(labels)[0], post.max_detections
     iou, inside = _overlaps(tf, boxes, boxes)
     other = 1.0 - _same_class(tf, labels, labels)
-    hit = _mask(tf, tf.logical_or(iou > post.agnostic_iou, inside > post.agnostic_containment))
+    nested = _mask(tf, inside > post.agnostic_containment)
+    nested = nested if post.containment_any_class else nested * other
+    hit = tf.maximum(_mask(tf, iou > post.agnostic_iou) * other, nested)
     # conflict[i, j] = 1: box i is hidden if box j (better scored, j < i) is shown
     rank = tf.cast(tf.range(k), tf.float32)
     rank_i, rank_j = _spread(tf, rank, rank)
-    conflict = hit * other * _mask(tf, rank_j - rank_i < 0.0)
+    conflict = hit * _mask(tf, rank_j - rank_i < 0.0)
     conflict = tf.reshape(tf.pad(conflict, [[0, limit - k], [0, limit - k]]), (limit, limit))
     rows, eye = tf.unstack(conflict, axis=0), np.eye(limit, dtype=np.float32)
     shown = tf.ones((limit,))

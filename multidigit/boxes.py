@@ -262,7 +262,11 @@ def containment_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def one_box_per_digit(
-    boxes: np.ndarray, labels: np.ndarray, agnostic_iou: float, agnostic_containment: float
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    agnostic_iou: float,
+    agnostic_containment: float,
+    containment_any_class: bool = False,
 ) -> np.ndarray:
     """Which kept boxes are shown: greedy in score order, a box is hidden when it overlaps a better-scored
     *shown* box of another class by IoU > `agnostic_iou` or lies inside it by more than
@@ -271,12 +275,16 @@ def one_box_per_digit(
     Args:
         boxes: (K, 4) xywh, best score first (as NMS returns them).
         labels: (K,) int classes.
+        containment_any_class: the containment test also hides a box inside a better one of its own
+            class (NMS judges same-class pairs by IoU, which for nested boxes is only their area ratio).
     Returns:
         (K,) bool shown.
     """
     iou, inside = iou_matrix(boxes, boxes), containment_matrix(boxes, boxes)
+    other = labels[:, None] != labels[None, :]
     # conflict[i, j]: box i loses to box j if j is better scored and shown
-    conflict = ((iou > agnostic_iou) | (inside > agnostic_containment)) & (labels[:, None] != labels[None, :])
+    nested = (inside > agnostic_containment) & (other | containment_any_class)
+    conflict = ((iou > agnostic_iou) & other) | nested
     shown = np.ones(len(boxes), bool)
     for i in range(len(boxes)):
         shown[i] = not (conflict[i, :i] & shown[:i]).any()
@@ -374,6 +382,7 @@ def postprocess(
     images: np.ndarray | None = None,
     ink_shrink: float = 0.0,
     ink_grow: int = 0,
+    containment_any_class: bool = False,
 ) -> list[Detections]:
     """Scores, thresholding, class-aware NMS (optionally merging what it suppresses), the
     one-box-per-digit rule and the fit to ink, for a batch: the numpy reference of `multidigit.artifact`'s
@@ -385,7 +394,8 @@ def postprocess(
         iou_threshold: suppress a same-class box overlapping a better one by more than this.
         max_detections: keep at most this many per canvas, best first.
         merge: replace each kept box by `merge_boxes`' weighted mean (scores and labels unchanged).
-        agnostic_iou, agnostic_containment: `one_box_per_digit` limits on the final boxes (1 = off).
+        agnostic_iou, agnostic_containment, containment_any_class: `one_box_per_digit`'s rule on the final
+            boxes (a limit of 1 = that test off).
         images: (B, H, W) the canvases, needed when `ink_shrink` > 0 (fit each kept box to their ink).
         ink_shrink, ink_grow: `fit_to_ink`'s reach, after the one-box rule (which sees the boxes as
             predicted, so the fit moves edges and never what is listed); shrink 0 = off.
@@ -415,7 +425,9 @@ def postprocess(
         kept_boxes = (
             merge_boxes(boxes[sel], scores[sel], labels[sel], local, iou_threshold) if merge else boxes[keep]
         )
-        shown = one_box_per_digit(kept_boxes, labels[keep], agnostic_iou, agnostic_containment)
+        shown = one_box_per_digit(
+            kept_boxes, labels[keep], agnostic_iou, agnostic_containment, containment_any_class
+        )
         if ink_shrink > 0:
             kept_boxes = fit_to_ink(images[b], kept_boxes, ink_shrink, ink_grow)
         results.append(

@@ -196,6 +196,7 @@ def operating_thresholds(metrics: dict[str, float], nms: NmsParams) -> dict[str,
         "peaks": nms.peaks,
         "agnostic_iou": nms.agnostic_iou,
         "agnostic_containment": nms.agnostic_containment,
+        "containment_any_class": nms.containment_any_class,
         "ink_shrink": nms.ink_shrink,
         "ink_grow": nms.ink_grow,
     }

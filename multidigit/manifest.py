@@ -82,8 +82,8 @@ def build_manifest(
         version: the version name (also the folder name under models/tfjs/).
         grid: {"stride", "size", "boxes_per_cell", "slots"} of the detector.
         thresholds: {"score", "score_source", "iou", "max_detections", "merge", "peaks", "agnostic_iou",
-            "agnostic_containment", "ink_shrink", "ink_grow"}: the post-processing in the graph and the
-            default score threshold.
+            "agnostic_containment", "containment_any_class", "ink_shrink", "ink_grow"}: the post-processing in
+            the graph and the default score threshold.
         metrics: the stage-3 metrics at export (flat dict of floats).
         quantization: {"dtype", "tolerance", ...} of the weights.
         source: where the model came from (Keras path and its sha256).

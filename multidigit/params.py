@@ -230,6 +230,9 @@ class NmsParams(Block):
     # since the twenty-third (stage-3 val count 0.952 -> 0.958, the same detector: loose second boxes hidden).
     agnostic_iou: Fraction = 0.3
     agnostic_containment: Fraction = 0.5
+    # The containment test also between boxes of one class: NMS judges those by IoU, which for a box nested in
+    # another is only their area ratio, so a stroke of a found digit read again as that digit stayed listed.
+    containment_any_class: bool = True
     # Fit to ink (`boxes.fit_to_ink`), after the one-box rule: an edge on an empty line moves inward to the
     # first line with ink, by at most ink_shrink x the box's side; an edge on ink moves outward along it by
     # at most ink_grow px. ink_shrink 0 turns it off.

@@ -89,4 +89,5 @@ def predict_canvases(
     return postprocess(
         decoded, threshold, nms.iou_threshold, nms.max_detections, nms.merge,
         nms.agnostic_iou, nms.agnostic_containment, images, nms.ink_shrink, nms.ink_grow,
+        containment_any_class=nms.containment_any_class,
     )  # fmt: skip

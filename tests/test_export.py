@@ -102,6 +102,7 @@ def reference(
     return boxes.postprocess(
         decoded, threshold, post.iou_threshold, post.max_detections, post.merge,
         post.agnostic_iou, post.agnostic_containment, images, post.ink_shrink, post.ink_grow,
+        containment_any_class=post.containment_any_class,
     )  # fmt: skip
 
 
@@ -160,6 +161,18 @@ def test_one_box_rule_hides_a_second_class_on_the_same_digit_but_keeps_a_chain_g
     chain = np.array([[0, 0, 20, 20], [4, 0, 20, 20], [8, 0, 20, 20]], np.float32)
     np.testing.assert_array_equal(boxes.one_box_per_digit(chain, np.array([1, 2, 1]), 0.5, 1.0), [1, 0, 1])
     np.testing.assert_array_equal(boxes.one_box_per_digit(chain, np.array([1, 2, 3]), 1.0, 1.0), [1, 1, 1])
+
+
+def test_containment_any_class_also_hides_a_stroke_read_again_as_its_own_digit():
+    # a 5 found whole, its lower bowl read again as a 5 (NMS keeps it: IoU is only the area ratio, 0.3),
+    # and a neighbouring 5 that touches the first box (containment 0.1: kept)
+    b = np.array([[10, 10, 20, 30], [14, 24, 14, 13], [28, 10, 20, 30]], np.float32)
+    labels = np.array([5, 5, 5])
+    assert boxes.iou_matrix(b[:1], b[1:2])[0, 0] < 0.45  # what class-aware NMS would let through
+    np.testing.assert_array_equal(boxes.one_box_per_digit(b, labels, 0.3, 0.5), [1, 1, 1])
+    np.testing.assert_array_equal(boxes.one_box_per_digit(b, labels, 0.3, 0.5, True), [1, 0, 1])
+    # greedy in score order as before: the nested box is kept when it scores better than its host
+    np.testing.assert_array_equal(boxes.one_box_per_digit(b[[1, 0, 2]], labels, 0.3, 0.5, True), [1, 1, 1])
 
 
 def test_shown_only_keeps_the_shown_rows():
@@ -245,6 +258,12 @@ def test_module_equals_keras_and_numpy_postprocessing(detector, canvases, mnist_
     assert_same_detections(got, want, atol=1e-3)
     kept, shown = sum(len(d["labels"]) for d in want), sum(int(d["shown"].sum()) for d in want)
     assert shown < kept and shown >= len(images) // 2  # the rule hid some boxes and left most
+    other_class_only = POST.model_copy(update={"containment_any_class": False})
+    assert_same_detections(
+        artifact.detect_canvases(artifact.build_detector_fn(detector, other_class_only), images, threshold),
+        reference(decoded, images, threshold, other_class_only),
+        atol=1e-3,
+    )
     plain = reference(
         decoded, images, threshold, NmsParams(merge=False, agnostic_iou=1.0, agnostic_containment=1.0)
     )
@@ -306,7 +325,7 @@ def test_exported_graphs_contain_nms_v5_and_equal_keras_and_numpy(exported, dete
 
 
 @pytest.mark.slow
-def test_no_two_shown_boxes_of_different_classes_overlap_beyond_the_rule(detector, canvases, mnist_splits):
+def test_no_two_shown_boxes_overlap_beyond_the_rule(detector, canvases, mnist_splits):
     unfitted = artifact.build_detector_fn(detector, POST.model_copy(update={"ink_shrink": 0.0}))
     fitted = artifact.build_detector_fn(detector, POST)
     images = np.concatenate([canvases, mnist_canvases(mnist_splits, 32, seed=1)])
@@ -319,7 +338,7 @@ def test_no_two_shown_boxes_of_different_classes_overlap_beyond_the_rule(detecto
         other = shown["labels"][:, None] != shown["labels"][None, :]
         later = np.tril(np.ones_like(other), -1)  # i scored below j
         assert not (other & (iou > POST.agnostic_iou)).any()
-        assert not (other & later & (inside > POST.agnostic_containment)).any()
+        assert not (later & (inside > POST.agnostic_containment)).any()  # any class: containment_any_class
         found += len(det["labels"]) - len(shown["labels"])
         # the rule judges the boxes as predicted: fitting them to ink after it moves edges, never what is
         # listed
@@ -345,8 +364,9 @@ def test_export_writes_a_verified_version_with_its_manifest(exported):
     assert set(manifest["outputs"]) == {"boxes", "scores", "labels", "shown", "count"}
     assert manifest["grid"] == {"stride": 4, "size": 25, "boxes_per_cell": 1, "slots": 625}
     post = manifest["thresholds"]
-    baked = ("iou", "merge", "peaks", "agnostic_iou", "agnostic_containment", "ink_shrink", "ink_grow")
-    assert tuple(post[k] for k in baked) == (0.45, True, False, 0.3, 0.6, 0.2, 1)
+    baked = ("iou", "merge", "peaks", "agnostic_iou", "agnostic_containment", "containment_any_class")
+    assert tuple(post[k] for k in baked) == (0.45, True, False, 0.3, 0.6, True)
+    assert (post["ink_shrink"], post["ink_grow"]) == (0.2, 1)
     assert post["score"] == manifest["metrics"]["operating/score_threshold"]
     quant = manifest["quantization"]
     assert quant["dtype"] == "none" and quant["parity"]["canvases"] == 8
