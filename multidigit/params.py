@@ -199,6 +199,9 @@ class StageTrainParams(Block):
     patience: PosInt  # early stopping on val loss
     init: Literal["pretrained", "previous", "scratch"]
     canvases: NonNegInt  # train canvases used (the first n); 0 = all
+    # val canvases the fit's val loss reads (the first n; 0 = all): early stopping and the best-epoch
+    # checkpoint. Evaluation calibrates its threshold on the whole val split, which can be larger.
+    val_canvases: NonNegInt = 0
     # Share of each epoch's canvases that are written layouts (multidigit/drawn.py's rows, slant and page
     # brush) of MNIST *train* digits, made at train time (multidigit/fresh.py); they replace shard canvases.
     written: Fraction = 0.0

@@ -244,7 +244,7 @@ def train_stage(
     stage_cfg = cfg.train.stages[stage]
     root = CANVAS_OUT if canvas_root is None else canvas_root
     train = subset(read_canvases(stage, "train", root), stage_cfg.canvases)
-    val = read_canvases(stage, "val", root)
+    val = subset(read_canvases(stage, "val", root), stage_cfg.val_canvases)
     digits = stage_digits(stage_cfg, mnist_dir)
     keras.utils.set_random_seed(stage_seed(cfg, stage))
     source = init_source(stage, stage_cfg, models_dir)
@@ -256,6 +256,7 @@ def train_stage(
         "macs": float(count_macs(detector)),
         "epochs_run": float(epochs),
         "train_canvases": float(len(train)),
+        "val_canvases": float(len(val)),
         "fit_seconds": round(wall, 1),
         "canvases_per_second": round(epochs * len(train) / wall, 1),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
 
@@ -98,6 +99,35 @@ def test_short_training_lowers_the_loss(cfg, canvas_root, tmp_path):
     assert (tmp_path / "stage1" / "learning_curves.png").stat().st_size > 0
     assert info["size_bytes"] == (tmp_path / "stage1" / "detector.keras").stat().st_size
     assert info["params"] > 0 and info["macs"] > 0
+
+
+def test_the_fit_reads_only_the_first_val_canvases_it_is_given(params_dict, canvas_root, tmp_path):
+    import keras
+
+    from multidigit import train
+    from multidigit.data_pipeline import make_dataset, subset
+
+    params_dict["model"].update(width=8, activation="relu6")
+    stage = params_dict["train"]["stages"]["stage1"]
+    stage.update(epochs=1, lr=0.01, init="scratch", val_canvases=N_VAL // 4)
+    cfg = validate_params(params_dict)
+    (tmp_path / "work").mkdir()
+    result = train.train_stage(cfg, "stage1", tmp_path / "work", models_dir=tmp_path, canvas_root=canvas_root)
+    assert result.info["val_canvases"] == N_VAL // 4
+    with open(tmp_path / "work" / train.HISTORY_FILE) as fh:
+        logged = float(next(csv.DictReader(fh))["val_loss"])
+    train.compile_detector(result.detector, cfg, cfg.train.stages["stage1"], steps=10)
+    val = read_canvases("stage1", "val", canvas_root)
+
+    def loss(canvases) -> float:
+        dataset = make_dataset(canvases, 32, 4, 1, prefetch=2, neighbours=cfg.train.neighbour_cells)
+        return result.detector.evaluate(dataset, verbose=0, return_dict=True)["loss"]
+
+    # one epoch: the detector is that epoch's, so its loss on the first canvases is the logged val loss
+    first, whole = loss(subset(val, N_VAL // 4)), loss(val)
+    assert logged == pytest.approx(first, rel=1e-4)
+    assert abs(whole - first) > 1e-2 * first  # and the whole split would have logged another
+    keras.backend.clear_session()
 
 
 @pytest.mark.slow
