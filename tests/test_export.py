@@ -217,10 +217,21 @@ def test_parity_failure_names_what_differs():
     )
     assert export.parity_failure(report, ExportParams(quantization="float16", quantized_mismatches=1)) is None
     broken = {**a, "boxes": np.full((1, 4), np.nan, np.float32)}  # e.g. a constant float16 turned to inf
-    report = export.parity_report([a, a], [broken, a])
-    assert "max_abs_diff_boxes_px inf > tolerance 2.0" in export.parity_failure(
-        report, ExportParams(quantization="float16")
+    half = ExportParams(quantization="float16")
+    for flips in (None, export.parity_tolerances(half)):  # non-finite is never a flip
+        report = export.parity_report([a, a], [broken, a], flips)
+        assert "max_abs_diff_boxes_px inf > tolerance 2.0" in export.parity_failure(report, half)
+    # a quantized graph: a box moved beyond the tolerance by a merge vote at the threshold is a flip
+    voted = {**a, "boxes": a["boxes"] + np.array([0, 4, 0, -4], np.float32)}
+    report = export.parity_report([a, a], [voted, a], export.parity_tolerances(half))
+    keys = ("detections_matched", "moved_by_flip", "max_abs_diff_boxes_px")
+    assert tuple(report[k] for k in keys) == (1, 1, 0)
+    assert export.parity_failure(report, half) is None  # quantized_mismatches 3
+    assert "detections differ on 1 of 2 test canvases (allowed 0)" in export.parity_failure(
+        report, half.model_copy(update={"quantized_mismatches": 0})
     )
+    report = export.parity_report([a, a], [voted, a])  # without flip tolerances it is a moved box
+    assert "max_abs_diff_boxes_px 4 > tolerance 2.0" in export.parity_failure(report, half)
 
 
 def test_export_refuses_a_failed_gate(tmp_path, monkeypatch, params_dict):
