@@ -244,14 +244,15 @@ def parity_report(
     def flipped(box: float, score: float) -> bool:
         return math.isfinite(box + score) and (box > limit_box or score > limit_score)
 
-    matched = [(box, score) for same, box, score in agree if same and not flipped(box, score)]
+    moved = [same and flipped(box, score) for same, box, score in agree]
+    matched = [(box, score) for (same, box, score), m in zip(agree, moved, strict=True) if same and not m]
     return {
         "canvases": len(reference),
         "detections": int(sum(len(d["labels"]) for d in reference)),
         "shown": int(sum(int(d["shown"].sum()) for d in reference)),
         # canvases with the same labels and shown flags (and, for a quantized graph, not moved by a flip)
         "detections_matched": len(matched),
-        "moved_by_flip": sum(same and flipped(box, score) for same, box, score in agree),
+        "moved_by_flip": sum(moved),
         "max_abs_diff_boxes_px": max((box for box, _ in matched), default=0.0),
         "max_abs_diff_scores": max((score for _, score in matched), default=0.0),
     }

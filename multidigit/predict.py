@@ -85,7 +85,13 @@ def predict_canvases(
         One `Detections` dict per canvas, best score first.
     """
     threshold = nms.score_threshold if score_threshold is None else score_threshold
-    decoded = predict_decoded(model, images, batch_size)
+    return postprocess_by(nms, predict_decoded(model, images, batch_size), images, threshold)
+
+
+def postprocess_by(
+    nms: NmsParams, decoded: np.ndarray, images: np.ndarray, threshold: float
+) -> list[Detections]:
+    """`boxes.postprocess` of decoded slots under every step of the nms block, at `threshold`."""
     return postprocess(
         decoded, threshold, nms.iou_threshold, nms.max_detections, nms.merge,
         nms.agnostic_iou, nms.agnostic_containment, images, nms.ink_shrink, nms.ink_grow,

@@ -19,6 +19,7 @@ import yaml
 from multidigit import artifact, boxes, export
 from multidigit.manifest import IntegrityError, file_sha256, verify_model_dir
 from multidigit.params import ExportParams, NmsParams
+from multidigit.predict import postprocess_by
 
 METRICS = {"metrics/mAP50": 0.99, "metrics/mAP50-95": 0.9, "operating/score_threshold": 0.41}
 # Post-processing with every step active: the merge, the fit to ink, and a one-box rule strict enough to
@@ -99,11 +100,7 @@ def busy_threshold(decoded: np.ndarray) -> float:
 def reference(
     decoded: np.ndarray, images: np.ndarray, threshold: float, post: NmsParams = POST
 ) -> list[boxes.Detections]:
-    return boxes.postprocess(
-        decoded, threshold, post.iou_threshold, post.max_detections, post.merge,
-        post.agnostic_iou, post.agnostic_containment, images, post.ink_shrink, post.ink_grow,
-        containment_any_class=post.containment_any_class,
-    )  # fmt: skip
+    return postprocess_by(post, decoded, images, threshold)
 
 
 def _by_box(det: dict) -> dict:
