@@ -1,13 +1,13 @@
 """The shard codec, chosen by measurement: deflate time, inflate time and size of real shards' images.
 
-    uv run --no-sync --with zlib-ng --with deflate python benchmarks/shard_codec.py [--shards 4]
+    uv run --no-sync --with isal --with deflate python benchmarks/shard_codec.py [--shards 4]
 
 Every codec writes plain deflate (a zip entry's data, `multidigit/npz.py`), so np.load reads the result
 with the standard zlib, which is also what inflates it here. The codecs this project does not install
-(zlib-ng, libdeflate through the `deflate` package) are measured where `uv run --with` adds them and
-skipped, by name in the output, where it does not. One process, `--shards` train shards per stage from
-data/canvases (run the generate stages first), best of `--repeats`, the codecs interleaved inside each
-repeat so a shared machine's load falls on all alike. Writes benchmarks/results/shard_codec.json.
+(ISA-L through the `isal` package, libdeflate through `deflate`) are measured where `uv run --with` adds
+them and skipped, by name in the output, where it does not. One process, `--shards` train shards per
+stage from data/canvases (run the generate stages first), best of `--repeats`, the codecs interleaved
+inside each repeat so a shared machine's load falls on all alike. Writes benchmarks/results/shard_codec.json.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _igzip(level: int):
     def pack(data) -> bytes:
         from isal import isal_zlib
 
-        packer = isal_zlib.compressobj(level, isal_zlib.DEFLATED, RAW, npz.MEM_LEVEL)
+        packer = isal_zlib.compressobj(level, isal_zlib.DEFLATED, RAW, 8)
         return packer.compress(data) + packer.flush()
 
     return pack
@@ -74,9 +74,10 @@ CODECS = {
     "zlib-ng level 1, Z_RLE": ("zlib_ng", _zlib_ng_rle),
     "libdeflate level 1": ("deflate", _libdeflate(1)),
     "ISA-L igzip level 0": ("isal", _igzip(0)),
+    "ISA-L igzip level 1": ("isal", _igzip(1)),
     "ISA-L igzip level 2": ("isal", _igzip(2)),
     "ISA-L igzip level 3": ("isal", _igzip(3)),
-    "npz.deflate (the project's)": ("isal", npz.deflate),
+    "npz.deflate (the project's)": ("zlib_ng", npz.deflate),
 }
 
 

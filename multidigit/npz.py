@@ -1,28 +1,28 @@
-"""Reproducible .npz bytes: each array an `.npy` entry of a zip archive, deflated by ISA-L's igzip at
-level 1, every timestamp fixed.
+"""Reproducible .npz bytes: each array an `.npy` entry of a zip archive, deflated with zlib's run-length
+strategy (by zlib-ng), every timestamp fixed.
 
 Why not np.savez_compressed: it stamps each entry with the current time (equal shards would differ) and
-deflates with zlib's default strategy, the slowest part of writing a shard. The codec is chosen by
-measurement (benchmarks/shard_codec.py, results/shard_codec.json): four stage-3 train shards' images, one
-process, best of five, µs a canvas, and the share of the raw bytes (2026-12-06):
+deflates with zlib's default strategy, the slowest part of writing a shard. Measured
+(benchmarks/shard_codec.py, results/shard_codec.json): four stage-3 train shards' images, one process,
+best of five, µs a canvas, and the share of the raw bytes (2026-12-06):
 
 | codec | deflate | inflate (zlib) | size |
 | --- | --- | --- | --- |
 | zlib level 1, default strategy | 65.2 | 15.1 | 18.1% |
 | zlib level 1, `Z_RLE` (matches at distance 1: runs of black) | 51.2 | 19.1 | 14.9% |
-| zlib-ng level 1, `Z_RLE` (the same bytes, SIMD kernels; the codec until 2026-12-06) | 16.2 | 19.7 | 14.9% |
+| **zlib-ng level 1, `Z_RLE`** (the same bytes as zlib's, SIMD kernels) | **16.2** | **19.7** | **14.9%** |
 | libdeflate level 1 | 32.5 | 19.8 | 16.5% |
-| ISA-L igzip level 0 / 2 / 3 | 8.5 / 8.7 / 21.2 | 24.3 / 15.3 / 16.2 | 19.5 / 17.2 / 17.7% |
-| **ISA-L igzip level 1** | **7.9** | **14.6** | **17.3%** |
+| ISA-L igzip level 1 (0 / 2 / 3 no better) | 7.9 | 14.6 | 17.3% |
 
-Stage 2: 8.5 -> 4.5 µs against zlib-ng, stage 1 3.2 -> 1.6; the default pipeline's 76 shard files grew
-45.4 -> 52.5 MB, every array in them equal.
-
-It is plain deflate, so np.load, zipfile and any unzip read it, with the standard zlib. ISA-L chooses its
-kernels by CPU: its bytes are the same for any runner, worker count or order on one machine (tested), but
-across CPU types they were not compared here (gatk-rs reports igzip's bytes equal on SSE4.2, AVX and AVX2
-hosts), so a shard's sha256 may differ on another machine type while its arrays cannot.
-`zipfile` takes no codec, so the archive is written here, after PKWARE's APPNOTE (4.3): a local header
+Why not igzip, twice as fast: its bytes are not a function of the arrays alone. They depend on how the
+input arrives (a 30 kB array fed as header, then data, deflated to other bytes than the two joined), and
+on the CI host (2026-12-07) two runs of one stage, in-process and through Prefect workers, wrote equal
+arrays as different bytes in 2 of 7 stage-1 shards, so the lock's hashes differed (it was the codec
+from 2026-12-06 to 12-07). `Z_RLE` has one answer for given bytes: zlib-ng's output equals zlib's, byte
+for byte, on every shard of the default pipeline and in tests/test_npz.py, whatever the CPU's kernels.
+At ~10 µs a canvas the difference is under 2 s of a `dvc repro`.
+It is plain deflate, so np.load, zipfile and any unzip read it with the standard zlib.
+`zipfile` takes no strategy, so the archive is written here, after PKWARE's APPNOTE (4.3): a local header
 and the data per entry, the central directory, the end record; no zip64 (a shard is a few MB).
 """
 
@@ -32,10 +32,9 @@ import io
 import struct
 
 import numpy as np
-from isal import isal_zlib
+from zlib_ng import zlib_ng
 
-LEVEL = 1  # igzip's levels run 0-3: 0 is no faster here and 13% larger, 2 no smaller, 3 2.7x slower
-MEM_LEVEL = 8  # igzip's hash table size; 3-9 deflate alike in size and time, 1 three times slower
+LEVEL = 1  # with Z_RLE the level barely matters: 2 gave the same size and time
 _VERSION = 20  # 2.0: deflate
 _DEFLATE = 8
 _DOS_TIME, _DOS_DATE = 0, (1 << 5) | 1  # 1980-01-01 00:00:00, the earliest a zip can say
@@ -43,11 +42,9 @@ _LIMIT = 0xFFFFFFFF  # sizes and offsets are 32-bit without zip64
 
 
 def deflate(*chunks) -> bytes:
-    """Raw deflate (no zlib header) of the chunks end to end at LEVEL, as a zip entry holds it. igzip's
-    stream can depend on how its input arrives (a 30 kB array fed as header, then data, deflated to other
-    bytes than the two joined; a shard's 5 MB did not), so the pieces are part of what fixes the bytes:
-    an entry is always its `.npy` header, then its data (`npz_bytes`), wherever the data lies in memory."""
-    packer = isal_zlib.compressobj(LEVEL, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS, MEM_LEVEL)
+    """Raw deflate (no zlib header) of the chunks end to end at LEVEL with the run-length strategy, as a zip
+    entry holds it (fed in pieces without a flush, deflate gives the bytes it gives the whole)."""
+    packer = zlib_ng.compressobj(LEVEL, zlib_ng.DEFLATED, -zlib_ng.MAX_WBITS, 8, zlib_ng.Z_RLE)
     return b"".join([packer.compress(chunk) for chunk in chunks] + [packer.flush()])
 
 
@@ -78,7 +75,7 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
         if max(size, at + len(packed)) > _LIMIT:
             raise ValueError(f"array {name!r} takes the archive past 4 GiB; write fewer canvases a shard")
         filename = f"{name}.npy".encode()
-        crc = isal_zlib.crc32(data, isal_zlib.crc32(header))
+        crc = zlib_ng.crc32(data, zlib_ng.crc32(header))
         fields = (_VERSION, 0, _DEFLATE, _DOS_TIME, _DOS_DATE, crc, len(packed), size)
         entries.append((fields, filename, at))
         local = struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, len(filename), 0)
