@@ -41,13 +41,6 @@ def _zlib(level: int, strategy: int):
     return pack
 
 
-def _zlib_ng_rle(data) -> bytes:
-    from zlib_ng import zlib_ng
-
-    packer = zlib_ng.compressobj(1, zlib_ng.DEFLATED, RAW, 8, zlib_ng.Z_RLE)
-    return packer.compress(data) + packer.flush()
-
-
 def _libdeflate(level: int):
     def pack(data) -> bytes:
         import deflate
@@ -61,7 +54,7 @@ def _igzip(level: int):
     def pack(data) -> bytes:
         from isal import isal_zlib
 
-        packer = isal_zlib.compressobj(level, isal_zlib.DEFLATED, RAW, 8)
+        packer = isal_zlib.compressobj(level, isal_zlib.DEFLATED, RAW, 8)  # mem level 8: zlib's default
         return packer.compress(data) + packer.flush()
 
     return pack
@@ -71,13 +64,12 @@ def _igzip(level: int):
 CODECS = {
     "zlib level 1": (None, _zlib(1, zlib.Z_DEFAULT_STRATEGY)),
     "zlib level 1, Z_RLE": (None, _zlib(1, zlib.Z_RLE)),
-    "zlib-ng level 1, Z_RLE": ("zlib_ng", _zlib_ng_rle),
     "libdeflate level 1": ("deflate", _libdeflate(1)),
     "ISA-L igzip level 0": ("isal", _igzip(0)),
     "ISA-L igzip level 1": ("isal", _igzip(1)),
     "ISA-L igzip level 2": ("isal", _igzip(2)),
     "ISA-L igzip level 3": ("isal", _igzip(3)),
-    "npz.deflate (the project's)": ("zlib_ng", npz.deflate),
+    "npz.deflate (the project's: zlib-ng level 1, Z_RLE)": (None, npz.deflate),
 }
 
 
