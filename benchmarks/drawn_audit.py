@@ -141,10 +141,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=ROOT / "data" / "mnist",
         help="MNIST npz splits: the reader's train, the test",
     )
+    add_reader_args(p, RESULTS)
+    return p.parse_args(argv)
+
+
+def add_reader_args(p: argparse.ArgumentParser, results: Path) -> None:
+    """The options every audit shares: its reader's training, and where its report goes."""
     p.add_argument("--epochs", type=int, default=3, help="reader training epochs (default 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=results)
 
 
 def main(argv: list[str] | None = None) -> dict:
