@@ -20,7 +20,9 @@ detector's outcome per digit is the drawn audit's (the shown box of best IoU, at
 misread, else missed), from the champion's exported artifact at its threshold, as the page runs it.
 `ceiling_recall` is the recall of a detector right on every legible digit and as now on the rest: how far
 this test set's own rendering lets recall, and with it mAP@0.5, go for this detector. The report also
-splits the outcomes by the digit's height on the canvas. Writes benchmarks/results/stage3_audit.json.
+splits the outcomes by the digit's height on the canvas. Writes benchmarks/results/stage3_audit.json and a
+gallery of the legible digits the detector misreads or misses (each on its canvas, boxed, beside its own
+crop as the reader saw it): benchmarks/results/stage3_audit_legible_errors.png.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from multidigit.mnist import read_split  # noqa: E402
 from multidigit.params import load_params  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "stage3_audit.json"
+GALLERY = ROOT / "benchmarks" / "results" / "stage3_audit_legible_errors.png"
+GALLERY_SIZE = 48
 STAGE, SPLIT = "stage3", "test"
 READ_BRUSH = 12.0  # the page's read brush (`input.read_brush` of the champion's manifest)
 HEIGHTS = (("<24 px", 0, 24), ("24-40 px", 24, 40), (">=40 px", 40, 1e9))
@@ -136,9 +140,9 @@ def mnist_normalised(crop: np.ndarray) -> np.ndarray:
 
 def reader_verdicts(
     reader, crops: list[tuple[np.ndarray, int]], digits: np.ndarray, labels: np.ndarray
-) -> dict:
+) -> tuple[dict, np.ndarray]:
     """Per test digit: the reader right on its MNIST original, and on its crop as composed (as it is, or
-    redrawn from its strokes at the read brush)."""
+    redrawn from its strokes at the read brush); and the normalised crops."""
     from multidigit.strokes import digit_strokes
 
     truth = labels[[row for _, row in crops]]
@@ -150,26 +154,58 @@ def reader_verdicts(
 
     original = right(digits[[row for _, row in crops]])
     composed, restroked = right(normalised), right(redrawn)
-    return {"original": original, "composed": composed | restroked, "as_is": composed, "redrawn": restroked}
+    verdicts = {
+        "original": original,
+        "composed": composed | restroked,
+        "as_is": composed,
+        "redrawn": restroked,
+    }
+    return verdicts, normalised
 
 
-def outcome_rows(
-    stored: canvas.Canvases, shown: list, verdicts: dict
-) -> list[tuple[str, str, int, int, float]]:
-    """(reader verdict, detector outcome, true label, label read or -1, height px) per test digit."""
+def outcome_rows(stored: canvas.Canvases, shown: list, verdicts: dict) -> list[tuple]:
+    """(reader verdict, detector outcome, true label, label read or -1, height px, canvas, box) per digit."""
     rows, k = [], 0
-    for boxes, labels, found in zip(stored.boxes, stored.labels, shown, strict=True):
+    for i, (boxes, labels, found) in enumerate(zip(stored.boxes, stored.labels, shown, strict=True)):
         real = labels >= 0
         for box, label, (outcome, got) in zip(
             boxes[real], labels[real], drawn_audit.outcomes(boxes[real], labels[real], found), strict=True
         ):
             key = (bool(verdicts["original"][k]), bool(verdicts["composed"][k]))
-            rows.append((drawn_audit.VERDICTS[key], outcome, int(label), got, float(box[3])))
+            rows.append((drawn_audit.VERDICTS[key], outcome, int(label), got, float(box[3]), i, box))
             k += 1
     return rows
 
 
-def by_height(rows: list[tuple[str, str, int, int, float]]) -> dict:
+def save_gallery(rows: list[tuple], images: np.ndarray, normalised: np.ndarray, path: Path) -> None:
+    """The first GALLERY_SIZE legible digits the detector gets wrong: each on its canvas with its true box,
+    and its own crop as the reader read it, titled "true -> read" ("-" for missed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from multidigit.atomic import atomic_path
+
+    wrong = [k for k, r in enumerate(rows) if r[0] == "legible" and r[1] != "right"][:GALLERY_SIZE]
+    cols, lines = 8, max(1, -(-len(wrong) // 8))
+    fig, axes = plt.subplots(2 * lines, cols, figsize=(cols * 1.3, 2.6 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for n, k in enumerate(wrong):
+        _, outcome, truth, got, _, i, (x, y, w, h) = rows[k]
+        top, bottom = axes[2 * (n // cols), n % cols], axes[2 * (n // cols) + 1, n % cols]
+        top.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        top.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="lime", linewidth=0.8))
+        top.set_title(f"{truth} -> {got if outcome == 'misread' else '-'}", fontsize=8)
+        bottom.imshow(normalised[k], cmap="gray", vmin=0, vmax=255)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def by_height(rows: list[tuple]) -> dict:
     """Digits, the detector's recall, and the share legible, per height bucket."""
     out = {}
     for name, lo, hi in HEIGHTS:
@@ -203,8 +239,11 @@ def main(argv: list[str] | None = None) -> dict:
     _, shown, path = independent.detections_of(source, stored.images)
     reader = restroke_fidelity.train_reader(args.epochs, args.seed, args.mnist)
     digits, _ = read_split(SPLIT, args.mnist)
-    verdicts = reader_verdicts(reader, crops, digits, labels)
+    verdicts, normalised = reader_verdicts(reader, crops, digits, labels)
     rows = outcome_rows(stored, shown, verdicts)
+    save_gallery(
+        rows, stored.images, normalised, GALLERY if args.out == RESULTS else args.out.with_suffix(".png")
+    )
     result = {
         "canvases": len(stored),
         "model": {
