@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import drawn_audit  # noqa: E402
+import drawn_page  # noqa: E402
 import independent  # noqa: E402
 import restroke_fidelity  # noqa: E402
 
@@ -53,7 +54,6 @@ RESULTS = ROOT / "benchmarks" / "results" / "stage3_audit.json"
 GALLERY = ROOT / "benchmarks" / "results" / "stage3_audit_legible_errors.png"
 GALLERY_SIZE = 48
 STAGE, SPLIT = "stage3", "test"
-READ_BRUSH = 12.0  # the page's read brush (`input.read_brush` of the champion's manifest)
 HEIGHTS = (("<24 px", 0, 24), ("24-40 px", 24, 40), (">=40 px", 40, 1e9))
 
 
@@ -139,7 +139,7 @@ def mnist_normalised(crop: np.ndarray) -> np.ndarray:
 
 
 def reader_verdicts(
-    reader, crops: list[tuple[np.ndarray, int]], digits: np.ndarray, labels: np.ndarray
+    reader, crops: list[tuple[np.ndarray, int]], digits: np.ndarray, labels: np.ndarray, read_brush: float
 ) -> tuple[dict, np.ndarray]:
     """Per test digit: the reader right on its MNIST original, and on its crop as composed (as it is, or
     redrawn from its strokes at the read brush); and the normalised crops."""
@@ -147,7 +147,7 @@ def reader_verdicts(
 
     truth = labels[[row for _, row in crops]]
     normalised = np.stack([mnist_normalised(crop) for crop, _ in crops])
-    redrawn = np.stack([restroke_fidelity.redraw(digit_strokes(d), READ_BRUSH) for d in normalised])
+    redrawn = np.stack([restroke_fidelity.redraw(digit_strokes(d), read_brush) for d in normalised])
 
     def right(images: np.ndarray) -> np.ndarray:
         return reader.predict(images[..., None] / 255.0, batch_size=512, verbose=0).argmax(1) == truth
@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
     _, shown, path = independent.detections_of(source, stored.images)
     reader = restroke_fidelity.train_reader(args.epochs, args.seed, args.mnist)
     digits, _ = read_split(SPLIT, args.mnist)
-    verdicts, normalised = reader_verdicts(reader, crops, digits, labels)
+    read_brush = drawn_page.read_input(source)["read_brush"] or drawn_audit.SLIDER_DEFAULT
+    verdicts, normalised = reader_verdicts(reader, crops, digits, labels, read_brush)
     rows = outcome_rows(stored, shown, verdicts)
     save_gallery(
         rows, stored.images, normalised, GALLERY if args.out == RESULTS else args.out.with_suffix(".png")
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
             "threshold": source.threshold,
         },
         "path": path,
+        "read_brush": read_brush,
         "reader": {name: round(float(v.mean()), 4) for name, v in verdicts.items()},
         **drawn_audit.tabulate([r[:4] for r in rows]),
         "by_height": by_height(rows),
