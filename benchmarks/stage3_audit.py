@@ -93,10 +93,11 @@ def crops_by_slot(rounds: list[dict], n: int) -> dict[tuple[int, int], tuple[np.
     return out
 
 
-def rebuild_test(cfg, mnist: Path) -> tuple[canvas.Canvases, list[tuple[np.ndarray, int]], np.ndarray]:
-    """The stage-3 test canvases rebuilt, each digit's (crop, MNIST test row) in canvas then box order,
-    and the MNIST test labels. Raises if a rebuilt shard differs from the stored one."""
-    digits, labels = read_split(SPLIT, mnist)
+def rebuild_test(
+    cfg, digits: np.ndarray, labels: np.ndarray
+) -> tuple[canvas.Canvases, list[tuple[np.ndarray, int]]]:
+    """The stage-3 test canvases rebuilt from the MNIST test `digits` and `labels`, and each digit's (crop,
+    MNIST test row) in canvas then box order. Raises if a rebuilt shard differs from the stored one."""
     stored = canvas.read_canvases(STAGE, SPLIT)
     specs = sorted(
         (s for s in canvas.plan_shards(cfg.generate, STAGE) if s.split == SPLIT), key=lambda s: s.index
@@ -119,12 +120,12 @@ def rebuild_test(cfg, mnist: Path) -> tuple[canvas.Canvases, list[tuple[np.ndarr
         for i in range(spec.canvases):
             crops += [slots[(i, place)] for place in range(int((shard.labels[i] >= 0).sum()))]
         offset += spec.canvases
-    return stored, crops, labels
+    return stored, crops
 
 
 def mnist_normalised(crop: np.ndarray) -> np.ndarray:
     """A digit crop as MNIST holds digits: ink boxed to 20 px on its longer side, centred by mass in 28."""
-    ink = independent.ink_crop(np.pad(crop, 1)) if crop.any() else np.zeros((1, 1), np.uint8)
+    ink = independent.ink_crop(crop) if crop.any() else np.zeros((1, 1), np.uint8)
     scale = 20 / max(ink.shape)
     height, width = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
     from PIL import Image
@@ -145,14 +146,15 @@ def reader_verdicts(
     redrawn from its strokes at the read brush); and the normalised crops."""
     from multidigit.strokes import digit_strokes
 
-    truth = labels[[row for _, row in crops]]
+    rows = [row for _, row in crops]
+    truth = labels[rows]
     normalised = np.stack([mnist_normalised(crop) for crop, _ in crops])
     redrawn = np.stack([restroke_fidelity.redraw(digit_strokes(d), read_brush) for d in normalised])
 
     def right(images: np.ndarray) -> np.ndarray:
         return reader.predict(images[..., None] / 255.0, batch_size=512, verbose=0).argmax(1) == truth
 
-    original = right(digits[[row for _, row in crops]])
+    original = right(digits[rows])
     composed, restroked = right(normalised), right(redrawn)
     verdicts = {
         "original": original,
@@ -234,11 +236,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
-    stored, crops, labels = rebuild_test(load_params(args.params), args.mnist)
+    digits, labels = read_split(SPLIT, args.mnist)
+    stored, crops = rebuild_test(load_params(args.params), digits, labels)
     source = independent.resolve_model(args.models, None, None, None)
     _, shown, path = independent.detections_of(source, stored.images)
     reader = restroke_fidelity.train_reader(args.epochs, args.seed, args.mnist)
-    digits, _ = read_split(SPLIT, args.mnist)
     read_brush = drawn_page.read_input(source)["read_brush"] or drawn_audit.SLIDER_DEFAULT
     verdicts, normalised = reader_verdicts(reader, crops, digits, labels, read_brush)
     rows = outcome_rows(stored, shown, verdicts)
