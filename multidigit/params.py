@@ -171,6 +171,16 @@ class ModelParams(Block):
     # 3x3 convs of mnist_cnn at the first downsampled resolution (50 x 50 at stride 4), before the grid:
     # stroke detail for small digits (4 vs 9) that one strided conv alone reads only coarsely.
     fine_convs: Annotated[int, Field(ge=0, le=4)] = 2
+    # Filters of one 3x3 conv of mnist_cnn at full resolution (100 x 100), before its first strided conv;
+    # 0 = none. A 12-px digit's strokes otherwise reach the grid only through that 4x4 stride-2 conv.
+    stem_filters: Annotated[int, Field(ge=0, le=64)] = 0
+
+    @model_validator(mode="after")
+    def _stem_of_mnist_cnn(self) -> ModelParams:
+        # MobileNetV2 has its own stem; a value it would silently ignore is a mistake worth stopping on
+        if self.stem_filters and self.backbone != "mnist_cnn":
+            raise ValueError(f"stem_filters is {self.stem_filters} but backbone is {self.backbone!r}; need 0")
+        return self
 
 
 class LossParams(Block):

@@ -70,6 +70,21 @@ def test_fine_convs_read_the_half_resolution_map_before_the_grid():
     assert order.index("down0_silu") < order.index("fine1_conv") < order.index("down1_conv")
 
 
+def test_stem_filters_add_one_full_resolution_conv_before_the_first_strided_conv():
+    from multidigit.model import BACKBONE_NAME, build_detector
+
+    plain, stem = (build_detector(ModelParams(width=8, stem_filters=n)) for n in (0, 8))
+    layers = {layer.name: layer for layer in stem.get_layer(BACKBONE_NAME).layers}
+    assert layers["stem_conv"].kernel_size == (3, 3)
+    assert tuple(layers["stem_conv"].output.shape) == (None, 100, 100, 8)
+    assert layers["down0_conv"].input.shape[-1] == 8
+    assert not any(layer.name.startswith("stem") for layer in plain.get_layer(BACKBONE_NAME).layers)
+    assert tuple(stem.output.shape) == tuple(plain.output.shape)
+    # 3 x 3 x 1 x 8 stem weights plus its BatchNorm, and down0 reads 8 channels instead of 1.
+    down0 = plain.get_layer(BACKBONE_NAME).get_layer("down0_conv").count_params()
+    assert stem.count_params() - plain.count_params() == 72 + 4 * 8 + 7 * down0
+
+
 def test_backbone_weights_fit_any_input_size():
     from multidigit.model import BACKBONE_NAME, build_backbone, build_detector
 

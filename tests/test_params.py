@@ -41,6 +41,10 @@ def test_repo_params_are_valid():
         ),
         (lambda d: d["generate"]["stages"].pop("stage2"), "generate.stages: lacks stage2"),
         (
+            lambda d: d["model"].update(backbone="mobilenetv2", stem_filters=8),
+            "model: stem_filters is 8 but backbone is 'mobilenetv2'",
+        ),
+        (
             lambda d: d["generate"]["stages"]["stage1"]["canvases"].pop("test"),
             "generate.stages.stage1.canvases.test: Field required",
         ),
@@ -56,6 +60,7 @@ def test_repo_params_are_valid():
         "scale-min-gt-max",
         "cannot-fit",
         "missing-stage",
+        "stem-of-mobilenet",
         "missing-key",
     ],
 )
