@@ -5,8 +5,8 @@ stage from a pretrained backbone, and scores the detector artifact on 500 stage-
 drawn canvases built from MNIST *val* digits (never test), the docs/tuning.md rows; `page_val/...` reads
 the same drawn canvases' strokes as the page does. The threshold is calibrated as the pipeline calibrates
 it, on its stage-3 val canvases (0-2,999); `val3_heldout/...` is the count on 10,000 more that it never saw
-(HELDOUT), the figure to compare count on. Val's digits share MNIST's training writers, test's do not
-(docs/tuning.md, thirty-third pass): a lever val prefers may still read level on test. OVERRIDES is JSON:
+(HELDOUT), the figure to compare count on: a lever of +0.01 canvas accuracy shows there, where test's
+2,000 canvases cannot see it (docs/tuning.md, thirty-third pass). OVERRIDES is JSON:
 {"params": {...merged over params.yaml...}, "counts": {"stage1": N, ...}, "epochs": {"stage3": 2},
 "backbone": "models/pretrain/backbone.keras", "stage2": ".proxy/base/stage2.keras"}; without a backbone it
 pretrains one; with a stage-2 detector (every run saves its own as .proxy/NAME/stage2.keras) only stage 3 is
