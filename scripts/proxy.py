@@ -118,12 +118,11 @@ def train_curriculum(
 
 
 def score(
-    cfg: Params, detector, val3, drawn_vals: dict, heldout, threshold: float | None = None, calibration=None
+    cfg: Params, detector, val3, drawn_vals: dict, heldout, calibration, threshold: float | None = None
 ) -> dict[str, float]:
-    """Val figures: stage-3 mAP and counts at the threshold calibrated on `calibration` (else on `val3`;
-    or `threshold` if given), the count on `heldout` stage-3 val canvases at that threshold, the drawn-val
-    figures (`drawn_vals`: brush law -> drawn canvases; the first is the split's law, the others fixed
-    widths)."""
+    """Val figures: stage-3 mAP and counts at the threshold calibrated on `calibration` (or `threshold`
+    if given), the count on `heldout` stage-3 val canvases at that threshold, the drawn-val figures
+    (`drawn_vals`: brush law -> drawn canvases; the first is the split's law, the others fixed widths)."""
     from multidigit.artifact import build_detector_fn, detect_canvases
     from multidigit.evaluation import coco
     from multidigit.evaluation import matching as mt
@@ -133,9 +132,10 @@ def score(
     fn = build_detector_fn(detector, cfg.nms)
     candidates = detect_canvases(fn, val3.images, coco.SCORE_FLOOR)
     if threshold is None:
-        calib = calibration or val3
-        found = candidates if calib is val3 else detect_canvases(fn, calib.images, coco.SCORE_FLOOR)
-        threshold, _ = calibrate_threshold(calib.boxes, calib.labels, found, cfg.evaluate.operating_point)
+        found = detect_canvases(fn, calibration.images, coco.SCORE_FLOOR)
+        threshold, _ = calibrate_threshold(
+            calibration.boxes, calibration.labels, found, cfg.evaluate.operating_point
+        )
     stats = coco.score_detections(val3.boxes, val3.labels, candidates).stats
 
     def accuracies(canvases) -> dict[str, float]:  # count and canvas accuracy of what is shown at threshold
@@ -234,7 +234,7 @@ def score_only(path: str, overrides: dict) -> int:
     result = {"name": f"score-only {path}", "overrides": overrides}
     calibration, heldout = count_sets(base, val_digits)
     threshold = overrides.get("threshold")
-    figures = score(cfg, detector, val3, drawn_vals(base, val_digits), heldout, threshold, calibration)
+    figures = score(cfg, detector, val3, drawn_vals(base, val_digits), heldout, calibration, threshold)
     result |= {k: round(v, 4) for k, v in figures.items()}
     print(json.dumps(result))
     with OUT.open("a") as fh:
@@ -266,7 +266,7 @@ def main() -> int:
     gen_seconds = round(time.perf_counter() - start)
     begin = {k: over[k] for k in ("backbone", "stage2") if k in over}
     detector, fit = train_curriculum(cfg, data, vals, over.get("epochs", {}), begin, work, train_digits)
-    figures = score(cfg, detector, vals["stage3"], drawn_val, heldout, calibration=calibration)
+    figures = score(cfg, detector, vals["stage3"], drawn_val, heldout, calibration)
     result = {"name": name, **{k: round(v, 4) for k, v in figures.items()}}
     result |= {
         "fit_seconds": fit,
