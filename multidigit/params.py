@@ -173,7 +173,15 @@ class ModelParams(Block):
     fine_convs: Annotated[int, Field(ge=0, le=4)] = 2
     # Filters of one 3x3 conv of mnist_cnn at full resolution (100 x 100), before its first strided conv;
     # 0 = none. A 12-px digit's strokes otherwise reach the grid only through that 4x4 stride-2 conv.
-    stem_filters: Annotated[int, Field(ge=0, le=64)] = 0
+    # 8 since the thirty-fourth pass (docs/tuning.md); another backbone, with its own stem, defaults to 0.
+    stem_filters: Annotated[int, Field(ge=0, le=64)] = 8
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_default_stem_elsewhere(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("backbone", "mnist_cnn") != "mnist_cnn":
+            return {"stem_filters": 0, **data}  # a value set in the file still reaches the check below
+        return data
 
     @model_validator(mode="after")
     def _stem_of_mnist_cnn(self) -> ModelParams:

@@ -73,6 +73,14 @@ def test_bad_params_name_their_key(params_dict, mutate, expected):
     assert "\n" not in message
 
 
+def test_stem_defaults_to_none_for_another_backbone(params_dict):
+    # mnist_cnn's default of 8 filters; MobileNetV2 brings its own stem, so leaving the key out is valid
+    del params_dict["model"]["stem_filters"]
+    assert validate_params(params_dict).model.stem_filters == 8
+    params_dict["model"]["backbone"] = "mobilenetv2"
+    assert validate_params(params_dict).model.stem_filters == 0
+
+
 def test_unknown_key_suggests_closest(params_dict):
     params_dict["generate"]["workrs"] = 3
     with pytest.raises(ParamsError, match="did you mean 'workers'"):
