@@ -108,8 +108,7 @@ def test_the_fit_reads_only_the_first_val_canvases_it_is_given(params_dict, canv
     from multidigit import train
     from multidigit.data_pipeline import make_dataset, subset
 
-    # No stem either: two pretrain epochs on 2,000 digits read 0.26-0.32 with it (0.40-0.46 without).
-    params_dict["model"].update(width=8, activation="relu6", stem_filters=0)
+    params_dict["model"].update(width=8, activation="relu6")
     stage = params_dict["train"]["stages"]["stage1"]
     stage.update(epochs=1, lr=0.01, init="scratch", val_canvases=N_VAL // 4)
     cfg = validate_params(params_dict)
