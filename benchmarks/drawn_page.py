@@ -497,6 +497,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--fonts and --synthetic: choose one source of drawings")
     if args.fonts and args.python_only:
         p.error("--fonts --python-only: benchmarks/font_digits.py scores font digits in Python")
+    if args.detector and not args.python_only:
+        # the page reads the export under --models; a Python figure of another detector is no parity
+        p.error("--detector: the page reads the champion export under --models; use it with --python-only")
     return args
 
 

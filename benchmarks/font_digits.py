@@ -52,7 +52,6 @@ from multidigit.atomic import atomic_path, save_json  # noqa: E402
 
 GLYPHS = ROOT / "benchmarks" / "data" / "stroke_font_digits.json"
 RESULTS = ROOT / "benchmarks" / "results" / "font_digits.json"
-PREVIEW = ROOT / "benchmarks" / "results" / "font_digits_worst.png"
 BUFFER = drawn_page.BUFFER
 TO_BUFFER = BUFFER / 100  # canvas px -> buffer px
 # The fonts whose digits are one pen line each (the Hershey Script and serif faces trace a thick line
@@ -368,6 +367,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, default=ROOT / "models", help="folder holding tfjs/ and stage3/")
     p.add_argument("--detector", type=Path, help=".keras detector (default: <models>/stage3/detector.keras)")
+    p.add_argument(
+        "--threshold", type=float, help="operating score threshold (default: the champion manifest's)"
+    )
     p.add_argument("--canvases", type=int, default=1000, help="drawings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -391,13 +393,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"-> {independent.workspace_path(GLYPHS)}")
         return {}
     start = time.perf_counter()
-    source = independent.resolve_model(args.models, None, args.detector, None)
+    source = independent.resolve_model(args.models, None, args.detector, args.threshold)
     pairs = font_drawings(args.canvases, args.seed)
     figures, seen = score_drawings(source, pairs)
     result = {
         "drawings": f"{len(pairs)} drawings of stroke-font digits, seed {args.seed} ({GLYPHS.name})",
         "model": {
             "version_dir": independent.workspace_path(source.version_dir),
+            "detector": independent.workspace_path(source.detector) if source.keras_only else None,
             "threshold": source.threshold,
         },
         **figures,
@@ -408,7 +411,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["mnist_reader"] = reader_audit(reader, pairs, seen)
         result["seconds"] = round(time.perf_counter() - start, 1)
     save_json(args.out, result)
-    write_worst(seen, PREVIEW)
+    preview = args.out.with_name(f"{args.out.stem}_worst.png")  # beside --out: keeps the champion's
+    write_worst(seen, preview)
     page, drawn = figures["as_page_reads"], figures["as_drawn"]
     print(
         f"as the page reads: recall {page['recall']:.4f} precision {page['precision']:.4f} sequence "
@@ -431,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"ceilings: recall {audit['ceiling_recall']}, sequence {audit['ceiling_sequence']}; "
             f"misreads of legible digits: {audit['legible_misreads']}"
         )
-    print(f"-> {independent.workspace_path(args.out)}, {independent.workspace_path(PREVIEW)}")
+    print(f"-> {independent.workspace_path(args.out)}, {independent.workspace_path(preview)}")
     return result
 
 

@@ -211,12 +211,19 @@ class ModelSource:
     detector: Path | None  # a .keras detector, used until the artifact exists
     threshold: float  # the operating score threshold (the manifest's calibrated one unless overridden)
     thresholds: dict[str, Any]  # the manifest's decoding thresholds (iou, max_detections, merge, ...)
+    # a detector was named: read it, not the version's SavedModel, whose manifest still gives the
+    # post-processing and (unless overridden) the threshold; else `--detector` read the champion silently
+    keras_only: bool = False
 
 
 def resolve_model(models: Path, version_dir: Path | None, detector: Path | None, threshold: float | None):
-    """The `ModelSource` of a models folder (its champion and stage-3 detector) or explicit paths."""
+    """The `ModelSource` of a models folder (its champion and stage-3 detector) or explicit paths; a
+    named `detector` is what is read, at the version's post-processing."""
     from multidigit.manifest import read_manifest
 
+    keras_only = detector is not None
+    if keras_only and not detector.is_file():
+        raise FileNotFoundError(f"--detector: {detector} not found")
     if version_dir is None and (models / "tfjs" / "champion.json").is_file():
         champion = json.loads((models / "tfjs" / "champion.json").read_text())["version"]
         version_dir = models / "tfjs" / champion
@@ -228,11 +235,16 @@ def resolve_model(models: Path, version_dir: Path | None, detector: Path | None,
                 f"{models}: no exported champion manifest; pass --threshold or --version-dir"
             )
         threshold = float(thresholds["score"])
-    return ModelSource(version_dir, detector if detector.is_file() else None, threshold, thresholds)
+    return ModelSource(
+        version_dir, detector if detector.is_file() else None, threshold, thresholds, keras_only
+    )
 
 
 def _has_artifact(source: ModelSource) -> bool:
-    """True when engineer A's artifact module exists and the version holds its SavedModel."""
+    """True when engineer A's artifact module exists, the version holds its SavedModel and no detector
+    was named."""
+    if source.keras_only:
+        return False
     try:
         import multidigit.artifact  # noqa: F401
     except ImportError:

@@ -123,6 +123,8 @@ def test_the_page_replay_takes_font_drawings_into_their_own_results_file():
     got = drawn_page.chosen_drawings(args)
     assert [d.labels for d in got] == [d.labels for _, d in fd.font_drawings(3, seed=0)]
     assert drawn_page.parse_args([]).out == drawn_page.RESULTS
-    for clash in (["--fonts", "--synthetic"], ["--fonts", "--python-only"]):
+    # the page reads the champion export: a named detector is scored in Python only
+    assert drawn_page.parse_args(["--python-only", "--detector", "x.keras"]).detector == Path("x.keras")
+    for clash in (["--fonts", "--synthetic"], ["--fonts", "--python-only"], ["--detector", "x.keras"]):
         with pytest.raises(SystemExit):
             drawn_page.parse_args(clash)

@@ -75,3 +75,25 @@ def test_scoring_perfect_and_degraded_detections(small_set):
     assert w["count/accuracy"] == 0.0 and w["recall"] < 1.0
     assert min(w[f"height/{name}/recall"] for name in names) < 1.0
     assert w["metrics/mAP50-95"] < m["metrics/mAP50-95"]
+
+
+def test_a_named_detector_is_read_not_the_champion_export(tmp_path):
+    """`--detector` on a models folder whose champion has a SavedModel reads that detector (at the
+    champion's post-processing and threshold); the champion's export is read only when none is named."""
+    version = tmp_path / "tfjs" / "v1"
+    (version / "saved_model").mkdir(parents=True)
+    (version / "manifest.json").write_text('{"files": {}, "thresholds": {"score": 0.4, "iou": 0.45}}')
+    (tmp_path / "tfjs" / "champion.json").write_text('{"version": "v1"}')
+    (tmp_path / "stage3").mkdir()
+    (tmp_path / "stage3" / "detector.keras").write_bytes(b"champion")
+    other = tmp_path / "other.keras"
+    other.write_bytes(b"an arm")
+
+    champion = independent.resolve_model(tmp_path, None, None, None)
+    assert independent._has_artifact(champion) and champion.threshold == 0.4
+    named = independent.resolve_model(tmp_path, None, other, 0.3)
+    assert not independent._has_artifact(named)
+    assert (named.detector, named.threshold, named.version_dir) == (other, 0.3, version)
+    assert independent.manifest_nms(named).iou_threshold == 0.45
+    with pytest.raises(FileNotFoundError, match=r"--detector: .*missing\.keras not found"):
+        independent.resolve_model(tmp_path, None, tmp_path / "missing.keras", None)
