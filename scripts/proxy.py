@@ -118,21 +118,25 @@ def train_curriculum(
 
 
 def score(
-    cfg: Params, detector, val3, drawn_vals: dict, heldout, calibration, threshold: float | None = None
+    cfg: Params, detector, drawn_vals: dict, heldout, calibration, threshold: float | None = None
 ) -> dict[str, float]:
-    """Val figures: stage-3 mAP and counts at the threshold calibrated on `calibration` (or `threshold`
-    if given), the count on `heldout` stage-3 val canvases at that threshold, the drawn-val figures
-    (`drawn_vals`: brush law -> drawn canvases; the first is the split's law, the others fixed widths)."""
+    """Val figures: stage-3 mAP and counts on the first VAL_CANVASES of `calibration` (`val3`), at the
+    threshold calibrated on all of it (or `threshold` if given), the count on `heldout` stage-3 val
+    canvases at that threshold, the drawn-val figures (`drawn_vals`: brush law -> drawn canvases; the
+    first is the split's law, the others fixed widths)."""
     from multidigit.artifact import build_detector_fn, detect_canvases
+    from multidigit.data_pipeline import subset
     from multidigit.evaluation import coco
     from multidigit.evaluation import matching as mt
     from multidigit.evaluation.drawn import score_drawn
     from multidigit.evaluation.stage import calibrate_threshold
 
     fn = build_detector_fn(detector, cfg.nms)
-    candidates = detect_canvases(fn, val3.images, coco.SCORE_FLOOR)
+    val3 = subset(calibration, VAL_CANVASES)
+    # the calibration set's first canvases are val3: one detection pass serves mAP and the threshold
+    found = detect_canvases(fn, (calibration if threshold is None else val3).images, coco.SCORE_FLOOR)
+    candidates = found[:VAL_CANVASES]
     if threshold is None:
-        found = detect_canvases(fn, calibration.images, coco.SCORE_FLOOR)
         threshold, _ = calibrate_threshold(
             calibration.boxes, calibration.labels, found, cfg.evaluate.operating_point
         )
@@ -230,11 +234,10 @@ def score_only(path: str, overrides: dict) -> int:
     base, cfg = repo_params(), repo_params(overrides.get("params", {}))
     val_digits = read_split("val")
     detector = keras.saving.load_model(path, compile=False)
-    val3 = make_split(base, "stage3", "val", VAL_CANVASES, val_digits)
     result = {"name": f"score-only {path}", "overrides": overrides}
     calibration, heldout = count_sets(base, val_digits)
     threshold = overrides.get("threshold")
-    figures = score(cfg, detector, val3, drawn_vals(base, val_digits), heldout, calibration, threshold)
+    figures = score(cfg, detector, drawn_vals(base, val_digits), heldout, calibration, threshold)
     result |= {k: round(v, 4) for k, v in figures.items()}
     print(json.dumps(result))
     with OUT.open("a") as fh:
@@ -243,6 +246,7 @@ def score_only(path: str, overrides: dict) -> int:
 
 
 def main() -> int:
+    from multidigit.data_pipeline import subset
     from multidigit.mnist import read_split
 
     if sys.argv[1] == "--score-only":
@@ -260,13 +264,15 @@ def main() -> int:
     data = {s: make_split(cfg, s, "train", counts[s], train_digits) for s in stages}
     # val canvases from params.yaml as is: a row changing the generator must not change what it is scored on
     base = repo_params()
-    vals = {s: make_split(base, s, "val", VAL_CANVASES, val_digits) for s in stages}
-    drawn_val = drawn_vals(base, val_digits)
     calibration, heldout = count_sets(base, val_digits)
+    # stage 3's fit reads the calibration set's first canvases, as score's val3 does: made once
+    vals = {s: make_split(base, s, "val", VAL_CANVASES, val_digits) for s in stages if s != "stage3"}
+    vals["stage3"] = subset(calibration, VAL_CANVASES)
+    drawn_val = drawn_vals(base, val_digits)
     gen_seconds = round(time.perf_counter() - start)
     begin = {k: over[k] for k in ("backbone", "stage2") if k in over}
     detector, fit = train_curriculum(cfg, data, vals, over.get("epochs", {}), begin, work, train_digits)
-    figures = score(cfg, detector, vals["stage3"], drawn_val, heldout, calibration)
+    figures = score(cfg, detector, drawn_val, heldout, calibration)
     result = {"name": name, **{k: round(v, 4) for k, v in figures.items()}}
     result |= {
         "fit_seconds": fit,
