@@ -178,10 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     used = np.unique(sources[sources >= 0])
     result = {
         "canvases": len(drawings),
-        "model": {
-            "version_dir": independent.workspace_path(source.version_dir),
-            "threshold": source.threshold,
-        },
+        "model": independent.model_record(source),
         "read": read,
         "reader": {
             "originals_right": round(float(original_ok[used].mean()), 4),

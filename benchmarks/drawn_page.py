@@ -562,10 +562,7 @@ def python_only(args: argparse.Namespace, source: Any, drawings: list, brushes: 
     runs = [python_figures(source, drawings, b)[0] for b in brushes]
     result = {
         "drawings": drawings_name(args),
-        "model": {
-            "version_dir": independent.workspace_path(source.version_dir),
-            "threshold": source.threshold,
-        },
+        "model": independent.model_record(source),
         "brushes": {r["brush"]: r for r in runs},
     }
     save_json(args.out, result)

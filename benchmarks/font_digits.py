@@ -398,11 +398,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures, seen = score_drawings(source, pairs)
     result = {
         "drawings": f"{len(pairs)} drawings of stroke-font digits, seed {args.seed} ({GLYPHS.name})",
-        "model": {
-            "version_dir": independent.workspace_path(source.version_dir),
-            "detector": independent.workspace_path(source.detector) if source.keras_only else None,
-            "threshold": source.threshold,
-        },
+        "model": independent.model_record(source),
         **figures,
         "seconds": round(time.perf_counter() - start, 1),
     }

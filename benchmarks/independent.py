@@ -208,7 +208,7 @@ class ModelSource:
     """Where a detector and its operating point come from."""
 
     version_dir: Path | None  # an exported version (manifest.json, saved_model/ once the artifact lands)
-    detector: Path | None  # a .keras detector, used until the artifact exists
+    detector: Path | None  # a .keras detector, read when named (`keras_only`), else until the artifact exists
     threshold: float  # the operating score threshold (the manifest's calibrated one unless overridden)
     thresholds: dict[str, Any]  # the manifest's decoding thresholds (iou, max_detections, merge, ...)
     # a detector was named: read it, not the version's SavedModel, whose manifest still gives the
@@ -238,6 +238,15 @@ def resolve_model(models: Path, version_dir: Path | None, detector: Path | None,
     return ModelSource(
         version_dir, detector if detector.is_file() else None, threshold, thresholds, keras_only
     )
+
+
+def model_record(source: ModelSource) -> dict[str, Any]:
+    """The results files' "model" entry: the version and threshold read, and the detector when one was
+    named (its figures are not the version's)."""
+    record = {"version_dir": workspace_path(source.version_dir), "threshold": source.threshold}
+    if source.keras_only:
+        record["detector"] = workspace_path(source.detector)
+    return record
 
 
 def _has_artifact(source: ModelSource) -> bool:

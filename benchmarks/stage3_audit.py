@@ -249,10 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = {
         "canvases": len(stored),
-        "model": {
-            "version_dir": independent.workspace_path(source.version_dir),
-            "threshold": source.threshold,
-        },
+        "model": independent.model_record(source),
         "path": path,
         "read_brush": read_brush,
         "reader": {name: round(float(v.mean()), 4) for name, v in verdicts.items()},

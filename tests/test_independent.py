@@ -95,5 +95,8 @@ def test_a_named_detector_is_read_not_the_champion_export(tmp_path):
     assert not independent._has_artifact(named)
     assert (named.detector, named.threshold, named.version_dir) == (other, 0.3, version)
     assert independent.manifest_nms(named).iou_threshold == 0.45
+    # the results files say which detector was read when it is not the version's
+    assert "detector" not in independent.model_record(champion)
+    assert independent.model_record(named)["detector"] == independent.workspace_path(other)
     with pytest.raises(FileNotFoundError, match=r"--detector: .*missing\.keras not found"):
         independent.resolve_model(tmp_path, None, tmp_path / "missing.keras", None)
