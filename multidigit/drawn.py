@@ -27,6 +27,8 @@ from multidigit.params import DrawnParams
 ROW_PITCH = 1.35  # baseline-to-baseline distance of two rows, in digit heights
 SIZE_JITTER = 0.1  # each digit's height times U(1 - j, 1 + j)
 DROP_JITTER = 0.05  # each digit's baseline moves by N(0, j) digit heights
+FLAG_LENGTH = (0.2, 0.4)  # a flagged 1's flag, in heights of the 1
+FLAG_ANGLE_DEG = (30.0, 60.0)  # ... rising to the 1's top from the left at this angle over the horizontal
 SIDE = CANVAS_SIZE * augment.BUFFER_FACTOR  # the page's buffer side
 
 
@@ -98,6 +100,17 @@ def drawn_canvas(
     return [[(line * shrink + offset) * augment.BUFFER_FACTOR for line in d] for d in placed]
 
 
+def with_flag(lines: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """A 1's strokes (digit pixels, y down) with a flag: a short pen line from the left rising to its top,
+    written first, as continental writers start a 1."""
+    pts = np.concatenate(lines)
+    top = pts[np.argmin(pts[:, 1])]
+    length = rng.uniform(*FLAG_LENGTH) * max(np.ptp(pts[:, 1]), 1.0)
+    angle = math.radians(rng.uniform(*FLAG_ANGLE_DEG))  # math, not np: see drawn_canvas
+    start = top + length * np.array([-math.cos(angle), math.sin(angle)])
+    return [np.stack([start, top]), *lines]
+
+
 def _digit_patch(lines: list[np.ndarray], brush: float) -> tuple[np.ndarray, np.ndarray]:
     """One digit's strokes painted alone on the block-aligned part of the page's buffer its brush can
     reach: (uint8 buffer patch, its (x, y) origin in buffer pixels, a multiple of BUFFER_FACTOR).
@@ -140,6 +153,7 @@ def make_drawn(
     brush_law: tuple[float, float, float],
     max_digits: int,
     rng: np.random.Generator,
+    flag_ones: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """`n` drawn canvases from MNIST test digits.
 
@@ -149,6 +163,8 @@ def make_drawn(
             the drawn split's `params.brush` (the page's slider), or training's `generate.augment.brush`.
         max_digits: K, the padded digit slots (>= params.digits[1]).
         rng: the shard's generator.
+        flag_ones: share of the 1s written with a flag (`with_flag`); at 0 no draw is made for it, so the
+            drawn split's bytes do not depend on it.
     Returns:
         The shard arrays (see the module docstring).
     """
@@ -165,7 +181,11 @@ def make_drawn(
         count = int(rng.integers(params.digits[0], params.digits[1] + 1))
         ids = rng.integers(0, len(digits), count)
         brush = float(np.rint(augment.brush_widths(brush_law, 1, rng)[0]))  # the slider moves in whole pixels
-        placed = drawn_canvas(table.lines(ids), params, brush, rng)
+        lines = table.lines(ids)
+        if flag_ones:
+            flags = (labels[ids] == 1) & (rng.random(count) < flag_ones)
+            lines = [with_flag(ls, rng) if flag and ls else ls for ls, flag in zip(lines, flags, strict=True)]
+        placed = drawn_canvas(lines, params, brush, rng)
         out["images"][i], out["boxes"][i, :count] = _render(placed, brush)
         out["labels"][i, :count], out["source"][i, :count], out["brush"][i] = labels[ids], ids, brush
         for slot, digit_lines in enumerate(placed):

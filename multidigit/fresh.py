@@ -74,9 +74,9 @@ def written_canvases(cfg: Params, stage: str, digits: tuple, epoch: int, chunk: 
     gen = cfg.generate
     seed = shard_seed(cfg.seed, stage, "train", WRITTEN_OFFSET + epoch * EPOCH_STRIDE + chunk)
     # training's brush law (generate.augment.brush), not the drawn split's slider law
-    arrays = drawn.make_drawn(
-        *digits, n, gen.drawn, gen.augment.brush, slots(cfg, stage), np.random.default_rng(seed)
-    )
+    rng = np.random.default_rng(seed)
+    flags = cfg.train.stages[stage].flag_ones
+    arrays = drawn.make_drawn(*digits, n, gen.drawn, gen.augment.brush, slots(cfg, stage), rng, flags)
     return Canvases(arrays["images"], arrays["boxes"], arrays["labels"])
 
 

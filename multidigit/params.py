@@ -223,6 +223,9 @@ class StageTrainParams(Block):
     # Share of each epoch's canvases that are written layouts (multidigit/drawn.py's rows, slant and page
     # brush) of MNIST *train* digits, made at train time (multidigit/fresh.py); they replace shard canvases.
     written: Fraction = 0.0
+    # Share of the 1s in those written layouts given the flag continental writers start a 1 with (MNIST's
+    # 1s are nearly all bare strokes, so the page read flagged 1s as 7; multidigit/drawn.py `with_flag`).
+    flag_ones: Fraction = 0.0
     fresh: bool = False  # epochs after the first see new canvases, generated from seeds ahead of training
 
 

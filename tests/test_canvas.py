@@ -5,6 +5,7 @@ manifest and readers."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from multidigit import augment, canvas, strokes
+from multidigit import augment, canvas, drawn, stroke_cache, strokes
 from multidigit.mnist import read_split
 from multidigit.params import ParamsError, validate_params
 from tests.conftest import ROOT
@@ -469,6 +470,37 @@ def test_drawn_split_brush_is_its_own_law_not_trainings(cfg, mnist_splits):
     )  # training's law moves nothing
     thick = drawn_with(drawn_brush=(20.0, 20.0, 20.0))
     assert np.all(thick.extra["brush"] == 20.0) and not np.array_equal(thick.images, base.images)
+
+
+def test_a_flag_rises_from_the_left_to_the_top_of_the_one():
+    one = [np.array([[14.0, 4.0], [13.0, 24.0]])]  # a bare 1, top at (14, 4), 20 px tall
+    flagged = drawn.with_flag(one, np.random.default_rng(0))
+    (start, top), stem = flagged[0], flagged[1]
+    assert np.array_equal(top, [14.0, 4.0]) and stem is one[0]  # written first, ending at the top
+    dx, dy = top - start
+    length, angle = np.hypot(dx, dy), np.degrees(np.arctan2(-dy, dx))  # y down: rising means dy < 0
+    assert drawn.FLAG_LENGTH[0] * 20 <= length <= drawn.FLAG_LENGTH[1] * 20
+    assert drawn.FLAG_ANGLE_DEG[0] <= angle <= drawn.FLAG_ANGLE_DEG[1]
+
+
+def test_training_layouts_flag_ones_only_and_the_drawn_split_never(cfg, mnist_splits):
+    train_digits = read_split("train", mnist_splits)
+    table = stroke_cache.for_split(train_digits[0])
+    rng = np.random.default_rng(3)
+    arrays = drawn.make_drawn(*train_digits, 30, cfg.generate.drawn, (10, 10, 10), 6, rng, flag_ones=1.0)
+    counts = np.zeros(arrays["source"].shape, np.int64)  # strokes per digit slot, per canvas
+    for c, (a, b) in enumerate(itertools.pairwise(arrays["canvas_strokes"])):
+        np.add.at(counts[c], arrays["stroke_digit"][a:b], 1)
+    used = arrays["source"] >= 0
+    traced = np.array([len(lines) or 1 for lines in table.lines(arrays["source"][used])])  # no ink: a dot
+    ones = arrays["labels"][used] == 1
+    assert ones.sum() > 5 and np.array_equal(counts[used], traced + ones)  # one more stroke: the flag
+    stages = {**cfg.train.stages, "stage3": cfg.train.stages["stage3"].model_copy(update={"flag_ones": 1.0})}
+    flagged = cfg.model_copy(update={"train": cfg.train.model_copy(update={"stages": stages})})
+    seed = canvas.shard_seed(cfg.seed, "stage3", "drawn", 0)
+    test_digits = read_split("test", mnist_splits)
+    split = [canvas.make_drawn_shard(*test_digits, 12, c.generate, "stage3", seed) for c in (cfg, flagged)]
+    assert np.array_equal(split[0].images, split[1].images)  # the drawn split's 1s stay MNIST's
 
 
 # ---------------------------------------------------------------- sampling
