@@ -53,6 +53,7 @@ def _export_dataset_args(p: argparse.ArgumentParser) -> None:
 def _registry_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("list", "promote", "rollback"))
     p.add_argument("--version", help="model version, for promote")
+    p.add_argument("--reason", help="promote over the champion rule (test mAP50-95), saying why")
 
 
 # (name, "module:function", help, argument adders). Each function takes the options as keywords.

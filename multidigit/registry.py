@@ -12,8 +12,9 @@ Every promotion appends to a history kept as a registered-model tag, so `rollbac
 to the version that held it before (its files are downloaded from MLflow again if the local copy is
 gone, and verified against their manifest). Weights that were rolled back never take `champion` again
 automatically (a later export of the same detector.keras is registered, not promoted); `promote` can.
+`promote --reason` over-rules the rule for a version that passed its gate, and keeps the reason on it.
 
-    multidigit registry list | promote [--version V] | rollback
+    multidigit registry list | promote [--version V] [--reason TEXT] | rollback
 """
 
 from __future__ import annotations
@@ -243,8 +244,15 @@ def _resolve(client: Any, name: str, version: str | None) -> Entry:
     raise ValueError(f"registry: --version {version!r} not registered; known: {known}")
 
 
-def promote(cfg: Params, version: str | None = None, models_dir: Path = TFJS_DIR) -> Entry:
-    """Give `champion` to `version` (default: the newest) if the champion rule allows; else ValueError."""
+def promote(
+    cfg: Params, version: str | None = None, models_dir: Path = TFJS_DIR, reason: str | None = None
+) -> Entry:
+    """Give `champion` to `version` (default: the newest) if the champion rule allows; else ValueError.
+
+    A person may over-rule the rule with a `reason` (test mAP50-95 cannot see every lever: one that reads
+    drawings better may move it by noise); the reason is kept as the version's `promoted_over_rule` tag.
+    A version that did not pass its gate is never promoted.
+    """
     name = cfg.mlflow.registered_model
     client = _client(cfg.mlflow)
     entry = _resolve(client, name, version)
@@ -252,11 +260,14 @@ def promote(cfg: Params, version: str | None = None, models_dir: Path = TFJS_DIR
     if current is not None and current.number == entry.number:
         print(f"registry: v{entry.number} ({entry.version}) already is champion")
         return entry
-    ok, reason = promotion_decision(entry, current)
+    ok, rule = promotion_decision(entry, current)
+    if not ok and (not reason or not entry.gate_passed):
+        raise ValueError(f"registry: not promoted: {rule}; champion unchanged")
     if not ok:
-        raise ValueError(f"registry: not promoted: {reason}; champion unchanged")
+        client.set_model_version_tag(name, str(entry.number), "promoted_over_rule", reason)
+        rule = f"{rule}, over-ruled: {reason}"
     _set_champion(client, name, entry, [*_history(client, name), entry.number], models_dir)
-    print(f"registry: champion -> v{entry.number} ({entry.version}): {reason}")
+    print(f"registry: champion -> v{entry.number} ({entry.version}): {rule}")
     return entry
 
 
@@ -275,13 +286,19 @@ def rollback(cfg: Params, models_dir: Path = TFJS_DIR) -> Entry:
     return entry
 
 
-def main(params: str | Path = DEFAULT_PARAMS_FILE, action: str = "list", version: str | None = None) -> Any:
-    """`multidigit registry list|promote|rollback [--version V]`.
+def main(
+    params: str | Path = DEFAULT_PARAMS_FILE,
+    action: str = "list",
+    version: str | None = None,
+    reason: str | None = None,
+) -> Any:
+    """`multidigit registry list|promote|rollback [--version V] [--reason TEXT]`.
 
     Args:
         params: the params YAML (its mlflow block).
         action: list, promote or rollback.
         version: for promote: MLflow version number or TF.js folder name (default: newest).
+        reason: for promote: why the champion rule is over-ruled (kept as a tag on the version).
     Returns:
         The rows (list) or the new champion's Entry.
     """
@@ -291,7 +308,7 @@ def main(params: str | Path = DEFAULT_PARAMS_FILE, action: str = "list", version
     if action == "list":
         return list_versions(cfg)
     if action == "promote":
-        return promote(cfg, version)
-    if version is not None:
-        raise ValueError("registry: rollback takes no --version (it restores the previous champion)")
+        return promote(cfg, version, reason=reason)
+    if version is not None or reason is not None:
+        raise ValueError("registry: rollback takes no --version or --reason (it restores the last champion)")
     return rollback(cfg)

@@ -93,6 +93,22 @@ def test_a_worse_model_does_not_take_champion(workspace):
     assert promoted and served(models) == "v-d"
 
 
+def test_a_person_may_over_rule_the_rule_with_a_reason_but_not_the_gate(workspace, capsys):
+    cfg, models = workspace
+    register(cfg, models, "v-a", 0.80)
+    register(cfg, models, "v-b", 0.79)
+    register(cfg, models, "v-c", 0.95, gate=False)
+    with pytest.raises(ValueError, match="did not pass its gate"):
+        registry.promote(cfg, "v-c", models, reason="reads drawings better")
+    assert registry.promote(cfg, "v-b", models, reason="reads fonts better").version == "v-b"
+    assert served(models) == "v-b"
+    assert "0.7900 < champion v1 0.8000, over-ruled: reads fonts better" in capsys.readouterr().out
+    client = registry._client(cfg.mlflow)
+    tags = client.get_model_version(cfg.mlflow.registered_model, "2").tags
+    assert tags["promoted_over_rule"] == "reads fonts better"
+    assert registry.rollback(cfg, models).version == "v-a" and served(models) == "v-a"
+
+
 def test_rollback_restores_the_previous_champion(workspace):
     cfg, models = workspace
     register(cfg, models, "v-old", 0.80)
