@@ -261,9 +261,9 @@ def promote(
         print(f"registry: v{entry.number} ({entry.version}) already is champion")
         return entry
     ok, rule = promotion_decision(entry, current)
-    if not ok and (not reason or not entry.gate_passed):
-        raise ValueError(f"registry: not promoted: {rule}; champion unchanged")
     if not ok:
+        if not reason or not entry.gate_passed:
+            raise ValueError(f"registry: not promoted: {rule}; champion unchanged")
         client.set_model_version_tag(name, str(entry.number), "promoted_over_rule", reason)
         rule = f"{rule}, over-ruled: {reason}"
     _set_champion(client, name, entry, [*_history(client, name), entry.number], models_dir)

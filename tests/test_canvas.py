@@ -483,8 +483,7 @@ def test_a_flag_rises_from_the_left_to_the_top_of_the_one():
     assert drawn.FLAG_ANGLE_DEG[0] <= angle <= drawn.FLAG_ANGLE_DEG[1]
 
 
-def test_training_layouts_flag_ones_only_and_the_drawn_split_never(cfg, mnist_splits):
-    train_digits = read_split("train", mnist_splits)
+def test_training_layouts_flag_ones_only_and_the_drawn_split_never(cfg, train_digits, mnist_splits):
     table = stroke_cache.for_split(train_digits[0])
     rng = np.random.default_rng(3)
     arrays = drawn.make_drawn(*train_digits, 30, cfg.generate.drawn, (10, 10, 10), 6, rng, flag_ones=1.0)
