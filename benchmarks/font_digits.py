@@ -307,8 +307,11 @@ def score_drawings(source: Any, pairs: list[tuple[str, drawn_page.DrawnCanvas]])
     return figures, {"truths": truths, "dets": page_dets, "right": np.array(right), "fonts": fonts}
 
 
-def write_worst(seen: dict, path: Path, count: int = 16) -> None:
-    """A grid of drawings the page misreads (as it would list them), captioned with the font."""
+def write_worst(
+    seen: dict, path: Path, title: str = "font digits the page misreads", count: int = 16
+) -> None:
+    """A grid of drawings the page misreads (as it would list them), captioned with the font (or the
+    name each drawing was scored under)."""
     from multidigit.evaluation import figures
 
     wrong = np.flatnonzero(~seen["right"])[:count]
@@ -317,9 +320,7 @@ def write_worst(seen: dict, path: Path, count: int = 16) -> None:
     boxes, labels = drawn_page.padded_truth([t[1] for t in truths], [t[2] for t in truths])
     captions = [f"#{i} {seen['fonts'][i]}" for i in wrong]
     with atomic_path(path) as tmp:
-        figures.plot_canvases(
-            images, boxes, labels, seen["dets"], wrong, tmp, "font digits the page misreads", captions
-        )
+        figures.plot_canvases(images, boxes, labels, seen["dets"], wrong, tmp, title, captions)
 
 
 # ---------------------------------------------------------------- an MNIST reader's verdict
