@@ -96,7 +96,7 @@ def drawing_pair(
     aside), the second with a bar on each 7, same placement."""
     sevens = np.flatnonzero(labels == 7)
     n = int(rng.integers(1, 5))
-    brush = font_digits._brush(rng)
+    brush = font_digits.slider_brush(rng)
     height = rng.uniform(HEIGHT[0], min(HEIGHT[1], (100 - 2 * MARGIN) / (0.9 * n))) * TO_BUFFER
     plain, crossed, names, x = [], [], [], 0.0
     for _ in range(n):
@@ -106,9 +106,8 @@ def drawing_pair(
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         k = height * rng.uniform(0.92, 1.08) / max(hi[1] - lo[1], 1.0)
         corner = np.array([x, rng.uniform(-0.05, 0.05) * height])
-        place = lambda line, lo=lo, k=k, corner=corner: (line - lo) * k + corner  # noqa: E731
-        plain.append([place(line) for line in lines])
-        bar = [place(crossbar(lines, rng))] if labels[index] == 7 else []
+        plain.append([(line - lo) * k + corner for line in lines])
+        bar = [(crossbar(lines, rng) - lo) * k + corner] if labels[index] == 7 else []
         crossed.append(plain[-1] + bar)
         names.append(int(labels[index]))
         x += (hi[0] - lo[0]) * k + brush + rng.uniform(*gap) * height

@@ -180,7 +180,7 @@ def _shaped(lines: list[np.ndarray], height: float, shear: float, rng: np.random
     return [line - corner for line in out]
 
 
-def _brush(rng: np.random.Generator) -> float:
+def slider_brush(rng: np.random.Generator) -> float:
     """The slider's default on DEFAULT_SHARE of drawings, else any of its integer widths."""
     return DEFAULT_BRUSH if rng.random() < DEFAULT_SHARE else float(rng.integers(SLIDER[0], SLIDER[1] + 1))
 
@@ -195,7 +195,7 @@ def _rows(n: int, rng: np.random.Generator) -> list[int]:
 def font_drawing(glyphs: dict, font: str, rng: np.random.Generator) -> drawn_page.DrawnCanvas:
     """One drawing in one font: a number of 1-6 digits laid out left to right in one or two rows."""
     n = int(rng.integers(1, 7))
-    rows, brush = _rows(n, rng), _brush(rng)
+    rows, brush = _rows(n, rng), slider_brush(rng)
     room = 100 - 2 * MARGIN
     # a digit plus its gap is ~0.9 h wide, a row with its spacing ~1.35 h tall: the largest h that fits
     top = min(HEIGHT[1], room / (0.9 * max(rows)), room / (1.35 * len(rows)))
