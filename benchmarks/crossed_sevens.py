@@ -8,7 +8,7 @@ seen the bar may read a crossed 7 as a 7 with a 1 or a 4 beside it, or as nothin
 on drawings no training rule shaped: its bar geometry and placement are its own code, not
 `multidigit.drawn`'s.
 
-A drawing: 1-4 MNIST test digits traced into strokes (`multidigit.strokes.digit_strokes`), each a 7 half
+A drawing: 1-4 MNIST test digits traced into strokes (`multidigit.stroke_cache`), each a 7 half
 the time, else any test digit, 20-50 px tall in one row, the brush the slider's default on two drawings in
 five, else any of its widths (as `font_digits`). It is drawn twice: plain, and with a bar on every 7,
 written after the digit as one pen line across the stem at 0.42-0.65 of its height from the top, 0.3-0.6
@@ -42,12 +42,12 @@ import drawn_page  # noqa: E402
 import font_digits  # noqa: E402
 import independent  # noqa: E402
 
+from multidigit import stroke_cache  # noqa: E402
 from multidigit.atomic import save_json  # noqa: E402
-from multidigit.strokes import digit_strokes  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "crossed_sevens.json"
 TO_BUFFER = drawn_page.BUFFER / 100  # canvas px -> buffer px
-MARGIN = 3.0  # canvas px kept clear at every edge
+MARGIN = font_digits.MARGIN  # canvas px kept clear at every edge (font_digits.fit_map keeps it)
 HEIGHT = (20.0, 50.0)  # digit height on the canvas, px
 SEVEN_SHARE = 0.5
 BAR_AT = (0.42, 0.65)  # the bar's height from the 7's top, in heights
@@ -101,7 +101,7 @@ def drawing_pair(
     plain, crossed, names, x = [], [], [], 0.0
     for _ in range(n):
         index = int(rng.choice(sevens)) if rng.random() < SEVEN_SHARE else int(rng.integers(len(labels)))
-        lines = digit_strokes(digits[index])
+        lines = stroke_cache.for_split(digits).lines(np.array([index]))[0]  # traced once per process
         pts = np.concatenate(lines)
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         k = height * rng.uniform(0.92, 1.08) / max(hi[1] - lo[1], 1.0)
@@ -111,22 +111,11 @@ def drawing_pair(
         crossed.append(plain[-1] + bar)
         names.append(int(labels[index]))
         x += (hi[0] - lo[0]) * k + brush + rng.uniform(*gap) * height
-    fit = _fit(crossed, brush, rng)
+    fit = font_digits.fit_map(crossed, brush, rng)  # the bars included; the plain drawing takes it too
     return (
         drawn_page.DrawnCanvas(brush, names, [[fit(line) for line in d] for d in plain]),
         drawn_page.DrawnCanvas(brush, list(names), [[fit(line) for line in d] for d in crossed]),
     )
-
-
-def _fit(groups: list[list[np.ndarray]], brush: float, rng: np.random.Generator):
-    """The map that shrinks the drawing (bars included) where it overflows the canvas and moves it to a
-    random spot keeping MARGIN clear of every edge; the plain drawing takes the same map."""
-    pts = np.concatenate([line for group in groups for line in group])
-    lo, hi = pts.min(axis=0) - brush / 2, pts.max(axis=0) + brush / 2
-    room = (100 - 2 * MARGIN) * TO_BUFFER
-    k = min(1.0, room / max(hi[0] - lo[0], 1e-6), room / max(hi[1] - lo[1], 1e-6))
-    corner = MARGIN * TO_BUFFER + rng.uniform(0, 1, 2) * np.maximum(room - (hi - lo) * k, 0)
-    return lambda line: (line - lo) * k + corner
 
 
 def drawing_pairs(
@@ -178,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     preview = args.out.with_name(f"{args.out.stem}_worst.png")  # beside --out: keeps the champion's
     for spacing, gap in SPACINGS.items():
         pairs = drawing_pairs(args.canvases, args.seed, gap, test_split)
-        result["sevens"] = int(sum(pair[0].labels.count(7) for pair in pairs))
+        result.setdefault("sevens", int(sum(pair[0].labels.count(7) for pair in pairs)))  # same at each gap
         for k, name in enumerate(("plain", "crossed")):
             figures, seen = font_digits.score_drawings(source, [(spacing, pair[k]) for pair in pairs])
             result[f"{spacing}/{name}"] = _sevens(figures)

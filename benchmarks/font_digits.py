@@ -216,16 +216,22 @@ def font_drawing(glyphs: dict, font: str, rng: np.random.Generator) -> drawn_pag
     return drawn_page.DrawnCanvas(brush, labels, _fitted(groups, brush, rng))
 
 
-def _fitted(groups: list[list[np.ndarray]], brush: float, rng: np.random.Generator) -> list:
-    """The drawing shrunk where it overflows the canvas and moved to a random spot that keeps MARGIN clear
-    of every edge (the brush's half width included)."""
+def fit_map(groups: list[list[np.ndarray]], brush: float, rng: np.random.Generator):
+    """The map of a polyline that shrinks the drawing where it overflows the canvas and moves it to a
+    random spot that keeps MARGIN clear of every edge (the brush's half width included)."""
     pts = np.concatenate([line for group in groups for line in group])
     lo, hi = pts.min(axis=0) - brush / 2, pts.max(axis=0) + brush / 2
     room = (100 - 2 * MARGIN) * TO_BUFFER
     k = min(1.0, room / max(hi[0] - lo[0], 1e-6), room / max(hi[1] - lo[1], 1e-6))
     span = (hi - lo) * k
     corner = MARGIN * TO_BUFFER + rng.uniform(0, 1, 2) * np.maximum(room - span, 0)
-    return [[(line - lo) * k + corner for line in group] for group in groups]
+    return lambda line: (line - lo) * k + corner
+
+
+def _fitted(groups: list[list[np.ndarray]], brush: float, rng: np.random.Generator) -> list:
+    """The drawing moved by `fit_map`."""
+    fit = fit_map(groups, brush, rng)
+    return [[fit(line) for line in group] for group in groups]
 
 
 def font_drawings(
